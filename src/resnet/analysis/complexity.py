@@ -1,0 +1,144 @@
+"""Complexity accounting: parameters and multiply-adds, in total and per layer.
+
+The paper's "FLOPs" are multiply-adds of the convolutions and the fc layer for one image, at 224x224 for
+ImageNet nets (Table 1: "FLOPs (multiply-adds)"); BN, ReLU, pooling and the shortcut additions are not
+counted. :func:`count_macs` does exactly that by running one forward pass with hooks on every ``Conv2d``
+and ``Linear``. The tests cross-check it against ``torch.utils.flop_counter`` (which counts 2 FLOPs per
+multiply-add).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (BN's weight and bias included, its running statistics not)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-adds of one conv or fc call for the whole batch in ``output``; 0 for any other module."""
+    if isinstance(module, nn.Conv2d):
+        per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        return output.numel() * per_output
+    if isinstance(module, nn.Linear):
+        return output.numel() * module.in_features
+    return 0
+
+
+@dataclass
+class LayerRow:
+    """One leaf module in a :func:`layer_table`."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+
+
+def layer_table(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> list[LayerRow]:
+    """Per-leaf-module rows (in execution order) for one image of ``input_shape`` = (C, H, W).
+
+    Modules without parameters that are called (ReLU, pooling, option-A shortcuts) are listed too, so the
+    table shows every change of shape.
+    """
+    rows: list[LayerRow] = []
+
+    def hook(name: str):
+        def fn(mod: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+            params = sum(p.numel() for p in mod.parameters(recurse=False))
+            rows.append(LayerRow(name, type(mod).__name__, tuple(out.shape[1:]), params, layer_macs(mod, out)))
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and not list(m.children())]
+    was_training = model.training
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> int:
+    """Multiply-adds of the convs and fc layers for one image of ``input_shape`` = (C, H, W).
+
+    ``count_macs(create_model("resnet50"))`` is 3.86e9, the paper's 3.8e9 (Table 1).
+    """
+    return sum(r.macs for r in layer_table(model, input_shape))
+
+
+def format_table(rows: list[LayerRow]) -> str:
+    """A fixed-width text table of :func:`layer_table` rows with a total line."""
+    header = f"{'layer':<32} {'type':<16} {'output shape':<18} {'params':>12} {'MACs':>15}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape))
+        lines.append(f"{r.name:<32} {r.kind:<16} {shape:<18} {r.params:>12,} {r.macs:>15,}")
+    lines.append("-" * len(header))
+    total_p, total_m = sum(r.params for r in rows), sum(r.macs for r in rows)
+    lines.append(f"{'total':<32} {'':<16} {'':<18} {total_p:>12,} {total_m:>15,}")
+    return "\n".join(lines)
+
+
+def _cheap_instance(name: str, **kwargs: object) -> nn.Module:
+    """Build a model for counting only: constructed on the meta device, then given uninitialised CPU memory.
+
+    Skips the (slow) random initialisation; shapes, parameter counts and MACs do not depend on the values.
+    """
+    from resnet.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    return model.to_empty(device="cpu")
+
+
+def zoo_table(names: Sequence[str]) -> str:
+    """The ``resnet models`` table: layout, parameters and GMACs at the native input, with the paper's figure.
+
+    The paper column holds Table 1's multiply-adds for ImageNet nets (plain twins cost the same, section
+    3.3) and section 4.2's exact parameter counts (Table 6) for CIFAR nets.
+    """
+    from resnet.models import model_info
+    from resnet.paper import CIFAR_PARAMS, TABLE1_GMACS, TABLE6
+
+    header = (
+        f"{'model':<11} {'family':<8} {'input':<9} {'block':<10} {'blocks per stage':<17} {'shortcut':<8} "
+        f"{'params':>12} {'GMACs':>7}  paper"
+    )
+    lines = [header, "-" * (len(header) + 14)]
+    for name in names:
+        info = model_info(name)
+        model = _cheap_instance(name)
+        stages = [len(s) for s in model.stages]  # type: ignore[attr-defined]
+        block = type(model.stages[0][0]).__name__  # type: ignore[attr-defined]
+        params, macs = count_params(model), count_macs(model, info.input_size)
+        if info.family == "imagenet":
+            # Table 1 describes the residual nets; plain-18/34 are stated to cost the same (section 3.3).
+            in_paper = info.residual or info.depth in (18, 34)
+            paper = f"Table 1: {TABLE1_GMACS[info.depth]} GMACs" if in_paper else ""
+        elif info.depth in TABLE6 and info.residual:
+            exact = f" ({CIFAR_PARAMS[info.depth]:,})" if info.depth in CIFAR_PARAMS else ""
+            paper = f"Table 6: {TABLE6[info.depth][0]}M params{exact}"
+        else:
+            paper = ""
+        shortcut = model.shortcut if info.residual else "none"  # type: ignore[attr-defined]
+        size = "x".join(map(str, info.input_size[1:]))
+        lines.append(
+            f"{name:<11} {info.family:<8} {size:<9} {block:<10} {str(stages):<17} {shortcut:<8} "
+            f"{params:>12,} {macs / 1e9:>7.{1 if macs >= 1e9 else 3}f}  {paper}"
+        )
+    return "\n".join(lines)

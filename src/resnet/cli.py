@@ -1,0 +1,111 @@
+"""The ``resnet`` command line: one subcommand per job, each a thin wrapper over the library.
+
+Bad input raises :class:`~resnet.errors.UserError` (or ``ValueError``/``OSError`` from the library); this
+module turns those into one ``error: ...`` line and exit status 2, never a traceback. Set
+``RESNET_DEBUG=1`` to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from resnet.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from resnet.analysis.complexity import zoo_table
+    from resnet.models import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise UserError(f"no registered model matches {args.pattern!r}; run `resnet models` for the list")
+    print(zoo_table(names))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from resnet.analysis.complexity import format_table, layer_table
+    from resnet.models import create_model, model_info
+
+    info = model_info(args.name)
+    kwargs = {k: v for k, v in (("shortcut", args.shortcut), ("bottleneck_stride", args.bottleneck_stride)) if v}
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    model = create_model(args.name, **kwargs)
+    shape = tuple(args.input_size) if args.input_size else info.input_size
+    print(f"{args.name}: {info.doc}; input {'x'.join(map(str, shape))}")
+    print(format_table(layer_table(model, shape)))
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the model zoo with parameters, GMACs and the paper's figures")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*' or 'plain?0'")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("summary", help="per-layer table of one model: output shape, params, MACs")
+    p.add_argument("name", help="model name, e.g. resnet50 or resnet56")
+    p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="shortcut option (residual nets)")
+    p.add_argument("--bottleneck-stride", choices=("1x1", "3x3"), default=None, help="ImageNet nets only")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None)
+    p.set_defaults(handler=cmd_summary)
+
+
+#: Subcommand registrars, in the order ``resnet --help`` lists them.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resnet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="resnet",
+        description="Deep Residual Learning for Image Recognition (He et al., 2016): models, training, "
+        "reproduction of the paper's experiments.",
+    )
+    parser.add_argument("--version", action="version", version=f"resnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """If the first word is a misspelt subcommand, a one-line hint naming the close matches."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and not argv[0].startswith("-") and argv[0] not in sub.choices:
+        close = difflib.get_close_matches(argv[0], list(sub.choices), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(sub.choices)}"
+        return f"unknown command {argv[0]!r}; {hint}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``resnet`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    hint = _suggest_command(parser, argv)
+    if hint:
+        print(f"resnet: error: {hint}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (UserError, ValueError, OSError) as e:
+        if os.environ.get("RESNET_DEBUG"):
+            raise
+        print(f"resnet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resnet: interrupted", file=sys.stderr)
+        return 130

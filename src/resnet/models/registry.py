@@ -1,0 +1,96 @@
+"""A small model registry: ``register_model``, ``create_model``, ``list_models``, ``model_info``.
+
+Every entry records the keyword arguments its builder accepts, so a misspelt keyword fails with the valid
+choices instead of a ``TypeError`` deep in a constructor. CIFAR nets of any depth 6n+2 are reachable by
+name (``resnet38``, ``plain98``) without being listed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one model."""
+
+    name: str
+    family: str  # "imagenet" or "cifar"
+    builder: Callable[..., nn.Module]
+    kwargs: tuple[str, ...]  # keyword arguments create_model accepts for it
+    input_size: tuple[int, int, int]  # native (C, H, W)
+    depth: int
+    residual: bool
+    doc: str = ""
+    defaults: dict[str, object] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+_FAMILY_BUILDERS: dict[str, Callable[[str, int, bool], ModelInfo | None]] = {}
+
+
+def register_model(info: ModelInfo) -> ModelInfo:
+    """Add a model to the registry (names are unique)."""
+    if info.name in _REGISTRY:
+        raise ValueError(f"model {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def register_family(prefix: str, resolver: Callable[[str, int, bool], ModelInfo | None]) -> None:
+    """Let names like ``resnet38`` resolve through ``resolver(name, depth, residual)`` when not registered."""
+    _FAMILY_BUILDERS[prefix] = resolver
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, optionally filtered by a shell-style pattern (``"resnet*"``, ``"plain?0"``).
+
+    Order: ImageNet nets, then CIFAR nets, each by depth, residual before plain.
+    """
+    infos = sorted(_REGISTRY.values(), key=lambda i: (i.family != "imagenet", not i.residual, i.depth))
+    names = [i.name for i in infos]
+    return [n for n in names if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+
+
+_NAME_RE = re.compile(r"^(resnet|plain)(\d+)$")
+
+
+def model_info(name: str) -> ModelInfo:
+    """Registry entry for ``name`` (also for unlisted CIFAR depths like ``resnet38``)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    m = _NAME_RE.match(name)
+    if m and _FAMILY_BUILDERS:
+        for resolver in _FAMILY_BUILDERS.values():
+            info = resolver(name, int(m.group(2)), m.group(1) == "resnet")
+            if info is not None:
+                return info
+    raise ValueError(unknown_model_message(name))
+
+
+def unknown_model_message(name: str) -> str:
+    """One line naming the close matches, or pointing at the full list."""
+    close = difflib.get_close_matches(name, list_models(), n=4, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `resnet models` for the list"
+    return f"unknown model {name!r}; {hint}"
+
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered model: ``create_model("resnet56")``, ``create_model("resnet50", bottleneck_stride="3x3")``.
+
+    Raises:
+        ValueError: unknown name or keyword, a CIFAR depth that is not 6n+2, or an invalid option value.
+    """
+    info = model_info(name)
+    unknown = sorted(set(kwargs) - set(info.kwargs))
+    if unknown:
+        raise ValueError(
+            f"{name} does not take {', '.join(map(repr, unknown))}; valid keywords: {', '.join(info.kwargs)}"
+        )
+    return info.builder(**{**info.defaults, **kwargs})
