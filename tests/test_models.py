@@ -252,3 +252,15 @@ def test_response_hook_sees_bn_output_before_addition_and_relu():
     # The stored reference still holds the pre-addition, pre-ReLU values (no in-place op touched it).
     torch.testing.assert_close(seen["y"], manual)
     assert (seen["y"] < 0).any()
+
+
+@pytest.mark.parametrize(("name", "size"), [("resnet20", 32), ("resnet34", 224), ("resnet50", 224)])
+def test_macs_agree_with_torch_flop_counter(name: str, size: int):
+    """An independent count: torch's FlopCounterMode counts 2 FLOPs per multiply-add of convs and matmuls."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(name).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    assert counter.get_total_flops() == 2 * resnet.count_macs(model, (3, size, size))
