@@ -21,7 +21,7 @@ def torchvision_keys(depth: int) -> list[str]:
     bottleneck = depth >= 50
     keys = ["conv1.weight", *(f"bn1.{b}" for b in BN)]
     in_planes = 64
-    for s, (n, width) in enumerate(zip(TABLE1_LAYERS[depth], (64, 128, 256, 512))):
+    for s, (n, width) in enumerate(zip(TABLE1_LAYERS[depth], (64, 128, 256, 512), strict=True)):
         out = width * (4 if bottleneck else 1)
         for i in range(n):
             p = f"layer{s + 1}.{i}"
