@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from resnet.errors import UserError
 
@@ -58,8 +60,93 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_summary)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from resnet.config import load_config
+    from resnet.train import TrainingInterrupted, fit
+
+    overrides = list(args.set or [])
+    for flag, key in (
+        ("data_dir", "data.data_dir"),
+        ("iterations", "schedule.iterations"),
+        ("seed", "train.seed"),
+        ("device", "train.device"),
+        ("checkpoint_every", "train.checkpoint_every"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(args.config, overrides)
+    out = args.out or default_run_dir(args.config, cfg)
+    try:
+        fit(cfg, out, argv=args.argv)
+    except TrainingInterrupted as e:
+        resume = args.argv if args.out else [*args.argv, "--out", str(out)]
+        print(
+            f"resnet: stopped by {e.signal_name} at iteration {e.iteration}; checkpoint written to "
+            f"{Path(out) / 'checkpoint.pt'}. Resume with: {shlex.join(resume)}",
+            file=sys.stderr,
+        )
+        return e.exit_code
+    return 0
+
+
+def default_run_dir(config: str | None, cfg: object) -> Path:
+    """``runs/<recipe>`` for ``configs/cifar10/resnet56.yaml`` (or a file elsewhere): runs/cifar10-resnet56."""
+    if not config:
+        return Path("runs") / "default"
+    path = Path(config)
+    stem = path.stem if path.suffix else path.name
+    parent = path.parent.name if path.parent.name not in ("", ".", "configs") else ""
+    return Path("runs") / (f"{parent}-{stem}" if parent else stem)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from resnet.evaluate import evaluate_checkpoint, format_eval
+
+    report = evaluate_checkpoint(args.run, split=args.split, data_dir=args.data_dir)
+    print(format_eval(report))
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from resnet.data.download import download_dataset
+
+    folder = download_dataset(args.dataset, args.to, url=args.url, md5=args.md5, progress=not args.quiet)
+    print(f"{args.dataset} is ready in {folder}; train with --data-dir {folder}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a recipe (resumes an existing run directory)")
+    p.add_argument("config", help="recipe: a YAML path or a name such as cifar10/resnet56")
+    p.add_argument("--data-dir", default=None, help="dataset folder or archive")
+    p.add_argument("--out", default=None, help="run directory (default runs/<recipe>); an existing one is resumed")
+    p.add_argument("--iterations", type=int, default=None, help="total iterations (schedule.iterations)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1 and per-class error of a run or checkpoint")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("data", help="dataset utilities")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    d = data_sub.add_parser("download", help="fetch, md5-check and extract an official archive")
+    d.add_argument("dataset", choices=("cifar10", "cifar100"))
+    d.add_argument("--to", default="data", help="destination folder (default ./data)")
+    d.add_argument("--url", default=None, help="a mirror of the official archive")
+    d.add_argument("--md5", default=None, help="expected md5 of the archive at --url")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(handler=cmd_data_download)
+
+
 #: Subcommand registrars, in the order ``resnet --help`` lists them.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    args.argv = ["resnet", *argv]  # recorded in run directories and used in resume hints
     try:
         return args.handler(args)
     except (UserError, ValueError, OSError) as e:

@@ -1,0 +1,86 @@
+"""Checkpoints: one dict of tensors and plain data, written atomically, read without running code.
+
+Writes go to a temporary file in the same folder, are fsync'ed, then renamed over the old file (and the
+folder is fsync'ed), so a crash, a full disk or a signal at any moment leaves either the old checkpoint or
+the new one, never a torn file. Reads use ``torch.load(weights_only=True)``: a pickle that tries to build
+anything but tensors and plain containers is refused.
+
+A training checkpoint holds at least: ``model`` (state_dict), ``model_name``, ``model_kwargs``,
+``iteration``, ``optimizer``, ``schedule`` (warm-up state), ``rng``, ``loader`` (data order position),
+``preprocessing`` (normalisation constants), ``classes``, ``metrics`` and ``config`` (the resolved recipe).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnet.errors import UserError
+
+FORMAT = "resnet-checkpoint/1"
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file and move it over ``path`` only if it all succeeded."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # some filesystems refuse fsync on folders; the data itself is already safe
+        pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically save a checkpoint dict (tensors and plain Python data only)."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint (ours or a bare state_dict) safely; bad files raise a one-line ``UserError``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; pass a run directory or a checkpoint file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        raise UserError(
+            f"{path}: refused: the file holds objects other than tensors and plain data, and loading it could "
+            f"run code ({first[:160]}). Convert it where you trust it, saving only its state_dict"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:160]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def is_training_checkpoint(obj: dict[str, Any]) -> bool:
+    return obj.get("format") == FORMAT and "model" in obj

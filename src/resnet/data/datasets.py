@@ -1,0 +1,115 @@
+"""Array datasets held in memory as uint8 N x C x H x W: CIFAR-10/100, the embedded ``digits``, ``synthetic``.
+
+All of them come out of :func:`load_dataset` with the same fields, already split into train / val / test.
+The validation split (section 4.2's "45k/5k train/val split") is a fixed, documented choice: the *last*
+``val_fraction`` of the official training order, so it never depends on a seed and never overlaps the
+test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnet.config import DataConfig
+from resnet.errors import UserError
+
+ARRAY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+
+#: CIFAR-10 class names, built in so predictions can be named without the data files.
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class ArrayDataset:
+    name: str
+    train_x: np.ndarray  # uint8, N x C x H x W
+    train_y: np.ndarray  # int64
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in ("train", "val", "test"):
+            raise UserError(f"unknown split {name!r}; choose train, val or test")
+        x, y = getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+        if name == "val" and len(x) == 0:
+            raise UserError("this run has no validation split (data.val_fraction is 0); use --split test")
+        return x, y
+
+
+def holdout(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, ...]:
+    """Split off the last ``fraction`` of the training order as validation (50k -> 45k/5k)."""
+    n_val = int(round(len(x) * fraction))
+    cut = len(x) - n_val
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 grayscale images, 10 classes), offline.
+
+    Pixel values 0..16 are scaled to 0..255. The last 360 images (a fifth, every class present) are the test
+    set; the order is sklearn's, which interleaves the writers.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise UserError(
+            "the digits dataset needs scikit-learn (its bundled load_digits); pip install 'resnet-paper[demo]'"
+        ) from None
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    return x[:-360], y[:-360], x[-360:], y[-360:], [str(i) for i in range(10)]
+
+
+def synthetic_arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Random 32x32 RGB images with random labels (for throughput benchmarks; nothing to learn)."""
+    rng = np.random.default_rng(seed)
+    n_test = max(1, n // 50)
+    x = rng.integers(0, 256, size=(n + n_test, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 10, size=n + n_test).astype(np.int64)
+    return x[:n], y[:n], x[n:], y[n:], [str(i) for i in range(10)]
+
+
+def default_data_dir(dataset: str) -> Path | None:
+    """``./data`` when it holds the dataset (where ``resnet data download`` puts it by default)."""
+    from resnet.data.cifar import LAYOUTS
+
+    folder = Path("data") / LAYOUTS[dataset].folder
+    return folder if folder.is_dir() else None
+
+
+def load_dataset(cfg: DataConfig) -> ArrayDataset:
+    """The dataset named by ``cfg.dataset``, split into train / val / test."""
+    if cfg.dataset in ("cifar10", "cifar100"):
+        from resnet.data.cifar import load_cifar
+
+        root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir(cfg.dataset)
+        if root is None:
+            raise UserError(
+                f"dataset {cfg.dataset} needs --data-dir (the extracted folder or the .tar.gz of the official "
+                f"python release); fetch it with `resnet data download {cfg.dataset} --to data`"
+            )
+        c = load_cifar(root, cfg.dataset)
+        train_x, train_y, test_x, test_y, classes = c.train_x, c.train_y, c.test_x, c.test_y, c.classes
+    elif cfg.dataset == "digits":
+        train_x, train_y, test_x, test_y, classes = load_digits_arrays()
+    elif cfg.dataset == "synthetic":
+        train_x, train_y, test_x, test_y, classes = synthetic_arrays(cfg.synthetic_size)
+    else:
+        raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(ARRAY_DATASETS)}")
+    tr_x, tr_y, val_x, val_y = holdout(train_x, train_y, cfg.val_fraction)
+    return ArrayDataset(cfg.dataset, tr_x, tr_y, val_x, val_y, test_x, test_y, classes)

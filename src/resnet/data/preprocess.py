@@ -1,0 +1,78 @@
+"""Input normalisation whose constants travel with every checkpoint.
+
+- ``pixel_mean`` (the paper, sections 3.4 and 4.2): subtract the *mean image* of the training split, one
+  value per channel and pixel.
+- ``channel_mean_std``: subtract a per-channel mean and divide by a per-channel std (the later convention
+  of torchvision and most reproductions).
+
+Pixels are first scaled to [0, 1]. BN right after the first conv makes the network's function invariant to
+that constant factor; only conv1's effective step size depends on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from resnet.errors import UserError
+
+KINDS = ("pixel_mean", "channel_mean_std")
+
+
+@dataclass
+class Normalizer:
+    kind: str
+    mean: torch.Tensor  # C x H x W (pixel_mean) or C x 1 x 1
+    std: torch.Tensor  # C x 1 x 1 (ones for pixel_mean)
+
+    @classmethod
+    def fit(cls, kind: str, images: np.ndarray, chunk: int = 8192) -> Normalizer:
+        """Estimate the constants from uint8 N x C x H x W training images (float64 accumulation)."""
+        if kind not in KINDS:
+            raise UserError(f"unknown normalisation {kind!r}; choose one of {', '.join(KINDS)}")
+        if len(images) == 0:
+            raise UserError("cannot estimate the mean image of an empty training split")
+        total = np.zeros(images.shape[1:], dtype=np.float64)
+        total_sq = np.zeros(images.shape[1], dtype=np.float64)
+        for i in range(0, len(images), chunk):
+            block = images[i : i + chunk].astype(np.float64) / 255.0
+            total += block.sum(axis=0)
+            total_sq += np.square(block).sum(axis=(0, 2, 3))
+        mean_image = total / len(images)
+        c = images.shape[1]
+        if kind == "pixel_mean":
+            return cls(kind, torch.from_numpy(mean_image).float(), torch.ones(c, 1, 1))
+        pixels = len(images) * images.shape[2] * images.shape[3]
+        channel_mean = mean_image.mean(axis=(1, 2))
+        channel_std = np.sqrt(np.maximum(total_sq / pixels - channel_mean**2, 1e-12))
+        return cls(
+            kind,
+            torch.from_numpy(channel_mean).float().view(c, 1, 1),
+            torch.from_numpy(channel_std).float().view(c, 1, 1),
+        )
+
+    def to(self, device: torch.device | str) -> Normalizer:
+        return Normalizer(self.kind, self.mean.to(device), self.std.to(device))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float 0..255) N x C x H x W -> normalised float32."""
+        x = images.to(torch.float32, copy=True).div_(255.0)  # never modify the caller's tensor
+        if x.shape[-2:] != self.mean.shape[-2:] and self.mean.shape[-1] != 1:
+            raise UserError(
+                f"input of size {tuple(x.shape[-2:])} does not match the {tuple(self.mean.shape[-2:])} mean image; "
+                "per-pixel mean subtraction needs the training resolution"
+            )
+        return x.sub_(self.mean).div_(self.std)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mean": self.mean.cpu(), "std": self.std.cpu()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalizer:
+        try:
+            return cls(state["kind"], state["mean"].float(), state["std"].float())
+        except (KeyError, AttributeError, TypeError) as e:
+            raise UserError(f"checkpoint has no usable preprocessing constants ({e})") from None

@@ -1,0 +1,345 @@
+"""Training: ``train_one_step``, then ``fit`` wiring data, model, schedule, checkpoints and metrics together.
+
+The loop is explicit and counts iterations, as the paper does (section 4.2: 64k iterations of batch 128).
+It never loses work: checkpoints are atomic and hold everything needed to continue bit-identically
+(model, optimizer, warm-up state, RNG, data position, preprocessing, metrics); the same command on an
+existing run directory resumes it; SIGINT/SIGTERM finish the step, write a checkpoint and stop; a NaN/Inf
+loss stops the run before anything bad is written. Host syncs happen only at log, eval and checkpoint
+points (and every few iterations during the ResNet-110 warm-up), so a GPU never waits on Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet import distributed as dist
+from resnet.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from resnet.config import Config, dump
+from resnet.console import Console, StopSignals
+from resnet.data.datasets import load_dataset
+from resnet.data.loader import DeviceLoader
+from resnet.data.preprocess import Normalizer
+from resnet.errors import UserError
+from resnet.evaluate import evaluate
+from resnet.metrics import MetricsLog
+from resnet.models import create_model
+from resnet.runs import RunDir, check_resumable, record_invocation
+from resnet.schedule import LRSchedule
+
+
+class TrainingInterrupted(Exception):
+    """A signal stopped the run after a checkpoint was written."""
+
+    def __init__(self, iteration: int, run_dir: Path, signal_name: str, exit_code: int) -> None:
+        super().__init__(f"{signal_name} at iteration {iteration}")
+        self.iteration, self.run_dir, self.signal_name, self.exit_code = iteration, run_dir, signal_name, exit_code
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or Inf; nothing was written after the last good checkpoint."""
+
+
+@dataclass
+class Runtime:
+    """How the math runs on this device: the fast path on CUDA, fp32 NCHW eager on CPU by default."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def resolve_runtime(cfg: Config, device: torch.device) -> Runtime:
+    cuda = device.type == "cuda"
+    precision = cfg.train.precision if cfg.train.precision != "auto" else ("bf16" if cuda else "fp32")
+    channels_last = cfg.train.channels_last == "true" or (cfg.train.channels_last == "auto" and cuda)
+    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, channels_last)
+
+
+def model_kwargs(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
+    for key in ("shortcut", "bottleneck_stride"):
+        if getattr(cfg.model, key) is not None:
+            kwargs[key] = getattr(cfg.model, key)
+    if cfg.model.zero_init_residual:
+        kwargs["zero_init_residual"] = True
+    return kwargs
+
+
+def build_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.SGD:
+    """SGD with momentum 0.9 and weight decay 1e-4 on every parameter (section 4.2); foreach kernels on CUDA."""
+    o = cfg.optim
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=o.lr,
+        momentum=o.momentum,
+        weight_decay=o.weight_decay,
+        nesterov=o.nesterov,
+        foreach=device.type == "cuda",
+    )
+
+
+def train_one_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step at learning rate ``lr``; returns (loss, number of wrong top-1 predictions) on the device."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast or contextlib.nullcontext():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(dim=1) != y).sum()
+
+
+def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress: bool | None = None) -> dict:
+    """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary."""
+    run = RunDir(Path(out))
+    device = dist.local_device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA device is available; use --device cpu")
+    dist.setup(device)
+    rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
+    rt = resolve_runtime(cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    ckpt = load_checkpoint(run.checkpoint) if run.checkpoint.is_file() else None
+    if ckpt is not None:
+        check_resumable(run, ckpt["config"], cfg)
+    data = load_dataset(cfg.data)  # before touching the run directory: a bad --data-dir leaves nothing behind
+    normalizer = (
+        Normalizer.from_state_dict(ckpt["preprocessing"]) if ckpt else Normalizer.fit(cfg.data.normalize, data.train_x)
+    )
+    torch.manual_seed(cfg.train.seed)
+    kwargs = model_kwargs(cfg, data.num_classes, data.input_size[0])
+    model = create_model(cfg.model.name, **kwargs).to(device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model, device)
+    schedule = LRSchedule(cfg.schedule, cfg.optim.lr, device)
+    loader = DeviceLoader(
+        torch.from_numpy(data.train_x).to(device),
+        torch.from_numpy(data.train_y).to(device),
+        cfg.train.batch_size,
+        normalizer,
+        augment=cfg.data.augment,
+        pad=cfg.data.pad,
+        seed=cfg.train.seed,
+        rank=rank,
+        world_size=world,
+    )
+    iteration, records = 0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        loader.load_state_dict(ckpt["loader"])
+        iteration, records = int(ckpt["iteration"]), list(ckpt["metrics"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    if main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config, dump(cfg))
+    metrics = MetricsLog(run.metrics if main else None, records)
+    if cfg.train.tensorboard and main:
+        metrics.enable_tensorboard(run.root / "tb")
+    if main:
+        record_invocation(run, argv, device, iteration)
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.train.compile != "off":
+        net = torch.compile(net, mode=None if cfg.train.compile == "default" else cfg.train.compile)
+
+    eval_sets = {}
+    for split in ("val", "test"):
+        x_np, y_np = data.split(split) if len(getattr(data, f"{split}_x")) else (None, None)
+        if x_np is not None:
+            eval_sets[split] = (torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device))
+    total = cfg.schedule.iterations
+    console = Console(run.log if main else None, total, iteration, enabled=main, progress=progress)
+    console.log(
+        f"{'resuming' if ckpt else 'training'} {cfg.model.name} on {data.name} ({len(data.train_x)} train, "
+        f"{len(data.val_x)} val, {len(data.test_x)} test) at iteration {iteration}/{total}, device {device}, "
+        f"{'bf16' if rt.autocast_dtype else 'fp32'}{', channels_last' if rt.channels_last else ''}; run dir {run.root}"
+    )
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "model_name": cfg.model.name,
+            "model_kwargs": kwargs,
+            "iteration": iteration,
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "loader": loader.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            },
+            "preprocessing": normalizer.state_dict(),
+            "classes": data.classes,
+            "input_size": list(data.input_size),
+            "dataset": data.name,
+            "metrics": metrics.records,
+            "config": cfg.to_dict(),
+        }
+
+    def checkpoint() -> None:
+        if main:
+            save_checkpoint(run.checkpoint, state())
+        dist.barrier()
+
+    def run_eval() -> None:
+        if main:
+            for split, (x, y) in eval_sets.items():
+                res = evaluate(
+                    model,
+                    x,
+                    y,
+                    normalizer,
+                    batch_size=cfg.train.eval_batch_size,
+                    num_classes=data.num_classes,
+                    autocast=rt.autocast(),
+                    channels_last=rt.channels_last,
+                )
+                metrics.add({"iteration": iteration, "split": split, **res.as_record()})
+                console.log(f"iter {iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
+        dist.barrier()
+
+    # Per-iteration loss and wrong counts since the last log line, kept on the device.
+    window = torch.zeros(cfg.train.log_every, 2, dtype=torch.float64, device=device)
+    filled, window_start, window_images = 0, time.perf_counter(), 0
+    per_rank = cfg.train.batch_size // world
+
+    def check_finite() -> None:
+        """Stop before anything is written if any iteration since the last check had a NaN/Inf loss."""
+        losses = window[:filled, 0].clone()
+        bad = torch.nonzero(~torch.isfinite(losses))
+        first = torch.tensor([bad[0, 0].item() if len(bad) else math.inf], dtype=torch.float64, device=device)
+        if world > 1:
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        if math.isfinite(first.item()):
+            at = iteration - filled + int(first.item()) + 1
+            kept = (
+                f"the last good checkpoint stays in {run.checkpoint}" if run.checkpoint.is_file() else "no checkpoint"
+            )
+            raise NonFiniteLoss(
+                f"loss became {losses[int(first.item())].item() if world == 1 else 'NaN/Inf'} at iteration {at}; "
+                f"training stopped and {kept}. Lower optim.lr or check the data"
+            )
+
+    stop = StopSignals()
+    with stop:
+        while iteration < total:
+            lr = schedule.lr(iteration)
+            x, y = loader.next()
+            if rt.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.contiguous()
+            loss, wrong = train_one_step(net, optimizer, x, y, lr, rt.autocast())
+            window[filled, 0], window[filled, 1] = loss, wrong
+            filled += 1
+            window_images += per_rank * world
+            iteration += 1
+            if schedule.warming_up and schedule.observe(iteration, wrong.double() * (100.0 / per_rank)):
+                check_finite()
+                metrics.add({"iteration": iteration, "event": "warmup_end", "running_error": schedule.running_error()})
+                console.log(
+                    f"iter {iteration:>6}  warm-up ends: running training error {schedule.running_error():.1f}% "
+                    f"< {cfg.schedule.warmup_until_error:g}%; lr {cfg.optim.lr:g} from now on"
+                )
+            at_end = iteration == total
+            if iteration % cfg.train.log_every == 0 or at_end:
+                check_finite()
+                sums = window[:filled].sum(dim=0)
+                if world > 1:
+                    dist.all_reduce_sum(sums)
+                elapsed = time.perf_counter() - window_start
+                rec = {
+                    "iteration": iteration,
+                    "split": "train",
+                    "loss": sums[0].item() / (filled * world),
+                    "error": 100.0 * sums[1].item() / (filled * per_rank * world),
+                    "lr": lr,
+                    "img_per_s": window_images / max(elapsed, 1e-9),
+                }
+                if main:
+                    metrics.add(rec)
+                console.train_line(rec)
+                filled, window_images = 0, 0
+            if iteration % cfg.train.eval_every == 0 or at_end:
+                check_finite()
+                run_eval()
+            if iteration % cfg.train.checkpoint_every == 0 or at_end:
+                check_finite()
+                checkpoint()
+            if iteration % cfg.train.log_every == 0 or at_end:
+                window_start = time.perf_counter()  # img/s excludes evaluation and checkpoint time
+            # Under DDP the ranks agree on stopping through an all-reduce, so ask only every 10 iterations.
+            if (world == 1 or iteration % 10 == 0) and not at_end and stop.requested(world):
+                check_finite()
+                checkpoint()
+                console.close()
+                raise TrainingInterrupted(iteration, run.root, stop.name, stop.exit_code)
+
+    summary = summarize(metrics.records, cfg, iteration)
+    if main:
+        atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
+    console.log(
+        f"done: {iteration} iterations; "
+        + ", ".join(f"{k} {v:.2f}%" for k, v in summary.items() if k.endswith("_error") and v is not None)
+    )
+    console.close()
+    metrics.close()
+    return summary
+
+
+def summarize(records: list[dict[str, Any]], cfg: Config, iteration: int) -> dict[str, Any]:
+    """Final-iteration errors, and the val-selected test error (model selection never looks at test)."""
+
+    def last(split: str) -> dict[str, Any] | None:
+        rows = [r for r in records if r.get("split") == split]
+        return rows[-1] if rows else None
+
+    evals = {it: r for r in records if r.get("split") == "val" for it in [r["iteration"]]}
+    tests = {r["iteration"]: r for r in records if r.get("split") == "test"}
+    best_it = min(evals, key=lambda i: (evals[i]["error"], -i)) if evals else None
+    train, val, test = last("train"), last("val"), last("test")
+    warm = [r for r in records if r.get("event") == "warmup_end"]
+    return {
+        "model": cfg.model.name,
+        "iterations": iteration,
+        "train_error": train["error"] if train else None,
+        "val_error": val["error"] if val else None,
+        "test_error": test["error"] if test else None,
+        "best_val_iteration": best_it,
+        "best_val_error": evals[best_it]["error"] if best_it is not None else None,
+        "test_error_at_best_val": tests[best_it]["error"] if best_it in tests else None,
+        "warmup_ended_at": warm[0]["iteration"] if warm else None,
+    }
