@@ -250,7 +250,7 @@ def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress
             )
             raise NonFiniteLoss(
                 f"loss became {losses[int(first.item())].item() if world == 1 else 'NaN/Inf'} at iteration {at}; "
-                f"training stopped and {kept}. Lower optim.lr or check the data"
+                f"training stopped; checkpoint: {kept}. Lower optim.lr or check the data"
             )
 
     stop = StopSignals()

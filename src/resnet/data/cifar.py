@@ -124,7 +124,7 @@ class _Source:
                 raise UserError(
                     f"no {layout.folder} data in {root} (looked for {layout.test}); "
                     f"point --data-dir at the extracted {layout.folder} folder or the {layout.archive}, "
-                    f"or fetch it with `resnet data download {'cifar10' if 'cifar-10' in layout.folder else 'cifar100'}`"
+                    f"or fetch it with `resnet data download {layout.archive.split('-python')[0].replace('-', '')}`"
                 )
             self.folder = folder
             self.where = str(folder)
