@@ -145,8 +145,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(handler=cmd_data_download)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from resnet.demo import run_demo
+
+    depths = tuple(args.depths)
+    for d in depths:
+        from resnet.models.cifar import check_cifar_depth
+
+        check_cifar_depth(d)
+    if len(depths) < 2:
+        raise UserError("--depths needs at least two depths to compare, e.g. --depths 20 56")
+    report = run_demo(args.out, depths=depths, iterations=args.iterations, jobs=args.jobs)
+    print(f"report: {report} (plot: {report.parent / 'curves.png'})")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="plain vs residual nets on real digits: the degradation problem in minutes")
+    p.add_argument("--out", default="runs/demo", help="where runs and the report go (finished runs are reused)")
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR-style depths 6n+2 to compare")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel (one process each)")
+    p.set_defaults(handler=cmd_demo)
+
+
 #: Subcommand registrars, in the order ``resnet --help`` lists them.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_train]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_models, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

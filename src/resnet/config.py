@@ -38,6 +38,7 @@ class DataConfig:
     normalize: str = "pixel_mean"  # "pixel_mean": subtract the mean image (paper) | "channel_mean_std"
     augment: bool = True  # pad + random crop + horizontal flip (section 4.2)
     pad: int = 4  # pixels of zero padding on each side, after mean subtraction (so padding = the mean)
+    flip: bool = True  # random horizontal flip (off for digits: a mirrored digit is a different glyph)
     synthetic_size: int = 50_000  # images in the "synthetic" dataset (benchmarks)
 
 

@@ -18,14 +18,21 @@ from tqdm import tqdm
 
 class Console:
     def __init__(
-        self, log_path: Path | None, total: int, initial: int, *, enabled: bool = True, progress: bool | None = None
+        self,
+        log_path: Path | None,
+        total: int,
+        initial: int,
+        *,
+        enabled: bool = True,
+        progress: bool | None = None,
+        echo: bool = True,
     ) -> None:
-        self.enabled = enabled
+        self.enabled, self.echo = enabled, echo
         self.log_file = log_path.open("a") if (log_path is not None and enabled) else None
         use_bar = sys.stderr.isatty() if progress is None else progress
         self.bar = (
             tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, smoothing=0.05)
-            if (enabled and use_bar)
+            if (enabled and echo and use_bar)
             else None
         )
 
@@ -37,7 +44,7 @@ class Console:
             self.log_file.flush()
         if self.bar is not None:
             self.bar.write(message)
-        else:
+        elif self.echo:
             print(message, flush=True)
 
     def train_line(self, rec: dict[str, Any]) -> None:

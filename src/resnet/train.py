@@ -113,8 +113,19 @@ def train_one_step(
     return loss.detach(), (logits.detach().argmax(dim=1) != y).sum()
 
 
-def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress: bool | None = None) -> dict:
-    """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary."""
+def fit(
+    cfg: Config,
+    out: str | Path,
+    *,
+    argv: list[str] | None = None,
+    progress: bool | None = None,
+    echo: bool = True,
+) -> dict:
+    """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary.
+
+    ``progress`` forces the tqdm bar on or off (default: on a terminal); ``echo=False`` prints nothing (the
+    run's train.log still gets every line).
+    """
     run = RunDir(Path(out))
     device = dist.local_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -146,17 +157,19 @@ def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress
         normalizer,
         augment=cfg.data.augment,
         pad=cfg.data.pad,
+        flip=cfg.data.flip,
         seed=cfg.train.seed,
         rank=rank,
         world_size=world,
     )
-    iteration, records = 0, []
+    iteration, records, seconds_before = 0, [], 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         loader.load_state_dict(ckpt["loader"])
         iteration, records = int(ckpt["iteration"]), list(ckpt["metrics"])
+        seconds_before = float(ckpt.get("train_seconds", 0.0))
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
@@ -181,7 +194,7 @@ def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress
         if x_np is not None:
             eval_sets[split] = (torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device))
     total = cfg.schedule.iterations
-    console = Console(run.log if main else None, total, iteration, enabled=main, progress=progress)
+    console = Console(run.log if main else None, total, iteration, enabled=main, progress=progress, echo=echo)
     console.log(
         f"{'resuming' if ckpt else 'training'} {cfg.model.name} on {data.name} ({len(data.train_x)} train, "
         f"{len(data.val_x)} val, {len(data.test_x)} test) at iteration {iteration}/{total}, device {device}, "
@@ -207,6 +220,7 @@ def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress
             "dataset": data.name,
             "metrics": metrics.records,
             "config": cfg.to_dict(),
+            "train_seconds": seconds_before + time.perf_counter() - loop_start,
         }
 
     def checkpoint() -> None:
@@ -254,6 +268,7 @@ def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress
             )
 
     stop = StopSignals()
+    loop_start = time.perf_counter()
     with stop:
         while iteration < total:
             lr = schedule.lr(iteration)
@@ -309,6 +324,7 @@ def fit(cfg: Config, out: str | Path, *, argv: list[str] | None = None, progress
                 raise TrainingInterrupted(iteration, run.root, stop.name, stop.exit_code)
 
     summary = summarize(metrics.records, cfg, iteration)
+    summary["train_seconds"] = seconds_before + time.perf_counter() - loop_start
     if main:
         atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
     console.log(

@@ -60,6 +60,7 @@ class DeviceLoader:
         *,
         augment: bool = True,
         pad: int = 4,
+        flip: bool = True,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -70,7 +71,7 @@ class DeviceLoader:
             raise ValueError(f"the training split has {len(images)} images, fewer than one batch of {batch_size}")
         self.images, self.labels = images, labels
         self.batch_size, self.normalizer = batch_size, normalizer.to(images.device)
-        self.augment, self.pad, self.seed = augment, pad, seed
+        self.augment, self.pad, self.flip, self.seed = augment, pad, flip, seed
         self.rank, self.world_size = rank, world_size
         # Drop the last incomplete batch of every epoch (a different remainder each epoch: the order changes).
         self.steps_per_epoch = len(images) // batch_size
@@ -85,6 +86,8 @@ class DeviceLoader:
         self._order = torch.randperm(n, generator=g).to(dev)
         self._offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g).to(dev)
         self._flips = torch.randint(0, 2, (n,), generator=g).bool().to(dev)
+        if not self.flip:
+            self._flips.zero_()
         self._plan_epoch = self.epoch
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,92 @@
+"""Training curves in the style of the paper's Figs. 1, 4 and 6, drawn from metrics records only.
+
+Fig. 6: one panel for the plain nets, one for the ResNets; "dashed lines denote training error, and bold
+lines denote testing error", one colour per depth. matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Records = Sequence[Mapping[str, Any]]
+
+
+def _series(records: Records, split: str) -> tuple[list[int], list[float]]:
+    rows = [r for r in records if r.get("split") == split and "error" in r]
+    return [r["iteration"] for r in rows], [r["error"] for r in rows]
+
+
+def plot_error_curves(
+    panels: Mapping[str, Mapping[str, Records]],
+    out: str | Path,
+    *,
+    eval_split: str = "test",
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+    xscale: float = 1.0,
+    xlabel: str = "iteration",
+) -> Path:
+    """One panel per entry of ``panels`` (e.g. {"plain": {...}, "ResNet": {...}}), each a {label: records}.
+
+    Training error is dashed and thin, ``eval_split`` error bold. ``xscale`` divides iterations for the axis
+    (1e4 gives the paper's "iter. (1e4)").
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (panel, runs) in zip(axes[0], panels.items(), strict=True):
+        for i, (label, records) in enumerate(runs.items()):
+            color = palette[i % len(palette)]
+            xs, ys = _series(records, "train")
+            ax.plot([x / xscale for x in xs], ys, "--", color=color, linewidth=1.0, alpha=0.9)
+            xs, ys = _series(records, eval_split)
+            ax.plot([x / xscale for x in xs], ys, "-", color=color, linewidth=2.2, label=label)
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.legend(title=f"bold: {eval_split}, dashed: train", fontsize=8, title_fontsize=8)
+    axes[0][0].set_ylabel("error (%)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_responses(responses: Mapping[str, Sequence[float]], out: str | Path, *, title: str | None = None) -> Path:
+    """Fig. 7: std of each 3x3 layer's response, in network order (top) and sorted by magnitude (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.5))
+    for label, stds in responses.items():
+        style = "--" if label.lower().startswith("plain") else "-"
+        top.plot(range(1, len(stds) + 1), stds, style, label=label, linewidth=1.4)
+        bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), style, label=label, linewidth=1.4)
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
