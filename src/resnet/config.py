@@ -149,6 +149,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return [_coerce(key, v, item) for v in value]
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if annotation is str and isinstance(value, bool):
         return "true" if value else "false"  # YAML reads `channels_last: true` as a bool
     if (

@@ -34,7 +34,8 @@ class LRSchedule:
         if self.warming_up:
             assert self.cfg.warmup_lr is not None
             return self.cfg.warmup_lr
-        return self.base_lr * self.cfg.gamma ** bisect.bisect_right(self.cfg.milestones, iteration)
+        # Divide rather than multiply by gamma^k, so 0.1 -> 0.01 -> 0.001 exactly as printed in the paper.
+        return self.base_lr / (1.0 / self.cfg.gamma) ** bisect.bisect_right(self.cfg.milestones, iteration)
 
     def observe(self, iteration: int, batch_error: torch.Tensor) -> bool:
         """Record one iteration's training error (%, a device scalar); True when the warm-up just ended.

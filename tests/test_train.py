@@ -1,0 +1,243 @@
+"""Training: learning on real data, bit-exact resume, signals, the NaN guard, safe checkpoints, run records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_overrides
+
+from resnet import checkpoint as ckpt_mod
+from resnet.cli import main
+from resnet.config import ScheduleConfig, load_config
+from resnet.errors import UserError
+from resnet.metrics import read_metrics
+from resnet.schedule import LRSchedule
+from resnet.train import NonFiniteLoss, fit
+
+
+def load(path: Path) -> dict:
+    return torch.load(path / "checkpoint.pt", weights_only=True)
+
+
+def test_a_short_run_on_the_cifar_subset_lowers_the_loss(cifar_subset: Path, tmp_path: Path):
+    cfg = load_config(
+        "cifar10/resnet20",
+        [
+            "model.name=resnet8",
+            f"data.data_dir={cifar_subset}",
+            "schedule.iterations=40",
+            "train.batch_size=64",
+            "train.log_every=5",
+            "train.eval_every=40",
+            "train.checkpoint_every=40",
+            "train.device=cpu",
+        ],
+    )
+    summary = fit(cfg, tmp_path / "run", echo=False)
+    train = [r for r in read_metrics(tmp_path / "run/metrics.jsonl") if r.get("split") == "train"]
+    first, last = sum(r["loss"] for r in train[:2]) / 2, sum(r["loss"] for r in train[-2:]) / 2
+    assert last < first - 0.15, (first, last)
+    assert summary["test_error"] < 85.0  # better than chance (90%) on the 1,017 real test images
+
+
+def strip_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "img_per_s"} for r in records]
+
+
+def test_resume_is_bit_identical_on_cpu(tmp_path: Path):
+    # The warm-up is on and ends after the resume point, so its running-error state must survive too.
+    extra = {
+        "schedule.iterations": 16,
+        "schedule.warmup_lr": 0.01,
+        "schedule.warmup_until_error": 99.0,
+        "schedule.warmup_window": 4,
+    }
+    whole = load_config(None, tiny_overrides(**extra))
+    fit(whole, tmp_path / "whole", echo=False)
+    half = load_config(None, tiny_overrides(**{**extra, "schedule.iterations": 8}))
+    fit(half, tmp_path / "split", echo=False)
+    assert load(tmp_path / "split")["iteration"] == 8
+    fit(whole, tmp_path / "split", echo=False)  # same command, existing run directory: resume
+
+    a, b = load(tmp_path / "whole"), load(tmp_path / "split")
+    assert a["iteration"] == b["iteration"] == 16
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
+    assert a["schedule"]["warmup_ended_at"] == b["schedule"]["warmup_ended_at"] == 10
+    # The split run also evaluated at its interim end (iteration 8); every other record is identical.
+    b_metrics = [r for r in b["metrics"] if not (r["iteration"] == 8 and r.get("split") in ("val", "test"))]
+    assert strip_timing(a["metrics"]) == strip_timing(b_metrics)
+
+
+def test_checkpoint_holds_the_full_state_and_loads_weights_only(tmp_path: Path):
+    fit(load_config(None, tiny_overrides()), tmp_path / "r", echo=False)
+    c = load(tmp_path / "r")
+    for key in ("model", "iteration", "optimizer", "schedule", "rng", "loader", "preprocessing", "metrics", "config"):
+        assert key in c
+    assert c["loader"] == {"epoch": 0, "step": 12, "seed": 0}
+    assert c["preprocessing"]["kind"] == "pixel_mean" and c["preprocessing"]["mean"].shape == (1, 8, 8)
+    assert c["model_name"] == "resnet8" and c["model_kwargs"] == {"num_classes": 10, "in_channels": 1}
+
+
+def test_run_directory_records_itself(tmp_path: Path):
+    fit(load_config(None, tiny_overrides()), tmp_path / "r", argv=["resnet", "train", "x"], echo=False)
+    run = tmp_path / "r"
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "resnet8"
+    inv = json.loads((run / "run.json").read_text())["invocations"][0]
+    assert inv["command"] == "resnet train x" and inv["torch"] == torch.__version__
+    assert inv["device"].startswith("cpu") and "git_commit" in inv
+    records = read_metrics(run / "metrics.jsonl")
+    assert {r["split"] for r in records} == {"train", "val", "test"}
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["iteration"] for r in train] == [2, 4, 6, 8, 10, 12]
+    assert all(0 <= r["error"] <= 100 and r["img_per_s"] > 0 for r in train)
+    assert [r["lr"] for r in train] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.001])  # milestones 8, 10
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 12 and summary["best_val_iteration"] in (6, 12)
+
+
+def test_metrics_written_after_the_last_checkpoint_are_dropped_on_resume(tmp_path: Path):
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 4})), tmp_path / "r", echo=False)
+    with (tmp_path / "r/metrics.jsonl").open("a") as f:
+        f.write('{"iteration": 99, "split": "train", "loss": 0, "error": 0}\n{"torn li')
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 6})), tmp_path / "r", echo=False)
+    its = [r["iteration"] for r in read_metrics(tmp_path / "r/metrics.jsonl") if r.get("split") == "train"]
+    assert its == [2, 4, 6]
+
+
+def test_resume_with_another_recipe_is_refused(tmp_path: Path):
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 2})), tmp_path / "r", echo=False)
+    with pytest.raises(UserError, match=r"different recipe \(optim.lr: 0.1 -> 0.2\)"):
+        fit(load_config(None, tiny_overrides(**{"optim.lr": 0.2})), tmp_path / "r", echo=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path):
+    # Warm-up at a sane lr ends at iteration 10 (threshold above 100%), then an absurd lr blows up the weights.
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            **{
+                "schedule.iterations": 30,
+                "schedule.warmup_lr": 0.01,
+                "schedule.warmup_until_error": 101.0,
+                "schedule.warmup_window": 2,
+                "optim.lr": 1e30,
+                "schedule.milestones": [100],
+                "train.checkpoint_every": 5,
+                "train.log_every": 30,
+                "train.eval_every": 30,
+            }
+        ),
+    )
+    with pytest.raises(NonFiniteLoss, match=r"loss became (nan|inf) at iteration 1[1-3]; training stopped"):
+        fit(cfg, tmp_path / "r", echo=False)
+    assert load(tmp_path / "r")["iteration"] == 10
+    assert all(r.get("iteration", 0) <= 10 for r in read_metrics(tmp_path / "r/metrics.jsonl"))
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path: Path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match=r"checkpoint.pt: not a readable checkpoint"):
+        fit(load_config(None, tiny_overrides()), run, echo=False)
+    assert (run / "checkpoint.pt").read_bytes() == b"PK\x03\x04 truncated"
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch):
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 4})), tmp_path / "r", echo=False)
+    before = (tmp_path / "r/checkpoint.pt").read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        fit(load_config(None, tiny_overrides(**{"schedule.iterations": 8})), tmp_path / "r", echo=False)
+    assert (tmp_path / "r/checkpoint.pt").read_bytes() == before
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_lr_schedule_milestones_and_warmup_returns_to_base():
+    s = LRSchedule(ScheduleConfig(), 0.1, torch.device("cpu"))
+    assert [s.lr(i) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    w = LRSchedule(ScheduleConfig(warmup_lr=0.01, warmup_window=10), 0.1, torch.device("cpu"))
+    ended = []
+    for it in range(1, 41):
+        assert w.lr(it - 1) == (0.01 if not ended else 0.1)
+        err = 90.0 if it <= 15 else 50.0  # the running error (window 10) drops below 80% at iteration 20
+        if w.observe(it, torch.tensor(err)):
+            ended.append(it)
+    assert ended == [20] and w.lr(20) == 0.1 and w.lr(40_000) == 0.01  # back to 0.1, then the milestones
+
+
+def run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "resnet", *args], env=env, text=True, **kw)
+
+
+def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path: Path):
+    common = ["train", "-", "--device", "cpu", "--iterations", "300", "--checkpoint-every", "1000"]
+    sets = [a for s in tiny_overrides(**{"schedule.iterations": 300, "train.eval_every": 1000}) for a in ("--set", s)]
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("description: tiny\n")
+    common[1] = str(recipe)
+    run = tmp_path / "run"
+    proc = run_cli([*common, *sets, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = run / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "iter" in log.read_text().split("training", 1)[-1]):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM at iteration" in err and "Resume with: resnet train" in err
+    stopped_at = load(run)["iteration"]
+    assert 0 < stopped_at < 300
+    resumed = run_cli([*common, *sets, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    resumed.communicate(timeout=300)
+    assert resumed.returncode == 0
+    straight = run_cli([*common, *sets, "--out", str(tmp_path / "straight")], stdout=subprocess.PIPE)
+    straight.communicate(timeout=300)
+    a, b = load(run), load(tmp_path / "straight")
+    assert a["iteration"] == b["iteration"] == 300
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_eval_command_prints_top1_and_per_class_error(tmp_path: Path, capsys):
+    fit(load_config(None, tiny_overrides()), tmp_path / "r", echo=False)
+    assert main(["eval", str(tmp_path / "r"), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 error:" in out and "val split (144 images)" in out
+    assert len([line for line in out.splitlines() if line[:1].isdigit()]) == 10  # one line per digit class
+    assert main(["eval", str(tmp_path / "r" / "checkpoint.pt")]) == 0
+    assert "test split (360 images)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "cifar10/resnet20", "--set", "optim.lrr=1"], "did you mean optim.lr"),
+        (["train", "cifar10/resnet21"], "no config file"),
+        (["train", "cifar10/resnet20", "--data-dir", "/nonexistent/cifar"], "does not exist"),
+        (["eval", "/nonexistent/run"], "no checkpoint at"),
+    ],
+)
+def test_train_and_eval_errors_are_one_line(args: list[str], message: str, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
