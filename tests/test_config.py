@@ -37,9 +37,8 @@ def test_precedence_defaults_file_overrides(tmp_path: Path):
     f = tmp_path / "r.yaml"
     f.write_text("optim: {lr: 0.05}\ntrain: {seed: 3}\n")
     cfg = load_config(str(f), ["train.seed=7", "schedule.milestones=[10, 20]", "optim.weight_decay=5e-4"])
-    assert (
-        cfg.optim.lr == 0.05 and cfg.optim.weight_decay == 5e-4
-    )  # "5e-4" is a string to YAML 1.1 and cfg.train.seed == 7 and cfg.schedule.milestones == [10, 20]
+    assert cfg.optim.lr == 0.05 and cfg.train.seed == 7 and cfg.schedule.milestones == [10, 20]
+    assert cfg.optim.weight_decay == 5e-4  # "5e-4" is a string to YAML 1.1; the float field accepts it
     assert cfg.optim.momentum == Config().optim.momentum
 
 

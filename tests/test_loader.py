@@ -90,19 +90,19 @@ def test_order_and_augmentation_follow_the_seed_and_resume_exactly():
     a, b, c = make_loader(seed=1), make_loader(seed=1), make_loader(seed=2)
     first_a = [a.next() for _ in range(9)]
     first_b = [b.next() for _ in range(9)]
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(first_a, first_b))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(first_a, first_b, strict=True))
     assert not torch.equal(c.next()[1], first_a[0][1])
     state = a.state_dict()
     rest_a = [a.next() for _ in range(5)]
     resumed = make_loader(seed=1)
     resumed.load_state_dict(state)
     rest_r = [resumed.next() for _ in range(5)]
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(rest_a, rest_r))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(rest_a, rest_r, strict=True))
     # A new epoch draws a new order.
     e0 = make_loader(seed=1)
     ep0 = [e0.next()[1] for _ in range(6)]
     ep1 = [e0.next()[1] for _ in range(6)]
-    assert not all(torch.equal(p, q) for p, q in zip(ep0, ep1))
+    assert not all(torch.equal(p, q) for p, q in zip(ep0, ep1, strict=True))
 
 
 def test_ranks_take_disjoint_slices_of_the_same_global_batch():

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_overrides
 
 from resnet import checkpoint as ckpt_mod
 from resnet.cli import main
@@ -22,6 +21,8 @@ from resnet.errors import UserError
 from resnet.metrics import read_metrics
 from resnet.schedule import LRSchedule
 from resnet.train import NonFiniteLoss, fit
+
+from conftest import tiny_overrides
 
 
 def load(path: Path) -> dict:
