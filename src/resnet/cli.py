@@ -169,8 +169,50 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_demo)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from resnet.reproduce import Options, reproduce
+
+    opts = Options(
+        out=Path(args.out),
+        data_dir=args.data_dir,
+        iterations=args.iterations,
+        only=args.only,
+        seeds=args.seeds,
+        device=args.device,
+        jobs=args.jobs,
+        report_only=args.report_only,
+        with_110=args.with_110,
+        with_1202=args.with_1202,
+        sets=list(args.set or []),
+        protocol=args.protocol,
+    )
+    if opts.seeds < 1 or opts.jobs < 1:
+        raise UserError("--seeds and --jobs must be at least 1")
+    report = reproduce(args.experiment, opts)
+    print(f"report: {report}")
+    return 0
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
+    p.add_argument("experiment", help="table1, cifar-table6, cifar-fig6, fig7, imagenet-table2 or imagenet-table3")
+    p.add_argument("--out", default="experiments/cifar10", help="experiment directory (runs are shared inside it)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (CIFAR-10 python release or image folder)")
+    p.add_argument("--iterations", type=int, default=None, help="shorten the schedule (the report says so)")
+    p.add_argument("--only", nargs="+", default=None, help="train only these nets or runs, e.g. resnet56")
+    p.add_argument("--seeds", type=int, default=1, help="runs per net; Table 6 reports best and mean±std")
+    p.add_argument("--device", default=None)
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (CPU)")
+    p.add_argument("--report-only", action="store_true", help="re-make the report from existing runs")
+    p.add_argument("--with-110", action="store_true", help="cifar-fig6: add plain-110 and ResNet-110")
+    p.add_argument("--with-1202", action="store_true", help="cifar-table6: add ResNet-1202")
+    p.add_argument("--protocol", default="10crop", choices=("center", "10crop", "multiscale"))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every run")
+    p.set_defaults(handler=cmd_reproduce)
+
+
 #: Subcommand registrars, in the order ``resnet --help`` lists them.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_models, _add_train]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_models, _add_train, _add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,39 +5,23 @@ recipe ``configs/demo/digits.yaml`` and writes ``REPORT.md`` and ``curves.png`` 
 Fig. 6 (dashed: training error, bold: test error). The paper's claim to check (section 4.2): the deeper
 plain net has *higher training error* than the shallower one, the deeper ResNet does not.
 
-Runs go to separate processes (one thread each, which on 2 cores is 1.7x faster than one process with two
-threads for these small convolutions, measured), longest first. Finished runs are reused.
+Runs go to separate processes (``resnet.runner``), longest first. Finished runs are reused.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from resnet.analysis.plots import plot_error_curves
 from resnet.checkpoint import atomic_write_text
-from resnet.config import load_config
 from resnet.metrics import read_metrics
+from resnet.runner import RunSpec, train_runs
 
 RECIPE = "demo/digits"
 #: How much higher (points of training error) the deeper net must be to count as "trains worse".
 DEGRADATION_MARGIN = 5.0
-
-
-def _train_one(job: tuple[str, Path, int, int]) -> dict[str, Any]:
-    name, run_dir, iterations, threads = job
-    import torch
-
-    from resnet.train import fit
-
-    torch.set_num_threads(threads)
-    cfg = load_config(RECIPE, [f"model.name={name}", f"schedule.iterations={iterations}"])
-    cfg.schedule.milestones = [iterations // 2, iterations * 3 // 4]
-    summary = fit(cfg, run_dir, argv=["resnet", "demo"], progress=False, echo=False)
-    return {"name": name, "seconds": summary["train_seconds"], **summary}
 
 
 def final_train_error(records: list[dict[str, Any]], last: int = 5) -> float:
@@ -52,29 +36,19 @@ def run_demo(
     """Train plain/residual nets at ``depths`` on digits; returns the path of the report."""
     out = Path(out)
     names = [f"{kind}{d}" for d in sorted(depths, reverse=True) for kind in ("plain", "resnet")]
-    cores = os.cpu_count() or 1
-    jobs = max(1, min(jobs, len(names), cores))
-    threads = max(1, cores // jobs)
-    work = [(n, out / n, iterations, threads) for n in names]
+    milestones = f"schedule.milestones=[{iterations // 2}, {iterations * 3 // 4}]"
+    specs = [
+        RunSpec(n, RECIPE, out / n, (f"model.name={n}", f"schedule.iterations={iterations}", milestones)) for n in names
+    ]
     print(f"demo: training {', '.join(names)} on digits for {iterations} iterations ({jobs} at a time) in {out}")
     start = time.perf_counter()
-    results = []
-    if jobs == 1:
-        results = [_train_one(w) for w in work]
-        for r in results:
-            _announce(r)
-    else:
-        with mp.get_context("spawn").Pool(jobs) as pool:
-            for r in pool.imap_unordered(_train_one, work):
-                _announce(r)
-                results.append(r)
-    wall = time.perf_counter() - start
-    return write_report(out, depths, {r["name"]: r for r in results}, wall)
+    results = train_runs(specs, jobs=jobs, on_done=_announce)
+    return write_report(out, depths, results, time.perf_counter() - start)
 
 
 def _announce(r: dict[str, Any]) -> None:
     print(
-        f"  {r['name']:<9} {r['iterations']} iterations in {r['seconds']:5.1f} s: "
+        f"  {r['name']:<9} {r['iterations']} iterations in {r['train_seconds']:5.1f} s: "
         f"train error {r['train_error']:.1f}%, test error {r['test_error']:.1f}%",
         flush=True,
     )
@@ -105,7 +79,7 @@ def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str
             params = resnet.count_params(create_model(name, in_channels=1))
             r = results[name]
             rows.append(
-                f"| {label}-{d} | {params:,} | {final[name]:.2f} | {r['test_error']:.2f} | {r['seconds']:.0f} |"
+                f"| {label}-{d} | {params:,} | {final[name]:.2f} | {r['test_error']:.2f} | {r['train_seconds']:.0f} |"
             )
     verdict = (
         "**Shown.** The deeper plain net trains worse; the deeper residual net does not."

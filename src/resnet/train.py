@@ -325,6 +325,12 @@ def fit(
 
     summary = summarize(metrics.records, cfg, iteration)
     summary["train_seconds"] = seconds_before + time.perf_counter() - loop_start
+    summary["data"] = {
+        "dataset": data.name,
+        "train": len(data.train_x),
+        "val": len(data.val_x),
+        "test": len(data.test_x),
+    }
     if main:
         atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
     console.log(

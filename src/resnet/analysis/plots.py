@@ -52,7 +52,8 @@ def plot_error_curves(
         ax.grid(True, alpha=0.3)
         if ylim:
             ax.set_ylim(*ylim)
-        ax.legend(title=f"bold: {eval_split}, dashed: train", fontsize=8, title_fontsize=8)
+        if runs:
+            ax.legend(title=f"bold: {eval_split}, dashed: train", fontsize=8, title_fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     if title:
         fig.suptitle(title)

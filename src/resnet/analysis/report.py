@@ -1,0 +1,148 @@
+"""Report building blocks: what a run directory says about itself, tables in markdown and CSV, metadata.
+
+Everything here reads run directories only (``config.yaml``, ``metrics.jsonl``, ``run.json``,
+``summary.json``), so a report can be re-made at any time without training, including for a partially
+finished experiment.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnet.config import from_dict
+from resnet.metrics import read_metrics
+
+
+@dataclass
+class RunRecord:
+    name: str
+    root: Path
+    status: str  # "finished" | "partial" | "missing"
+    iteration: int = 0
+    target: int | None = None  # schedule.iterations of the run
+    records: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "finished"
+
+    def label(self) -> str:
+        if self.status == "missing":
+            return "not run"
+        if self.status == "partial":
+            return f"partial ({self.iteration}/{self.target} it.)"
+        return ""
+
+
+def read_run(name: str, root: Path) -> RunRecord:
+    """The state of one run directory, from its files alone."""
+    from resnet.train import summarize
+
+    if not (root / "config.yaml").is_file():
+        return RunRecord(name, root, "missing")
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    cfg = from_dict(config)
+    records = read_metrics(root / "metrics.jsonl") if (root / "metrics.jsonl").is_file() else []
+    iteration = max((r.get("iteration", 0) for r in records), default=0)
+    invocations = []
+    if (root / "run.json").is_file():
+        invocations = json.loads((root / "run.json").read_text()).get("invocations", [])
+    summary: dict[str, Any] = summarize(records, cfg, iteration)
+    if (root / "summary.json").is_file():
+        summary.update(json.loads((root / "summary.json").read_text()))
+    finished = (root / "summary.json").is_file() and summary.get("iterations", 0) >= cfg.schedule.iterations
+    return RunRecord(
+        name,
+        root,
+        "finished" if finished else "partial",
+        iteration=iteration,
+        target=cfg.schedule.iterations,
+        records=records,
+        summary=summary,
+        invocations=invocations,
+        config=config,
+    )
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(headers)
+        w.writerows([["" if v is None else v for v in row] for row in rows])
+    return path
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (0 for a single value), as the paper's "6.61±0.16 over 5 runs"."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def metadata(runs: Sequence[RunRecord]) -> str:
+    """Commits, devices, versions and training time of the runs a report is made from."""
+    invs = [i for r in runs for i in r.invocations]
+    seconds = sum(float(r.summary.get("train_seconds") or 0.0) for r in runs)
+
+    def uniq(key: str) -> str:
+        values = sorted({str(i.get(key)) for i in invs if i.get(key)})
+        return ", ".join(values) if values else "-"
+
+    return "\n".join(
+        [
+            f"- report generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {len(runs)} run directories",
+            f"- git commit(s): {uniq('git_commit')}",
+            f"- device(s): {uniq('device')}",
+            f"- torch: {uniq('torch')}; python: {uniq('python')}",
+            f"- training time (sum over runs, inside the training loop): {seconds / 60:.1f} min",
+        ]
+    )
+
+
+def scope_caveat(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> str | None:
+    """A plain statement when the runs are shortened or on a subset: they are then not a reproduction."""
+    short = sorted({r.target for r in runs if r.target and r.target < full_iterations})
+    sizes = sorted(
+        {
+            r.summary["data"]["train"] + r.summary["data"]["val"]
+            for r in runs
+            if isinstance(r.summary.get("data"), dict)
+            and r.summary["data"]["train"] + r.summary["data"]["val"] < full_train
+        }
+    )
+    notes = []
+    if short:
+        notes.append(f"shortened to {', '.join(map(str, short))} iterations (the paper: {full_iterations:,})")
+    if sizes:
+        notes.append(f"trained on a subset of {', '.join(f'{s:,}' for s in sizes)} images (the paper: {full_train:,})")
+    if not notes:
+        return None
+    return (
+        "> **Not a reproduction.** These runs were "
+        + " and ".join(notes)
+        + ". The numbers show the method at work on a smaller budget; they are not comparable to the paper's."
+    )
