@@ -19,21 +19,36 @@ from resnet.paper import IMAGENET_PARAMS_B, TABLE1_GMACS
 from resnet.reproduce import Options, reproduce
 
 
-def fake_run(root: Path, model: str, *, iterations: int, done: int, train_err: float, test_err: float,
-             val: list[tuple[int, float, float]] = (), n_train: int = 45_000, n_val: int = 5_000) -> None:  # fmt: skip
+def fake_run(
+    root: Path,
+    model: str,
+    *,
+    iterations: int,
+    done: int,
+    train_err: float,
+    test_err: float,
+    val: list[tuple[int, float, float]] = (),
+    n_train: int = 45_000,
+    n_val: int = 5_000,
+) -> None:
     """A run directory as `resnet train` leaves it, with hand-written metrics (no training)."""
     root.mkdir(parents=True)
     cfg = load_config(f"cifar10/{model}", [f"schedule.iterations={iterations}"])
     (root / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    records = [{"iteration": it, "split": "train", "loss": 1.0, "error": train_err + 10, "lr": 0.1}
-               for it in range(100, done, 100)]  # fmt: skip
+    records = [
+        {"iteration": it, "split": "train", "loss": 1.0, "error": train_err + 10, "lr": 0.1}
+        for it in range(100, done, 100)
+    ]
     records.append({"iteration": done, "split": "train", "loss": 0.1, "error": train_err, "lr": 0.001})
     for it, v, t in val:
         records += [{"iteration": it, "split": "val", "error": v}, {"iteration": it, "split": "test", "error": t}]
     records.append({"iteration": done, "split": "test", "error": test_err})
     (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (root / "run.json").write_text(json.dumps({"invocations": [{"git_commit": "abc123", "device": "NVIDIA H100",
-                                                                "torch": "2.11", "python": "3.12"}]}))  # fmt: skip
+    (root / "run.json").write_text(
+        json.dumps(
+            {"invocations": [{"git_commit": "abc123", "device": "NVIDIA H100", "torch": "2.11", "python": "3.12"}]}
+        )
+    )
     if done >= iterations:
         summary = {"iterations": done, "train_seconds": 60.0, "data": {"train": n_train, "val": n_val, "test": 10_000}}
         (root / "summary.json").write_text(json.dumps(summary))
@@ -62,8 +77,15 @@ def test_table6_best_and_mean_std_over_seeds_and_val_selection(tmp_path: Path):
     runs = tmp_path / "runs"
     errs = [6.5, 6.9, 6.7]
     for seed, e in enumerate(errs):
-        fake_run(runs / f"resnet110-s{seed}", "resnet110", iterations=64_000, done=64_000, train_err=0.5,
-                 test_err=e, val=[(32_000, 9.0, 9.5), (64_000, 7.0, e)])  # fmt: skip
+        fake_run(
+            runs / f"resnet110-s{seed}",
+            "resnet110",
+            iterations=64_000,
+            done=64_000,
+            train_err=0.5,
+            test_err=e,
+            val=[(32_000, 9.0, 9.5), (64_000, 7.0, e)],
+        )
     report = reproduce("cifar-table6", Options(out=tmp_path, report_only=True, seeds=3))
     row = next(line for line in report.read_text().splitlines() if line.startswith("| resnet110"))
     assert "6.50 (best); 6.70±0.20 (mean±std)" in row  # sample std of 6.5, 6.9, 6.7
@@ -73,8 +95,16 @@ def test_table6_best_and_mean_std_over_seeds_and_val_selection(tmp_path: Path):
 
 
 def test_shortened_or_subset_runs_are_flagged(tmp_path: Path):
-    fake_run(tmp_path / "runs/resnet20-s0-it500", "resnet20", iterations=500, done=500, train_err=30.0,
-             test_err=40.0, n_train=4577, n_val=508)  # fmt: skip
+    fake_run(
+        tmp_path / "runs/resnet20-s0-it500",
+        "resnet20",
+        iterations=500,
+        done=500,
+        train_err=30.0,
+        test_err=40.0,
+        n_train=4577,
+        n_val=508,
+    )
     text = reproduce("cifar-fig6", Options(out=tmp_path, report_only=True, iterations=500)).read_text()
     assert "**Not a reproduction.**" in text and "shortened to 500 iterations" in text
     assert "subset of 5,085 images" in text
@@ -90,8 +120,11 @@ def test_response_std_equals_a_manual_computation():
     images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8)
     norm = Normalizer.fit("pixel_mean", images.numpy())
     got = response_stds(model, images, norm, batch_size=10)
-    assert list(got) == response_layer_names(model) == ["bn1", "layer1.0.bn1", "layer1.0.bn2", "layer2.0.bn1",
-                                                         "layer2.0.bn2", "layer3.0.bn1", "layer3.0.bn2"]  # fmt: skip
+    assert (
+        list(got)
+        == response_layer_names(model)
+        == ["bn1", "layer1.0.bn1", "layer1.0.bn2", "layer2.0.bn1", "layer2.0.bn2", "layer3.0.bn1", "layer3.0.bn2"]
+    )
     with torch.no_grad():
         x = norm(images)
         stem = model.bn1(model.conv1(x))
@@ -123,8 +156,22 @@ def test_table1_numbers_equal_the_spec(tmp_path: Path):
 
 
 def test_a_real_shortened_experiment_on_the_subset(cifar_subset: Path, tmp_path: Path, capsys):
-    args = ["reproduce", "cifar-table6", "--data-dir", str(cifar_subset), "--iterations", "3", "--only", "resnet20",
-            "--seeds", "2", "--out", str(tmp_path), "--set", "train.batch_size=16"]  # fmt: skip
+    args = [
+        "reproduce",
+        "cifar-table6",
+        "--data-dir",
+        str(cifar_subset),
+        "--iterations",
+        "3",
+        "--only",
+        "resnet20",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "train.batch_size=16",
+    ]
     assert main(args) == 0
     text = (tmp_path / "cifar-table6/REPORT.md").read_text()
     assert "**Not a reproduction.**" in text and "(mean±std)" in text

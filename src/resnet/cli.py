@@ -77,16 +77,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
     out = args.out or default_run_dir(args.config, cfg)
+    from resnet import distributed
+
     try:
         fit(cfg, out, argv=args.argv)
     except TrainingInterrupted as e:
         resume = args.argv if args.out else [*args.argv, "--out", str(out)]
-        print(
-            f"resnet: stopped by {e.signal_name} at iteration {e.iteration}; checkpoint written to "
-            f"{Path(out) / 'checkpoint.pt'}. Resume with: {shlex.join(resume)}",
-            file=sys.stderr,
-        )
+        if distributed.is_main():
+            print(
+                f"resnet: stopped by {e.signal_name} at iteration {e.iteration}; checkpoint written to "
+                f"{Path(out) / 'checkpoint.pt'}. Resume with: {shlex.join(resume)}",
+                file=sys.stderr,
+            )
         return e.exit_code
+    finally:
+        distributed.cleanup()
     return 0
 
 
@@ -103,7 +108,16 @@ def default_run_dir(config: str | None, cfg: object) -> Path:
 def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.evaluate import evaluate_checkpoint, format_eval
 
-    report = evaluate_checkpoint(args.run, split=args.split, data_dir=args.data_dir)
+    report = evaluate_checkpoint(
+        args.run,
+        split=args.split,
+        data_dir=args.data_dir,
+        protocol=args.protocol,
+        limit=args.limit,
+        scores=args.scores,
+        device=args.device,
+        workers=args.workers,
+    )
     print(format_eval(report))
     return 0
 
@@ -131,7 +145,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1 and per-class error of a run or checkpoint")
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--split", default="test", choices=("val", "test"), help="image folders: always val")
+    p.add_argument(
+        "--protocol",
+        default=None,
+        choices=("center", "10crop", "multiscale"),
+        help="image folders (section 3.4): centre crop, 10-crop, or multi-scale fully convolutional",
+    )
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many images")
+    p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=4, help="decode workers (image folders)")
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")

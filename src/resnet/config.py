@@ -30,8 +30,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic
-    data_dir: str | None = None  # extracted folder or .tar.gz of the official python release
+    dataset: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic | imagefolder
+    # CIFAR: the extracted folder or .tar.gz of the official python release; imagefolder: ROOT holding
+    # train/<class>/* and val/<class>/*.
+    data_dir: str | None = None
     # Section 4.2: the schedule was "determined on a 45k/5k train/val split". The validation images are the
     # last tenth of the official training order (the second half of data_batch_5); 0 trains on all 50k.
     val_fraction: float = 0.1
@@ -40,6 +42,16 @@ class DataConfig:
     pad: int = 4  # pixels of zero padding on each side, after mean subtraction (so padding = the mean)
     flip: bool = True  # random horizontal flip (off for digits: a mirrored digit is a different glyph)
     synthetic_size: int = 50_000  # images in the "synthetic" dataset (benchmarks)
+    # Image folders (section 3.4): shorter side random in [scale_min, scale_max], random crop x crop, flip,
+    # PCA lighting noise of std `lighting` (0 turns it off); tests view the image resized to eval_resize.
+    scale_min: int = 256
+    scale_max: int = 480
+    crop: int = 224
+    eval_resize: int = 256
+    lighting: float = 0.1
+    mean_samples: int = 5_000  # training images sampled to estimate the mean image and the PCA axes
+    workers: int = 8  # DataLoader decode workers per process
+    strict_decode: bool = False  # a corrupt image stops the run instead of being skipped and counted
 
 
 @dataclass
@@ -53,8 +65,15 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     iterations: int = 64_000  # "terminate training at 64k iterations"
+    epochs: int | None = None  # instead of iterations: epochs x (training images // batch size)
+    # "steps": divide by 1/gamma at each milestone; "plateau": when the validation error stops improving
+    # (ImageNet, section 3.4: "divided by 10 when the error plateaus").
+    kind: str = "steps"
     milestones: list[int] = field(default_factory=lambda: [32_000, 48_000])  # "divide it by 10 at 32k and 48k"
+    milestone_unit: str = "iterations"  # iterations | epochs (the 30/60/90-epoch schedule of most reproductions)
     gamma: float = 0.1
+    plateau_patience: int = 3  # evaluations without an improvement of plateau_min_delta before a drop
+    plateau_min_delta: float = 0.1  # points of validation error
     # ResNet-110/1202: "use 0.01 to warm up the training until the training error is below 80% (about 400
     # iterations), and then go back to 0.1". None: no warm-up.
     warmup_lr: float | None = None
@@ -74,6 +93,8 @@ class TrainConfig:
     eval_every: int = 2_000  # iterations between val/test evaluations (curves of Fig. 6)
     checkpoint_every: int = 2_000  # iterations between checkpoints (also written at the end and on signal)
     eval_batch_size: int = 1_000
+    eval_limit: int | None = None  # evaluate a fixed random subset of this many images (image folders)
+    sync_bn: bool = False  # under DDP, BN statistics over the global batch instead of each rank's shard
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tb (needs the [tb] extra)
 
 
@@ -94,6 +115,7 @@ class Config:
 RESUMABLE_KEYS = frozenset(
     {
         "schedule.iterations",
+        "schedule.epochs",
         "data.data_dir",
         "train.device",
         "train.compile",
@@ -101,7 +123,9 @@ RESUMABLE_KEYS = frozenset(
         "train.eval_every",
         "train.checkpoint_every",
         "train.eval_batch_size",
+        "train.eval_limit",
         "train.tensorboard",
+        "data.workers",
         "description",
     }
 )
@@ -258,12 +282,16 @@ def validate(cfg: Config) -> None:
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "true", "false")),
         "train.compile": (cfg.train.compile, ("off", "default", "reduce-overhead", "max-autotune")),
+        "schedule.kind": (cfg.schedule.kind, ("steps", "plateau")),
+        "schedule.milestone_unit": (cfg.schedule.milestone_unit, ("iterations", "epochs")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"config key {key!r} is {value!r}; choose one of {', '.join(allowed)}")
-    if cfg.schedule.iterations < 1 or cfg.train.batch_size < 1:
-        raise UserError("schedule.iterations and train.batch_size must be positive")
+    if cfg.schedule.iterations < 1 or cfg.train.batch_size < 1 or (cfg.schedule.epochs or 1) < 1:
+        raise UserError("schedule.iterations, schedule.epochs and train.batch_size must be positive")
+    if not cfg.data.crop <= cfg.data.scale_min <= cfg.data.scale_max:
+        raise UserError("image folders need data.crop <= data.scale_min <= data.scale_max (224 <= 256 <= 480)")
     if not 0 <= cfg.data.val_fraction < 1:
         raise UserError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:

@@ -28,6 +28,7 @@ class EvalResult:
     error: float  # top-1, %
     top5_error: float
     per_class: list[float] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unreadable images left out (image folders)
 
     def as_record(self) -> dict[str, Any]:
         return {"loss": self.loss, "error": self.error, "top5_error": self.top5_error, "n": self.n}
@@ -76,37 +77,104 @@ def evaluate(
     )
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
-    """``resnet eval``: rebuild the model, preprocessing and data of a run from its checkpoint and evaluate."""
-    from resnet.checkpoint import is_training_checkpoint, load_checkpoint
-    from resnet.config import from_dict
-    from resnet.data.datasets import load_dataset
+def load_model(ckpt: dict[str, Any], path: str | Path) -> nn.Module:
+    """The model a checkpoint describes, with its weights."""
     from resnet.models import create_model
 
-    ckpt = load_checkpoint(path)
-    if not is_training_checkpoint(ckpt) or "config" not in ckpt:
-        raise UserError(f"{path}: not a training checkpoint of this project (use `resnet convert` for others)")
-    cfg = from_dict(ckpt["config"])
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    if cfg.data.dataset not in ("cifar10", "cifar100", "digits", "synthetic"):
-        raise UserError(f"`resnet eval` on {cfg.data.dataset} runs takes --protocol; see `resnet eval --help`")
-    data = load_dataset(cfg.data)
-    x, y = data.split(split)
-    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    try:
+        model = create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
+    except KeyError:
+        raise UserError(f"{path}: checkpoint names no model (use `resnet convert` for bare state_dicts)") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit {ckpt['model_name']} ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "test",
+    data_dir: str | None = None,
+    *,
+    protocol: str | None = None,
+    limit: int | None = None,
+    scores: str = "softmax",
+    device: str = "auto",
+    workers: int = 4,
+) -> dict[str, Any]:
+    """``resnet eval``: rebuild the model, preprocessing and data of a run from its checkpoint and evaluate.
+
+    Array datasets (CIFAR, digits) use the single original view. Image-folder runs and converted ImageNet
+    weights use ``protocol`` (center, 10crop or multiscale; section 3.4) on ``DATA_DIR/val``.
+    """
+    from resnet.checkpoint import is_training_checkpoint, load_checkpoint
+    from resnet.config import from_dict
+    from resnet.distributed import local_device
+
+    ckpt = load_checkpoint(path)
+    if not is_training_checkpoint(ckpt):
+        raise UserError(f"{path}: not a checkpoint of this project (convert it first with `resnet convert`)")
+    model = load_model(ckpt, path)
     normalizer = Normalizer.from_state_dict(ckpt["preprocessing"])
-    res = evaluate(model, torch.from_numpy(x), torch.from_numpy(y), normalizer, num_classes=data.num_classes)
+    dev = local_device(device)
+    model.to(dev)
+    dataset = ckpt.get("dataset")
+    if dataset in ("imagefolder", "imagenet"):
+        from resnet.data.imagefolder import scan
+        from resnet.protocols import evaluate_folder
+
+        cfg = from_dict(ckpt["config"]) if ckpt.get("config") else None
+        root = data_dir or (cfg.data.data_dir if cfg else None)
+        if not root:
+            raise UserError("pass --data-dir ROOT (an image folder with ROOT/val/<class>/*)")
+        if split != "val":
+            split = "val"  # image folders hold a val split only
+        index = scan(Path(root).expanduser() / "val")
+        if len(index.classes) != model.fc.out_features:  # type: ignore[union-attr]
+            raise UserError(
+                f"{root}/val has {len(index.classes)} classes but the model predicts {model.fc.out_features}"  # type: ignore[union-attr]
+            )
+        size = ckpt.get("input_size", [3, 224, 224])[-1]
+        res = evaluate_folder(
+            model,
+            index,
+            normalizer,
+            protocol=protocol or "center",
+            limit=limit,
+            scores=scores,
+            device=dev,
+            workers=workers,
+            resize=cfg.data.eval_resize if cfg else 256,
+            size=size,
+            progress=True,
+        )
+        classes = index.classes
+    else:
+        from resnet.data.datasets import load_dataset
+
+        if protocol not in (None, "center"):
+            raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
+        if not ckpt.get("config"):
+            raise UserError(f"{path}: no recipe stored; `resnet eval` needs a checkpoint written by `resnet train`")
+        cfg = from_dict(ckpt["config"])
+        if data_dir:
+            cfg.data.data_dir = data_dir
+        data = load_dataset(cfg.data)
+        x, y = data.split(split)
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        res = evaluate(
+            model, torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev), normalizer, num_classes=data.num_classes
+        )
+        classes = data.classes
     return {
         "checkpoint": str(path),
         "model": ckpt["model_name"],
         "iteration": ckpt.get("iteration"),
-        "split": split,
+        "split": split if protocol is None else f"{split}, {protocol}",
         "result": res,
-        "classes": data.classes,
+        "classes": classes,
     }
 
 
@@ -120,4 +188,6 @@ def format_eval(report: dict[str, Any]) -> str:
     ]
     for name, err in zip(report["classes"], res.per_class, strict=False):
         lines.append(f"{name:<14} {err:>8.2f}")
+    if res.skipped:
+        lines.append(f"\n{len(res.skipped)} unreadable image(s) skipped, e.g. {res.skipped[0]}")
     return "\n".join(lines)

@@ -1,10 +1,14 @@
-"""Learning-rate schedule in iterations, with the paper's error-triggered warm-up.
+"""Learning-rate schedules in iterations: milestones or plateaus, with the paper's error-triggered warm-up.
 
-Section 4.2: lr 0.1, divided by 10 at 32k and 48k iterations, stop at 64k. For ResNet-110 (and 1202):
-"we use 0.01 to warm up the training until the training error is below 80% (about 400 iterations), and
-then go back to 0.1". The warm-up ends on a measurement, not after a fixed count: the running training
+Section 4.2 (CIFAR): lr 0.1, divided by 10 at 32k and 48k iterations, stop at 64k. For ResNet-110 (and
+1202): "we use 0.01 to warm up the training until the training error is below 80% (about 400 iterations),
+and then go back to 0.1". The warm-up ends on a measurement, not after a fixed count: the running training
 error over the last ``window`` iterations, checked every ``CHECK_EVERY`` iterations. (akamaster's popular
 reproduction never restores 0.1 after its warm-up, ANCHORS.md d.5; a test guards against that here.)
+
+Section 3.4 (ImageNet): "the learning rate starts from 0.1 and is divided by 10 when the error plateaus"
+(``kind: plateau``, driven by the validation error of each evaluation), or, as most reproductions do, at
+fixed epochs (``milestone_unit: epochs``, e.g. 30 and 60 of 90).
 """
 
 from __future__ import annotations
@@ -19,23 +23,38 @@ from resnet.config import ScheduleConfig
 CHECK_EVERY = 10  # iterations between warm-up checks (each one reads a value from the device)
 
 
-class LRSchedule:
-    """lr(iteration) = base * gamma^(milestones passed), or the warm-up lr until the warm-up has ended."""
+def total_iterations(cfg: ScheduleConfig, steps_per_epoch: int) -> int:
+    """The run's length: ``epochs`` x steps per epoch when epochs are given, else ``iterations``."""
+    return cfg.epochs * steps_per_epoch if cfg.epochs else cfg.iterations
 
-    def __init__(self, cfg: ScheduleConfig, base_lr: float, device: torch.device) -> None:
+
+class LRSchedule:
+    """lr(iteration): the warm-up lr until the warm-up ends, then base / (1/gamma)^(drops so far)."""
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, device: torch.device, steps_per_epoch: int = 1) -> None:
         self.cfg, self.base_lr = cfg, base_lr
+        unit = steps_per_epoch if cfg.milestone_unit == "epochs" else 1
+        self.milestones = [m * unit for m in cfg.milestones]
         self.warming_up = cfg.warmup_lr is not None
         self.warmup_ended_at: int | None = None
         self.window = max(1, cfg.warmup_window)
         self._errors = torch.zeros(self.window, device=device)  # ring of recent per-iteration errors (%)
         self._seen = 0
+        # Plateau state: best validation error, evaluations since it improved, iterations of the drops.
+        self.best: float | None = None
+        self.stale = 0
+        self.drops: list[int] = []
 
     def lr(self, iteration: int) -> float:
         if self.warming_up:
             assert self.cfg.warmup_lr is not None
             return self.cfg.warmup_lr
+        if self.cfg.kind == "plateau":
+            k = len(self.drops)
+        else:
+            k = bisect.bisect_right(self.milestones, iteration)
         # Divide rather than multiply by gamma^k, so 0.1 -> 0.01 -> 0.001 exactly as printed in the paper.
-        return self.base_lr / (1.0 / self.cfg.gamma) ** bisect.bisect_right(self.cfg.milestones, iteration)
+        return self.base_lr / (1.0 / self.cfg.gamma) ** k
 
     def observe(self, iteration: int, batch_error: torch.Tensor) -> bool:
         """Record one iteration's training error (%, a device scalar); True when the warm-up just ended.
@@ -54,6 +73,20 @@ class LRSchedule:
                 return True
         return False
 
+    def on_eval(self, iteration: int, val_error: float) -> bool:
+        """Plateau schedules: feed a validation error; True when this evaluation triggers a drop."""
+        if self.cfg.kind != "plateau" or self.warming_up:
+            return False
+        if self.best is None or val_error < self.best - self.cfg.plateau_min_delta:
+            self.best, self.stale = val_error, 0
+            return False
+        self.stale += 1
+        if self.stale >= self.cfg.plateau_patience:
+            self.drops.append(iteration)
+            self.stale, self.best = 0, None  # measure the next plateau from the new level
+            return True
+        return False
+
     def running_error(self) -> float:
         n = min(self._seen, self.window)
         return float(self._errors[:n].mean().item()) if n else float("nan")
@@ -64,6 +97,9 @@ class LRSchedule:
             "warmup_ended_at": self.warmup_ended_at,
             "errors": self._errors.detach().cpu(),
             "seen": self._seen,
+            "best": self.best,
+            "stale": self.stale,
+            "drops": list(self.drops),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -71,3 +107,5 @@ class LRSchedule:
         self.warmup_ended_at = state["warmup_ended_at"]
         self._errors.copy_(state["errors"].to(self._errors.device))
         self._seen = int(state["seen"])
+        self.best, self.stale = state.get("best"), int(state.get("stale", 0))
+        self.drops = list(state.get("drops", []))

@@ -26,15 +26,14 @@ from resnet import distributed as dist
 from resnet.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from resnet.config import Config, dump
 from resnet.console import Console, StopSignals
-from resnet.data.datasets import load_dataset
-from resnet.data.loader import DeviceLoader
+from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
+from resnet.data.sources import open_source
 from resnet.errors import UserError
-from resnet.evaluate import evaluate
 from resnet.metrics import MetricsLog
 from resnet.models import create_model
 from resnet.runs import RunDir, check_resumable, record_invocation
-from resnet.schedule import LRSchedule
+from resnet.schedule import LRSchedule, total_iterations
 
 
 class TrainingInterrupted(Exception):
@@ -139,29 +138,26 @@ def fit(
     ckpt = load_checkpoint(run.checkpoint) if run.checkpoint.is_file() else None
     if ckpt is not None:
         check_resumable(run, ckpt["config"], cfg)
-    data = load_dataset(cfg.data)  # before touching the run directory: a bad --data-dir leaves nothing behind
-    normalizer = (
-        Normalizer.from_state_dict(ckpt["preprocessing"]) if ckpt else Normalizer.fit(cfg.data.normalize, data.train_x)
-    )
+    source = open_source(cfg)  # before touching the run directory: a bad --data-dir leaves nothing behind
+    if ckpt is not None:
+        normalizer = Normalizer.from_state_dict(ckpt["preprocessing"])
+        lighting = Lighting.from_state_dict(ckpt["lighting"]) if ckpt.get("lighting") else None
+    else:
+        normalizer, lighting = source.preprocessing(cfg)
+        if world > 1:  # every rank must use rank 0's constants (estimates from a sample could differ)
+            normalizer, lighting = dist.broadcast_object((normalizer, lighting))  # type: ignore[misc]
     torch.manual_seed(cfg.train.seed)
-    kwargs = model_kwargs(cfg, data.num_classes, data.input_size[0])
+    kwargs = model_kwargs(cfg, len(source.classes), source.input_size[0])
     model = create_model(cfg.model.name, **kwargs).to(device)
+    if world > 1 and cfg.train.sync_bn:
+        if device.type != "cuda":
+            raise UserError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on the CPU)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, device)
-    schedule = LRSchedule(cfg.schedule, cfg.optim.lr, device)
-    loader = DeviceLoader(
-        torch.from_numpy(data.train_x).to(device),
-        torch.from_numpy(data.train_y).to(device),
-        cfg.train.batch_size,
-        normalizer,
-        augment=cfg.data.augment,
-        pad=cfg.data.pad,
-        flip=cfg.data.flip,
-        seed=cfg.train.seed,
-        rank=rank,
-        world_size=world,
-    )
+    loader = source.train_stream(cfg, normalizer, lighting, device, rank, world)
+    schedule = LRSchedule(cfg.schedule, cfg.optim.lr, device, loader.steps_per_epoch)
     iteration, records, seconds_before = 0, [], 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -188,16 +184,12 @@ def fit(
     if cfg.train.compile != "off":
         net = torch.compile(net, mode=None if cfg.train.compile == "default" else cfg.train.compile)
 
-    eval_sets = {}
-    for split in ("val", "test"):
-        x_np, y_np = data.split(split) if len(getattr(data, f"{split}_x")) else (None, None)
-        if x_np is not None:
-            eval_sets[split] = (torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device))
-    total = cfg.schedule.iterations
+    total = total_iterations(cfg.schedule, loader.steps_per_epoch)
     console = Console(run.log if main else None, total, iteration, enabled=main, progress=progress, echo=echo)
+    sizes = ", ".join(f"{n} {split}" for split, n in source.sizes.items() if n)
     console.log(
-        f"{'resuming' if ckpt else 'training'} {cfg.model.name} on {data.name} ({len(data.train_x)} train, "
-        f"{len(data.val_x)} val, {len(data.test_x)} test) at iteration {iteration}/{total}, device {device}, "
+        f"{'resuming' if ckpt else 'training'} {cfg.model.name} on {source.name} ({sizes}) at iteration "
+        f"{iteration}/{total}, device {device}{f' x {world} ranks' if world > 1 else ''}, "
         f"{'bf16' if rt.autocast_dtype else 'fp32'}{', channels_last' if rt.channels_last else ''}; run dir {run.root}"
     )
 
@@ -215,9 +207,10 @@ def fit(
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             },
             "preprocessing": normalizer.state_dict(),
-            "classes": data.classes,
-            "input_size": list(data.input_size),
-            "dataset": data.name,
+            "lighting": lighting.state_dict() if lighting is not None else None,
+            "classes": source.classes,
+            "input_size": list(source.input_size),
+            "dataset": source.name,
             "metrics": metrics.records,
             "config": cfg.to_dict(),
             "train_seconds": seconds_before + time.perf_counter() - loop_start,
@@ -229,20 +222,20 @@ def fit(
         dist.barrier()
 
     def run_eval() -> None:
+        errors = {}
         if main:
-            for split, (x, y) in eval_sets.items():
-                res = evaluate(
-                    model,
-                    x,
-                    y,
-                    normalizer,
-                    batch_size=cfg.train.eval_batch_size,
-                    num_classes=data.num_classes,
-                    autocast=rt.autocast(),
-                    channels_last=rt.channels_last,
+            for split in source.eval_splits():
+                res = source.evaluate(
+                    split, model, normalizer, cfg, device, autocast=rt.autocast(), channels_last=rt.channels_last
                 )
+                errors[split] = res.error
                 metrics.add({"iteration": iteration, "split": split, **res.as_record()})
                 console.log(f"iter {iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
+        if cfg.schedule.kind == "plateau":
+            val = dist.broadcast_object(errors.get("val"))  # the lr must drop on every rank at once
+            if val is not None and schedule.on_eval(iteration, val):  # type: ignore[arg-type]
+                metrics.add({"iteration": iteration, "event": "lr_drop", "lr": schedule.lr(iteration)})
+                console.log(f"iter {iteration:>6}  validation error plateaued: lr now {schedule.lr(iteration):g}")
         dist.barrier()
 
     # Per-iteration loss and wrong counts since the last log line, kept on the device.
@@ -325,12 +318,10 @@ def fit(
 
     summary = summarize(metrics.records, cfg, iteration)
     summary["train_seconds"] = seconds_before + time.perf_counter() - loop_start
-    summary["data"] = {
-        "dataset": data.name,
-        "train": len(data.train_x),
-        "val": len(data.val_x),
-        "test": len(data.test_x),
-    }
+    summary["target_iterations"] = total
+    summary["data"] = {"dataset": source.name, **source.sizes}
+    if getattr(loader, "skipped", 0):
+        summary["skipped_images"] = loader.skipped  # type: ignore[attr-defined]
     if main:
         atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
     console.log(

@@ -38,8 +38,16 @@ def cifar_table6(opts: Options) -> Path:
     by_model: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_model.setdefault(_model(r), []).append(r)
-    headers = ["model", "params (paper)", "paper error %", "ours: final test error %", "difference",
-               "ours: test error at best val %", "runs", "status"]  # fmt: skip
+    headers = [
+        "model",
+        "params (paper)",
+        "paper error %",
+        "ours: final test error %",
+        "difference",
+        "ours: test error at best val %",
+        "runs",
+        "status",
+    ]
     rows, points = [], []
     for model, rs in by_model.items():
         depth = _depth(model)
@@ -122,8 +130,14 @@ def cifar_fig6(opts: Options) -> Path:
     target = max((r.target or 0 for r in runs), default=PAPER_ITERATIONS)
     long = target >= 10_000
     title = "CIFAR-10: plain (left) vs ResNet (right); dashed: training error, bold: test error"
-    plot_error_curves(panels, out / "fig6.png", ylim=(0, 30), xscale=1e4 if long else 1.0,
-                      xlabel="iter. (1e4)" if long else "iteration", title=title)  # fmt: skip
+    plot_error_curves(
+        panels,
+        out / "fig6.png",
+        ylim=(0, 30),
+        xscale=1e4 if long else 1.0,
+        xlabel="iter. (1e4)" if long else "iteration",
+        title=title,
+    )
     headers = ["net", "final training error %", "final test error %", "paper test error % (Table 6)", "status"]
     rows = []
     for r in runs:
@@ -203,8 +217,15 @@ def fig7(opts: Options) -> Path:
     for r in runs:
         label = ("plain-" if r.name.startswith("plain") else "ResNet-") + str(_depth(_model(r)))
         v = stds.get(label)
-        rows.append([label, len(v) if v else None, sum(v) / len(v) if v else None,
-                     sorted(v)[len(v) // 2] if v else None, r.label() or "finished"])  # fmt: skip
+        rows.append(
+            [
+                label,
+                len(v) if v else None,
+                sum(v) / len(v) if v else None,
+                sorted(v)[len(v) // 2] if v else None,
+                r.label() or "finished",
+            ]
+        )
     text = (
         _header("Fig. 7: standard deviations of layer responses", runs)
         + f"""Response = the output of

@@ -62,13 +62,14 @@ def read_run(name: str, root: Path) -> RunRecord:
     summary: dict[str, Any] = summarize(records, cfg, iteration)
     if (root / "summary.json").is_file():
         summary.update(json.loads((root / "summary.json").read_text()))
-    finished = (root / "summary.json").is_file() and summary.get("iterations", 0) >= cfg.schedule.iterations
+    target = summary.get("target_iterations") or cfg.schedule.iterations
+    finished = (root / "summary.json").is_file() and summary.get("iterations", 0) >= target
     return RunRecord(
         name,
         root,
         "finished" if finished else "partial",
         iteration=iteration,
-        target=cfg.schedule.iterations,
+        target=target,
         records=records,
         summary=summary,
         invocations=invocations,

@@ -67,6 +67,19 @@ class Normalizer:
             )
         return x.sub_(self.mean).div_(self.std)
 
+    def at_size(self, height: int, width: int) -> Normalizer:
+        """This normaliser for inputs of another size: the mean image resized bilinearly.
+
+        The paper's fully-convolutional test runs whole images of any size (section 3.4); a per-pixel mean is
+        only defined at the training crop size, so it is stretched to the input like the image itself was.
+        """
+        if self.mean.shape[-1] == 1 or tuple(self.mean.shape[-2:]) == (height, width):
+            return self
+        mean = torch.nn.functional.interpolate(
+            self.mean[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
+        )[0]
+        return Normalizer(self.kind, mean, self.std)
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "mean": self.mean.cpu(), "std": self.std.cpu()}
 

@@ -1,0 +1,85 @@
+"""The paper's ImageNet training augmentation (section 3.4), in plain torch.
+
+"The image is resized with its shorter side randomly sampled in [256, 480] for scale augmentation. A 224x224
+crop is randomly sampled from an image or its horizontal flip, with the per-pixel mean subtracted. The
+standard color augmentation in [21] is used." [21] is AlexNet: PCA lighting noise, adding to every pixel
+sum_i alpha_i * lambda_i * p_i, with (p_i, lambda_i) the eigenvectors and eigenvalues of the RGB covariance
+of the training pixels and alpha_i ~ N(0, 0.1), drawn once per image.
+
+The geometric part runs per image in the DataLoader workers (on uint8, so batches travel to the GPU at a
+quarter of the float size); its randomness comes from a generator seeded per (run seed, epoch, image), so
+a batch is the same whichever worker made it and a resumed run sees the same crops. Mean subtraction and
+lighting run batched on the training device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from resnet.data.transforms import crop, hflip, resize_shorter
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A distinct generator seed per (run seed, epoch, image index)."""
+    return (seed * 1_000_003 + epoch * 998_244_353 + index * 7_919 + 1) % (2**63 - 1)
+
+
+def scale_crop_flip(
+    img: torch.Tensor, generator: torch.Generator, scale: tuple[int, int] = (256, 480), size: int = 224
+) -> torch.Tensor:
+    """Shorter side random in ``scale`` (inclusive), random ``size`` crop, flip with probability 1/2."""
+    lo, hi = scale
+    s = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    img = resize_shorter(img, max(s, size))
+    h, w = (int(v) for v in img.shape[-2:])
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    out = crop(img, top, left, size, size)
+    if bool(torch.randint(0, 2, (1,), generator=generator)):
+        out = hflip(out)
+    return out.contiguous()
+
+
+@dataclass
+class Lighting:
+    """AlexNet's PCA colour augmentation, applied to a normalised float batch on its device.
+
+    ``eigvec`` (3 x 3, columns) are the eigenvectors of the RGB covariance of training pixels in [0, 1];
+    ``eigval`` (3) are the square roots of its eigenvalues, the std along each principal axis. That is the
+    convention of the constants everyone uses for ImageNet (AlexNet's, via Caffe and fb.resnet.torch:
+    55.46, 4.79, 1.15 in 0..255 units); the covariance eigenvalues themselves would be in squared units.
+    The shift is added after mean subtraction (it is a per-image constant, so the order does not matter)
+    and divided by the normaliser's std when there is one.
+    """
+
+    eigval: torch.Tensor
+    eigvec: torch.Tensor
+    std: float = 0.1
+
+    @classmethod
+    def fit(cls, pixels: torch.Tensor, std: float = 0.1) -> Lighting:
+        """From an ``N x 3`` sample of RGB pixel values in [0, 1]."""
+        x = pixels.double()
+        cov = torch.cov(x.T)
+        eigval, eigvec = torch.linalg.eigh(cov)
+        return cls(eigval.clamp_min(0).sqrt().float(), eigvec.float(), std)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Add one random colour shift per image of the ``N x 3 x H x W`` batch ``x`` (in place and returned)."""
+        if self.std <= 0:
+            return x
+        alpha = torch.randn(x.shape[0], 3, generator=generator) * self.std
+        shift = (alpha * self.eigval) @ self.eigvec.T  # N x 3: sum_i alpha_i lambda_i p_i
+        shift = shift.to(x.device, x.dtype)
+        if scale is not None:
+            shift = shift / scale.view(1, 3).to(x.device, x.dtype)
+        return x.add_(shift[:, :, None, None])
+
+    def state_dict(self) -> dict:
+        return {"eigval": self.eigval, "eigvec": self.eigvec, "std": self.std}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Lighting:
+        return cls(state["eigval"].float(), state["eigvec"].float(), float(state["std"]))

@@ -1,0 +1,174 @@
+"""What ``fit`` trains on: one interface over in-memory arrays (CIFAR, digits, synthetic) and image folders.
+
+A source knows its classes and sizes, estimates its preprocessing constants, builds the training batch
+stream for this rank, and evaluates a model on its val/test splits. Array sources keep the uint8 images on
+the training device (device-resident pipeline); folder sources decode in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from resnet.config import Config
+from resnet.data.augment import Lighting
+from resnet.data.preprocess import Normalizer
+from resnet.errors import UserError
+from resnet.evaluate import EvalResult, evaluate
+
+
+class TrainStream(Protocol):
+    steps_per_epoch: int
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def state_dict(self) -> dict[str, int]: ...
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
+
+class ArraySource:
+    """CIFAR-10/100, digits, synthetic: uint8 arrays, copied to the device once."""
+
+    def __init__(self, cfg: Config) -> None:
+        from resnet.data.datasets import load_dataset
+
+        self.data = load_dataset(cfg.data)
+        self.name, self.classes = self.data.name, self.data.classes
+        self.input_size = self.data.input_size
+        self.sizes = {s: len(getattr(self.data, f"{s}_x")) for s in ("train", "val", "test")}
+        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def preprocessing(self, cfg: Config) -> tuple[Normalizer, Lighting | None]:
+        return Normalizer.fit(cfg.data.normalize, self.data.train_x), None
+
+    def train_stream(
+        self,
+        cfg: Config,
+        normalizer: Normalizer,
+        lighting: Lighting | None,
+        device: torch.device,
+        rank: int,
+        world: int,
+    ) -> TrainStream:
+        from resnet.data.loader import DeviceLoader
+
+        return DeviceLoader(
+            torch.from_numpy(self.data.train_x).to(device),
+            torch.from_numpy(self.data.train_y).to(device),
+            cfg.train.batch_size,
+            normalizer,
+            augment=cfg.data.augment,
+            pad=cfg.data.pad,
+            flip=cfg.data.flip,
+            seed=cfg.train.seed,
+            rank=rank,
+            world_size=world,
+        )
+
+    def eval_splits(self) -> list[str]:
+        return [s for s in ("val", "test") if self.sizes[s]]
+
+    def evaluate(
+        self, split: str, model: nn.Module, normalizer: Normalizer, cfg: Config, device: torch.device, **kw: Any
+    ) -> EvalResult:
+        if split not in self._device_splits:
+            x, y = self.data.split(split)
+            self._device_splits[split] = (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+        x, y = self._device_splits[split]
+        return evaluate(
+            model,
+            x,
+            y,
+            normalizer,
+            batch_size=cfg.train.eval_batch_size,
+            num_classes=len(self.classes),
+            autocast=kw.get("autocast"),
+            channels_last=kw.get("channels_last", False),
+        )
+
+
+class FolderSource:
+    """``ROOT/train`` and ``ROOT/val`` image folders with the paper's ImageNet pipeline (section 3.4)."""
+
+    def __init__(self, cfg: Config) -> None:
+        from resnet.data.imagefolder import open_splits
+
+        if not cfg.data.data_dir:
+            raise UserError("dataset imagefolder needs --data-dir ROOT (holding train/<class>/ and val/<class>/)")
+        self.train, self.val = open_splits(cfg.data.data_dir)
+        self.name, self.classes = "imagefolder", self.train.classes
+        self.input_size = (3, cfg.data.crop, cfg.data.crop)
+        self.sizes = {"train": len(self.train), "val": len(self.val) if self.val else 0, "test": 0}
+
+    def preprocessing(self, cfg: Config) -> tuple[Normalizer, Lighting | None]:
+        from resnet.data.folder_stats import estimate_stats
+
+        d = cfg.data
+        normalizer, lighting = estimate_stats(
+            self.train,
+            d.normalize,
+            d.mean_samples,
+            resize=d.eval_resize,
+            size=d.crop,
+            lighting_std=d.lighting,
+            workers=d.workers,
+        )
+        return normalizer, (lighting if d.augment and d.lighting > 0 else None)
+
+    def train_stream(
+        self,
+        cfg: Config,
+        normalizer: Normalizer,
+        lighting: Lighting | None,
+        device: torch.device,
+        rank: int,
+        world: int,
+    ) -> TrainStream:
+        from resnet.data.folder_loader import FolderLoader
+
+        d = cfg.data
+        scale = (d.scale_min, d.scale_max) if d.augment else (d.eval_resize, d.eval_resize)
+        return FolderLoader(
+            self.train,
+            cfg.train.batch_size,
+            normalizer,
+            lighting,
+            device,
+            seed=cfg.train.seed,
+            rank=rank,
+            world_size=world,
+            workers=d.workers,
+            scale=scale,
+            size=d.crop,
+            strict=d.strict_decode,
+        )
+
+    def eval_splits(self) -> list[str]:
+        return ["val"] if self.val else []
+
+    def evaluate(
+        self, split: str, model: nn.Module, normalizer: Normalizer, cfg: Config, device: torch.device, **kw: Any
+    ) -> EvalResult:
+        from resnet.protocols import evaluate_folder
+
+        if split != "val" or self.val is None:
+            raise UserError(f"image folders have a val split only (ROOT/val), not {split!r}")
+        return evaluate_folder(
+            model,
+            self.val,
+            normalizer,
+            protocol="center",
+            limit=cfg.train.eval_limit,
+            device=device,
+            workers=cfg.data.workers,
+            resize=cfg.data.eval_resize,
+            size=cfg.data.crop,
+            autocast=kw.get("autocast") or contextlib.nullcontext(),
+        )
+
+
+def open_source(cfg: Config) -> ArraySource | FolderSource:
+    """The data source ``cfg.data.dataset`` names."""
+    return FolderSource(cfg) if cfg.data.dataset == "imagefolder" else ArraySource(cfg)

@@ -1,0 +1,172 @@
+"""The paper's ImageNet test protocols (section 3.4) on an image folder's validation split.
+
+- ``center``: shorter side 256, the centre 224x224 crop (the common single-crop number).
+- ``10crop``: "the standard 10-crop testing": the four corners and the centre 224 crops of the image resized
+  to shorter side 256, and their horizontal flips.
+- ``multiscale``: "the fully-convolutional form ... average the scores at multiple scales (images are resized
+  such that the shorter side is in {224, 256, 384, 480, 640})". The whole resized image goes through the
+  net; global average pooling followed by the (linear) fc layer equals averaging the fc's scores over every
+  position of the final map, so no conv-ised fc is needed. Each scale is also run flipped.
+
+Scores are **softmax probabilities averaged** over the views, as the paper's authors state for their
+results ("averaging softmax scores"); ``scores="logits"`` averages logits instead (fb.resnet.torch's
+choice, for comparison). Top-1 and top-5 errors are reported; ``limit`` evaluates a fixed random subset of
+that many images (seed 0), never "the first N" (which would be the first few classes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from resnet.data.imagefolder import FolderIndex
+from resnet.data.preprocess import Normalizer
+from resnet.data.transforms import center_crop, hflip, load_image, resize_shorter, ten_crop
+from resnet.errors import UserError
+from resnet.evaluate import EvalResult
+from resnet.metrics import per_class_error
+
+PROTOCOLS = ("center", "10crop", "multiscale")
+MULTISCALE_SIZES = (224, 256, 384, 480, 640)
+
+
+def views(
+    img: torch.Tensor, protocol: str, resize: int = 256, size: int = 224, scales: tuple[int, ...] = MULTISCALE_SIZES
+) -> list[torch.Tensor]:
+    """The test views of one uint8 image: 1 (center), 10 (10crop) or 2 per scale of varying size (multiscale)."""
+    if protocol == "center":
+        return [center_crop(resize_shorter(img, resize), size)]
+    if protocol == "10crop":
+        return list(ten_crop(resize_shorter(img, resize), size))
+    if protocol == "multiscale":
+        out = []
+        for s in scales:
+            scaled = resize_shorter(img, s)
+            out += [scaled, hflip(scaled)]
+        return out
+    raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+class ViewImages(Dataset):
+    def __init__(
+        self,
+        index: FolderIndex,
+        picks: list[int],
+        protocol: str,
+        channels: int = 3,
+        resize: int = 256,
+        size: int = 224,
+        scales: tuple[int, ...] = MULTISCALE_SIZES,
+    ) -> None:
+        self.index, self.picks, self.protocol, self.channels = index, picks, protocol, channels
+        self.resize, self.size, self.scales = resize, size, scales
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, k: int) -> tuple[list[torch.Tensor] | None, int, str]:
+        i = self.picks[k]
+        try:
+            img = load_image(self.index.path(i), self.channels)
+        except UserError as e:
+            return None, self.index.labels[i], str(e)
+        return views(img, self.protocol, self.resize, self.size, self.scales), self.index.labels[i], ""
+
+
+def _collate(batch: list) -> list:
+    return batch
+
+
+def view_scores(
+    model: nn.Module, vs: list[torch.Tensor], normalizer: Normalizer, device: torch.device, scores: str = "softmax"
+) -> torch.Tensor:
+    """Averaged class scores of one image's views (views of equal size are batched together)."""
+    groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for v in vs:
+        groups.setdefault(tuple(v.shape), []).append(v)
+    total, n = None, 0
+    for shape, group in groups.items():
+        x = normalizer.at_size(shape[-2], shape[-1]).to(device)(torch.stack(group).to(device))
+        out = model(x).float()
+        out = out.softmax(dim=1) if scores == "softmax" else out
+        total = out.sum(dim=0) if total is None else total + out.sum(dim=0)
+        n += len(group)
+    assert total is not None
+    return total / n
+
+
+@torch.no_grad()
+def folder_scores(
+    model: nn.Module,
+    index: FolderIndex,
+    normalizer: Normalizer,
+    *,
+    protocol: str = "center",
+    limit: int | None = None,
+    scores: str = "softmax",
+    device: torch.device | None = None,
+    workers: int = 4,
+    batch_images: int = 32,
+    autocast: contextlib.AbstractContextManager | None = None,
+    progress: bool = False,
+    resize: int = 256,
+    size: int = 224,
+    scales: tuple[int, ...] = MULTISCALE_SIZES,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Averaged scores (images x classes), labels, and the unreadable files left out."""
+    if scores not in ("softmax", "logits"):
+        raise UserError(f"unknown score averaging {scores!r}; choose softmax or logits")
+    views(torch.zeros(3, 8, 8, dtype=torch.uint8), protocol, 8, 8, (8,))  # validates the protocol name
+    device = device or next(model.parameters()).device
+    picks = list(range(len(index)))
+    if limit is not None and limit < len(index):
+        g = torch.Generator().manual_seed(0)
+        picks = sorted(torch.randperm(len(index), generator=g)[:limit].tolist())
+    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    loader = DataLoader(
+        ViewImages(index, picks, protocol, channels, resize, size, scales),
+        batch_size=batch_images if protocol != "multiscale" else 1,
+        num_workers=workers,
+        collate_fn=_collate,
+    )
+    was_training = model.training
+    model.eval()
+    all_scores, labels, skipped = [], [], []
+    try:
+        from tqdm import tqdm
+
+        for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress):
+            for vs, label, err in batch:
+                if vs is None:
+                    skipped.append(err)
+                    continue
+                with autocast or contextlib.nullcontext():
+                    all_scores.append(view_scores(model, vs, normalizer, device, scores).cpu())
+                labels.append(label)
+    finally:
+        model.train(was_training)
+    if not labels:
+        raise UserError(f"no readable images to evaluate in {index.root}")
+    return torch.stack(all_scores), torch.tensor(labels), skipped
+
+
+def evaluate_folder(model: nn.Module, index: FolderIndex, normalizer: Normalizer, **kw: Any) -> EvalResult:
+    """Top-1 / top-5 / per-class error of ``model`` on the images of ``index`` (see :func:`folder_scores`)."""
+    s, y, skipped = folder_scores(model, index, normalizer, **kw)
+    top5 = s.topk(min(5, s.shape[1]), dim=1).indices
+    wrong1 = top5[:, 0] != y
+    wrong5 = ~(top5 == y[:, None]).any(dim=1)
+    softmax = kw.get("scores", "softmax") == "softmax"
+    loss = torch.nn.functional.nll_loss(s.clamp_min(1e-12).log(), y).item() if softmax else float("nan")
+    return EvalResult(
+        n=len(y),
+        loss=loss,
+        error=100.0 * wrong1.float().mean().item(),
+        top5_error=100.0 * wrong5.float().mean().item(),
+        per_class=per_class_error(wrong1, y, s.shape[1]),
+        skipped=skipped,
+    )

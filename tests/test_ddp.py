@@ -1,0 +1,111 @@
+"""``torchrun`` with 2 gloo processes on the CPU against one process with the same global batch.
+
+How BN differs: under DDP each rank normalises with the statistics of its own shard of the batch (16 of
+32 images here), and the gradients are averaged over ranks. One process with plain BN would use the
+statistics of all 32 images, so the two runs are *not* the same computation. The reference below does what
+DDP does: it runs BN on each half of the global batch separately ("ghost" batches) and averages the two
+halves' losses, which gives exactly DDP's averaged gradient; the parameters must then agree to float
+tolerance. BN running statistics are left out of the comparison: DDP keeps rank 0's (broadcast at every
+forward), the reference updates them with both halves in turn.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_overrides
+
+from resnet.config import load_config
+from resnet.data.datasets import load_dataset
+from resnet.data.loader import DeviceLoader
+from resnet.data.preprocess import Normalizer
+from resnet.models import create_model
+from resnet.train import build_optimizer
+
+STEPS = 6
+
+
+def overrides() -> list[str]:
+    return tiny_overrides(
+        **{
+            "schedule.iterations": STEPS,
+            "schedule.milestones": [4],
+            "train.log_every": 3,
+            "train.eval_every": 100,
+            "train.checkpoint_every": 100,
+        }
+    )
+
+
+def torchrun(out: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    sets = [a for s in [*overrides(), *extra] for a in ("--set", s)]
+    recipe = out.parent / "tiny.yaml"
+    recipe.write_text("description: ddp test\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "resnet", "train", str(recipe), "--out", str(out), *sets]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def reference_params(cfg) -> dict[str, torch.Tensor]:
+    """One process, global batch 32, BN over each 16-image half (what the two ranks see)."""
+    data = load_dataset(cfg.data)
+    norm = Normalizer.fit(cfg.data.normalize, data.train_x)
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model.name, num_classes=10, in_channels=1)
+    opt = build_optimizer(cfg, model, torch.device("cpu"))
+    loader = DeviceLoader(
+        torch.from_numpy(data.train_x),
+        torch.from_numpy(data.train_y),
+        cfg.train.batch_size,
+        norm,
+        augment=cfg.data.augment,
+        pad=cfg.data.pad,
+        flip=cfg.data.flip,
+        seed=cfg.train.seed,
+    )
+    for it in range(STEPS):
+        x, y = loader.next()
+        x = x.contiguous()
+        for g in opt.param_groups:
+            g["lr"] = 0.1 if it < 4 else 0.01
+        half = len(y) // 2
+        loss = (F.cross_entropy(model(x[:half]), y[:half]) + F.cross_entropy(model(x[half:]), y[half:])) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return dict(model.named_parameters())
+
+
+def test_two_gloo_ranks_match_one_process_and_resume(tmp_path: Path):
+    res = torchrun(tmp_path / "ddp")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "x 2 ranks" in (tmp_path / "ddp" / "train.log").read_text()
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == STEPS
+    ref = reference_params(load_config(None, overrides()))
+    for name, p in ref.items():
+        torch.testing.assert_close(ckpt["model"][name], p.detach(), rtol=1e-4, atol=1e-5, msg=name)
+
+    # Resume in distributed mode: 3 iterations, then the same command to 6, equals 6 in one go.
+    res = torchrun(tmp_path / "split", ["schedule.iterations=3"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = torchrun(tmp_path / "split")
+    assert res.returncode == 0, res.stderr[-3000:]
+    split = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    for name in ref:
+        torch.testing.assert_close(split["model"][name], ckpt["model"][name], rtol=1e-6, atol=1e-7, msg=name)
+    # Rank 0 alone logs: one "training" line per invocation, and metrics averaged over both ranks.
+    assert (tmp_path / "ddp" / "train.log").read_text().count("training resnet8") == 1
+
+
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path: Path):
+    res = torchrun(tmp_path / "sync", ["train.sync_bn=true"])
+    assert res.returncode != 0
+    assert "resnet: error: train.sync_bn needs CUDA" in res.stderr
