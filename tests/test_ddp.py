@@ -16,10 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_overrides
 
 from resnet.config import load_config
 from resnet.data.datasets import load_dataset
@@ -27,6 +25,8 @@ from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.models import create_model
 from resnet.train import build_optimizer
+
+from conftest import tiny_overrides
 
 STEPS = 6
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from folders import add_broken, add_odd_modes, build_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,8 @@ from resnet.data.transforms import center_crop, load_image, resize_shorter, ten_
 from resnet.errors import UserError
 from resnet.models import create_model
 from resnet.protocols import folder_scores
+
+from folders import add_broken, add_odd_modes, build_folder
 
 
 @pytest.fixture(autouse=True)
