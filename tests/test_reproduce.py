@@ -186,3 +186,33 @@ def test_errors(tmp_path: Path):
         reproduce("cifar-fig7", Options(out=tmp_path))
     with pytest.raises(UserError, match="--only resnet99 matches none"):
         reproduce("cifar-fig6", Options(out=tmp_path, only=["resnet99"]))
+
+
+def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch):
+    from folders import build_folder
+
+    monkeypatch.setenv("RESNET_CACHE", str(tmp_path / "cache"))
+    root = build_folder(tmp_path / "photos")
+    tiny = [
+        "data.crop=32",
+        "data.scale_min=36",
+        "data.scale_max=40",
+        "data.eval_resize=36",
+        "data.workers=0",
+        "data.mean_samples=20",
+        "train.batch_size=4",
+        "train.eval_every=2",
+        "train.log_every=1",
+        "train.eval_limit=4",
+        "train.device=cpu",
+    ]
+    args = ["reproduce", "imagenet-table2", "--data-dir", str(root), "--iterations", "2", "--out", str(tmp_path / "x"),
+            "--only", "resnet18", "plain18"] + [a for s in tiny for a in ("--set", s)]  # fmt: skip
+    assert main(args) == 0
+    text = (tmp_path / "x/imagenet-table2/REPORT.md").read_text()
+    assert "**Not a reproduction.**" in text and "shortened to 2 iterations" in text
+    row = next(line for line in text.splitlines() if line.startswith("| resnet18 |"))
+    assert "| 27.88 |" in row and "| 6 | finished |" in row  # the paper's 10-crop figure; all 6 val images
+    assert "| resnet34 | - | 25.03 | - | - | - | - | not run |" in text
+    cached = json.loads((tmp_path / "x/runs/resnet18-s0-it2/eval-10crop.json").read_text())
+    assert cached["protocol"] == "10crop" and cached["n"] == 6 and 0 <= cached["top1"] <= 100

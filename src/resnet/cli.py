@@ -155,7 +155,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many images")
     p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=4, help="decode workers (image folders)")
+    p.add_argument("--workers", type=int, default=None, help="decode workers (image folders; default: the run's)")
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")
@@ -194,10 +194,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from resnet.reproduce import Options, reproduce
+    from resnet.reproduce import Options, default_out, reproduce
 
     opts = Options(
-        out=Path(args.out),
+        out=Path(args.out) if args.out else default_out(args.experiment),
         data_dir=args.data_dir,
         iterations=args.iterations,
         only=args.only,
@@ -220,7 +220,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
     p.add_argument("experiment", help="table1, cifar-table6, cifar-fig6, fig7, imagenet-table2 or imagenet-table3")
-    p.add_argument("--out", default="experiments/cifar10", help="experiment directory (runs are shared inside it)")
+    p.add_argument("--out", default=None, help="experiment directory, runs shared inside it (default experiments/...)")
     p.add_argument("--data-dir", default=None, help="dataset folder (CIFAR-10 python release or image folder)")
     p.add_argument("--iterations", type=int, default=None, help="shorten the schedule (the report says so)")
     p.add_argument("--only", nargs="+", default=None, help="train only these nets or runs, e.g. resnet56")

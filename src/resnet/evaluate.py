@@ -101,7 +101,7 @@ def evaluate_checkpoint(
     limit: int | None = None,
     scores: str = "softmax",
     device: str = "auto",
-    workers: int = 4,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """``resnet eval``: rebuild the model, preprocessing and data of a run from its checkpoint and evaluate.
 

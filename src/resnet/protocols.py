@@ -17,6 +17,7 @@ that many images (seed 0), never "the first N" (which would be the first few cla
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -130,7 +131,7 @@ def folder_scores(
     loader = DataLoader(
         ViewImages(index, picks, protocol, channels, resize, size, scales),
         batch_size=batch_images if protocol != "multiscale" else 1,
-        num_workers=workers,
+        num_workers=min(workers, os.cpu_count() or 1),  # more processes than cores only thrash
         collate_fn=_collate,
     )
     was_training = model.training

@@ -125,12 +125,19 @@ def experiment(name: str) -> Callable[[Callable[[Options], Path]], Callable[[Opt
     return register
 
 
+def default_out(name: str) -> Path:
+    """Where an experiment keeps its runs and report unless told otherwise."""
+    if name.startswith("imagenet"):
+        return Path("experiments/imagenet")
+    return Path("experiments") if name == "table1" else Path("experiments/cifar10")
+
+
 def reproduce(name: str, opts: Options) -> Path:
     """Run (or re-report) one experiment; returns the path of its REPORT.md."""
     import difflib
 
     # The report modules register their experiments on import.
-    from resnet.analysis import cifar_reports, table1  # noqa: F401
+    from resnet.analysis import cifar_reports, imagenet_reports, table1  # noqa: F401
 
     if name not in EXPERIMENTS:
         close = difflib.get_close_matches(name, list(EXPERIMENTS), n=2)

@@ -12,6 +12,7 @@ image short, and the file is named in a warning and counted (``data.strict_decod
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -105,7 +106,7 @@ class FolderLoader:
             self.sampler.dataset,
             batch_size=self.per_rank,
             sampler=self.sampler,
-            num_workers=workers,
+            num_workers=min(workers, os.cpu_count() or 1),  # more processes than cores only thrash
             collate_fn=collate_skipping,
             pin_memory=device.type == "cuda",
             drop_last=True,

@@ -10,6 +10,7 @@ preprocessing, saved with every checkpoint.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -76,7 +77,7 @@ def estimate_stats(
     loader = DataLoader(
         _CenterViews(index, picks, resize, size, channels),
         batch_size=64,
-        num_workers=workers,
+        num_workers=min(workers, os.cpu_count() or 1),  # more processes than cores only thrash
         collate_fn=_drop_unreadable,
     )
     total = torch.zeros(channels, size, size, dtype=torch.float64)
