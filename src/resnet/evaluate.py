@@ -136,6 +136,8 @@ def evaluate_checkpoint(
                 f"{root}/val has {len(index.classes)} classes but the model predicts {model.fc.out_features}"  # type: ignore[union-attr]
             )
         size = ckpt.get("input_size", [3, 224, 224])[-1]
+        if workers is None:
+            workers = cfg.data.workers if cfg else 4
         res = evaluate_folder(
             model,
             index,
