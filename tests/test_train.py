@@ -242,3 +242,33 @@ def test_train_and_eval_errors_are_one_line(args: list[str], message: str, capsy
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bf16_autocast_and_channels_last_path_runs_on_cpu(tmp_path: Path):
+    """The CUDA fast path's code (autocast + channels_last) exercised on the CPU; it must still learn."""
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            **{
+                "train.precision": "bf16",
+                "train.channels_last": "true",
+                "schedule.iterations": 20,
+                "schedule.milestones": [100],
+            }
+        ),
+    )
+    summary = fit(cfg, tmp_path / "r", echo=False)
+    assert summary["iterations"] == 20
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert "bf16, channels_last" in log
+    train = [r for r in read_metrics(tmp_path / "r/metrics.jsonl") if r.get("split") == "train"]
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert all(t.dtype == torch.float32 for t in load(tmp_path / "r")["model"].values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_torch_compile_path(tmp_path: Path):
+    cfg = load_config(None, tiny_overrides(**{"train.compile": "default", "schedule.iterations": 4}))
+    summary = fit(cfg, tmp_path / "r", echo=False)
+    assert summary["iterations"] == 4
+    assert not any(k.startswith("_orig_mod") for k in load(tmp_path / "r")["model"])
