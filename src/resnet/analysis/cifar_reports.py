@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from resnet.analysis.plots import plot_error_curves, plot_responses
+from resnet.analysis.plots import plot_error_curves, plot_responses, pyplot, save
 from resnet.analysis.report import RunRecord, markdown_table, mean_std, metadata, scope_caveat, write_csv
 from resnet.checkpoint import atomic_write_text
 from resnet.paper import TABLE6, TABLE6_RESNET110_MEAN_STD
@@ -96,13 +96,7 @@ evaluation with the lowest validation error (selection never looks at the test s
 
 
 def _plot_table6(points: list[tuple[int, float, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
     if points:
         depths = [p[0] for p in points]
         ax.plot(depths, [p[2] for p in points], "o--", label="paper (Table 6)")
@@ -113,9 +107,7 @@ def _plot_table6(points: list[tuple[int, float, float]], path: Path) -> None:
     ax.set_ylabel("test error (%)")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 @experiment("cifar-fig6")

@@ -13,6 +13,26 @@ from typing import Any
 Records = Sequence[Mapping[str, Any]]
 
 
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (reports are made on servers and in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: str | Path) -> Path:
+    """Write a figure (creating the folder) and free it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    pyplot().close(fig)
+    return out
+
+
 def _series(records: Records, split: str) -> tuple[list[int], list[float]]:
     rows = [r for r in records if r.get("split") == split and "error" in r]
     return [r["iteration"] for r in rows], [r["error"] for r in rows]
@@ -33,11 +53,7 @@ def plot_error_curves(
     Training error is dashed and thin, ``eval_split`` error bold. ``xscale`` divides iterations for the axis
     (1e4 gives the paper's "iter. (1e4)").
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (panel, runs) in zip(axes[0], panels.items(), strict=True):
@@ -57,22 +73,12 @@ def plot_error_curves(
     axes[0][0].set_ylabel("error (%)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def plot_responses(responses: Mapping[str, Sequence[float]], out: str | Path, *, title: str | None = None) -> Path:
     """Fig. 7: std of each 3x3 layer's response, in network order (top) and sorted by magnitude (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.5))
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(7.5, 6.5))
     for label, stds in responses.items():
         style = "--" if label.lower().startswith("plain") else "-"
         top.plot(range(1, len(stds) + 1), stds, style, label=label, linewidth=1.4)
@@ -82,12 +88,8 @@ def plot_responses(responses: Mapping[str, Sequence[float]], out: str | Path, *,
     for ax in (top, bottom):
         ax.set_ylabel("std")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if responses:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)

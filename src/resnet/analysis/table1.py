@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from resnet.analysis.complexity import _cheap_instance, count_macs, count_params
+from resnet.analysis.plots import pyplot, save
 from resnet.analysis.report import markdown_table, write_csv
 from resnet.checkpoint import atomic_write_text
 from resnet.paper import IMAGENET_PARAMS_B, TABLE1_GMACS, TABLE1_LAYERS
@@ -66,11 +67,6 @@ HEADERS = [
 
 @experiment("table1")
 def table1(opts: Options) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = opts.out / "table1"
     out.mkdir(parents=True, exist_ok=True)
     rows = table1_rows()
@@ -89,7 +85,7 @@ def table1(opts: Options) -> Path:
     v1 = {r[0]: r[6] for r in rows if r[3] == "B" and r[2] in ("-", "v1 (paper)")}
     v15 = {r[0]: r[6] for r in rows if r[3] == "B" and r[2] in ("-", "v1.5 (torchvision)")}
     depths = list(TABLE1_LAYERS)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4))
     xs = range(len(depths))
     ax.bar([x - 0.27 for x in xs], [TABLE1_GMACS[d] for d in depths], 0.27, label="paper (Table 1)")
     ax.bar(list(xs), [v1[d] for d in depths], 0.27, label="ours, v1 (stride on 1x1)")
@@ -98,9 +94,7 @@ def table1(opts: Options) -> Path:
     ax.set_ylabel("multiply-adds (1e9) at 224x224")
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "table1.png", dpi=120)
-    plt.close(fig)
+    save(fig, out / "table1.png")
     text = f"""# Table 1: complexity of the ImageNet nets
 
 Parameters and multiply-adds (the paper's "FLOPs") of convolutions and the fc layer for one 224x224 image,
