@@ -1,0 +1,143 @@
+"""Pure-torch image helpers: read any image file into a uint8 tensor, resize, crop, flip, ten-crop.
+
+Images are uint8 (or float) tensors ``C x H x W``, or batches ``N x C x H x W`` where noted; nothing here
+depends on torchvision. Geometry follows the paper's ImageNet protocol (section 3.4): "the image is
+resized with its shorter side" to a given length, then square crops are taken; the standard test is the
+10-crop (4 corners and the centre, and their horizontal flips).
+
+Decoding is Pillow's. Every mode ends up as 8-bit RGB (or 8-bit grayscale for 1-channel models):
+
+- palette (``P``), CMYK, YCbCr, LAB, HSV and bilevel (``1``) images: Pillow's conversion;
+- alpha (``RGBA``, ``LA``, ``PA``, a palette with a transparent colour): composited over white, as a
+  viewer shows them (dropping alpha instead would expose whatever colour transparent pixels hold);
+- 16-bit integers (``I;16*``, and ``I``, Pillow's mode for 16-bit PNGs): scaled 0..65535 -> 0..255;
+- 32-bit floats (``F``): Pillow's conversion (clipped to 0..255);
+- the EXIF orientation tag is applied, so phone photos come out upright.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from resnet.errors import UserError
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _to_8bit(im: Image.Image, channels: int) -> np.ndarray:
+    """An 8-bit ``H x W`` (channels 1) or ``H x W x 3`` array of any Pillow image."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        wide = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))
+    elif im.mode == "F":
+        im = im.convert("L")
+    if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.array(im.convert("L" if channels == 1 else "RGB"))  # a writable copy, owned by the tensor
+
+
+def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+    """Read an image file into a uint8 ``channels x H x W`` tensor (``channels`` is 3 for RGB or 1 for gray).
+
+    Raises:
+        UserError: the file is missing, not an image, truncated or too large to decode safely (one line
+            naming the file).
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so a truncated file fails here and not later
+            array = _to_8bit(ImageOps.exif_transpose(im), channels)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        # Pillow reports truncated and corrupt data as OSError, some format plugins as SyntaxError.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: unreadable image ({reason[:160]})") from None
+    tensor = torch.from_numpy(array)
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """Output (H, W) when the shorter side becomes ``size`` and the aspect ratio is kept (longer side floored)."""
+    if height <= width:
+        return size, max(size, int(size * width / height))
+    return max(size, int(size * height / width)), size
+
+
+def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize to (H, W) with antialiasing (so downscaling averages instead of aliasing).
+
+    uint8 in -> uint8 out (rounded); float in -> float out. ``C x H x W`` or ``N x C x H x W``.
+    """
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    batch = img if img.ndim == 4 else img.unsqueeze(0)
+    out = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    if img.dtype == torch.uint8:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        out = out.to(img.dtype)
+    return out if img.ndim == 4 else out[0]
+
+
+def resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize so the shorter side is ``size`` (section 3.4's "resized with its shorter side"), keeping the aspect."""
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    height, width = img.shape[-2:]
+    return resize(img, shorter_side_size(int(height), int(width), size))
+
+
+def _crop_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The ``height x width`` window at (top, left); ``ValueError`` if it does not lie inside the image."""
+    h, w = img.shape[-2:]
+    if top < 0 or left < 0 or top + height > h or left + width > w:
+        raise ValueError(f"crop {height}x{width} at ({top}, {left}) does not fit a {h}x{w} image")
+    return img[..., top : top + height, left : left + width]
+
+
+def center_crop(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """The centred ``size`` window (an int for a square).
+
+    An odd margin is split with Python's ``round`` (half to even), the rounding torchvision uses, so that
+    centre crops for torchvision's weights are pixel for pixel the ones they were evaluated with.
+    """
+    ch, cw = _crop_size(size)
+    h, w = (int(s) for s in img.shape[-2:])
+    return crop(img, round((h - ch) / 2), round((w - cw) / 2), ch, cw)
+
+
+def hflip(img: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right (the paper's horizontal flip)."""
+    return img.flip(-1)
+
+
+def five_crop(img: torch.Tensor, size: int | tuple[int, int]) -> list[torch.Tensor]:
+    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` windows."""
+    ch, cw = _crop_size(size)
+    h, w = (int(s) for s in img.shape[-2:])
+    corners = [crop(img, t, left, ch, cw) for t, left in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw))]
+    return [*corners, center_crop(img, (ch, cw))]
+
+
+def ten_crop(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """The paper's 10-crop test views (section 3.4): :func:`five_crop` and the same five of the flipped image.
+
+    Returns ``10 x C x h x w`` for a ``C x H x W`` image (views 5..9 are the mirror images of views 0..4).
+    """
+    crops = five_crop(img, size)
+    return torch.stack([*crops, *(hflip(c) for c in crops)])
