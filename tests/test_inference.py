@@ -91,3 +91,16 @@ def test_bf16_path_runs_and_stays_close():
     # bf16 keeps 8 bits of mantissa; over 20 layers the logits stay within a few percent of their scale.
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
+
+
+@pytest.mark.slow  # ~10 s of inductor compilation on 2 CPU cores
+def test_compiled_path_freezes_weights_and_matches():
+    # torch.compile with inductor's freezing (CPU): weights become constants of the compiled graph.
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8", in_channels=1))
+    x = torch.randn(2, 1, 8, 8)
+    compiled = optimize_for_inference(model, compile=True)
+    assert compiled.freeze
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(compiled(x + 1), model(x + 1), rtol=1e-4, atol=1e-4)

@@ -73,7 +73,7 @@ class Predictor:
 
     def __init__(self, ckpt: dict[str, Any], *, where: str = "checkpoint", fast: bool = True) -> None:
         model = build_model(ckpt, where)
-        self.model = optimize_for_inference(model, channels_last=False) if fast else model
+        self.model = optimize_for_inference(model) if fast else model
         self.model_name: str = ckpt["model_name"]
         self.normalizer = Normalizer.from_state_dict(ckpt["preprocessing"])
         self.classes: list[str] = list(ckpt["classes"])
