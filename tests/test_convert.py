@@ -60,7 +60,7 @@ def outputs(model: nn.Module, size: int, channels: int = 3) -> torch.Tensor:
 
 def test_torchvision_resnet50_converts_with_imagenet_metadata_and_same_outputs(resnet50_tv, tmp_path: Path):
     src, ref = resnet50_tv
-    ckpt, notes = convert_file(src, tmp_path / "r50.pt")
+    ckpt, notes, _ = convert_file(src, tmp_path / "r50.pt")
     saved = load_checkpoint(tmp_path / "r50.pt")
     assert saved["format"] == FORMAT and "optimizer" not in saved
     assert saved["model_name"] == "resnet50"
@@ -79,7 +79,7 @@ def test_dataparallel_and_compile_prefixes_are_stripped(resnet50_tv, tmp_path: P
     src, ref = resnet50_tv
     state = torch.load(src, weights_only=True)
     torch.save({f"module._orig_mod.{k}": v for k, v in state.items()}, tmp_path / "dp.pth")
-    ckpt, _ = load_any(tmp_path / "dp.pth")
+    ckpt = load_any(tmp_path / "dp.pth").checkpoint
     assert list(ckpt["model"]) == list(state)
     assert all(torch.equal(ckpt["model"][k], v) for k, v in state.items())
     assert strip_wrapper_prefixes({"_orig_mod.module.fc.bias": 1, "fc.weight": 2}) == {"fc.bias": 1, "fc.weight": 2}
@@ -123,12 +123,12 @@ def test_plain_and_option_a_weights_need_model_and_then_convert(tmp_path: Path):
     torch.save(ref.state_dict(), tmp_path / "r20.pth")
     with pytest.raises(UserError, match="resnet20 and plain20 .* pass --model resnet20 or --model plain20"):
         load_any(tmp_path / "r20.pth")
-    ckpt, notes = convert_file(tmp_path / "r20.pth", tmp_path / "r20.pt", model="resnet20")
+    ckpt, notes, _ = convert_file(tmp_path / "r20.pth", tmp_path / "r20.pt", model="resnet20")
     assert ckpt["model_kwargs"] == {"num_classes": 10, "shortcut": "A"} and ckpt["dataset"] == "cifar10"
     assert ckpt["classes"][0] == "airplane" and ckpt["input_size"] == [3, 32, 32]
     assert any("assumed" in n for n in notes)
     torch.testing.assert_close(outputs(build_model(load_checkpoint(tmp_path / "r20.pt")), 32), outputs(ref, 32))
-    plain, _ = load_any(tmp_path / "r20.pth", model="plain20")  # same tensors, no shortcuts: a different net
+    plain = load_any(tmp_path / "r20.pth", model="plain20").checkpoint  # same tensors, no shortcuts: another net
     assert plain["model_kwargs"] == {"num_classes": 10}
     assert not torch.allclose(outputs(build_model(plain), 32), outputs(ref, 32))
 
@@ -167,7 +167,7 @@ def test_compact_keys_folds_blocks_and_modules():
 
 def test_our_training_checkpoint_converts_to_final_weights(tiny_run: Path, tmp_path: Path):
     original = load_checkpoint(tiny_run)
-    ckpt, notes = convert_file(tiny_run, tmp_path / "final.pt")  # a run directory means its checkpoint.pt
+    ckpt, notes, _ = convert_file(tiny_run, tmp_path / "final.pt")  # a run directory means its checkpoint.pt
     saved = load_checkpoint(tmp_path / "final.pt")
     assert notes == []
     for key in ("model_name", "model_kwargs", "iteration", "classes", "input_size", "dataset", "config"):
@@ -196,7 +196,7 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tiny_run: Path, tmp_p
         assert value == back["preprocessing"][key] if key == "kind" else torch.equal(value, back["preprocessing"][key])
     assert all(torch.equal(back["model"][k], v) for k, v in original["model"].items())
     # And back to a .pt checkpoint, from which predictions are identical.
-    ckpt, _ = convert_file(tmp_path / "w.safetensors", tmp_path / "again.pt")
+    ckpt, _, _ = convert_file(tmp_path / "w.safetensors", tmp_path / "again.pt")
     assert ckpt["config"] == original["config"]
     torch.testing.assert_close(
         outputs(build_model(load_checkpoint(tmp_path / "again.pt")), 8, 1), outputs(build_model(back), 8, 1)
@@ -208,7 +208,7 @@ def test_a_foreign_safetensors_file_is_a_bare_state_dict(tmp_path: Path):
 
     model = randomized(create_model("resnet18", num_classes=5))
     save_file(model.state_dict(), str(tmp_path / "foreign.safetensors"))
-    ckpt, _ = load_any(tmp_path / "foreign.safetensors")
+    ckpt = load_any(tmp_path / "foreign.safetensors").checkpoint
     assert ckpt["model_name"] == "resnet18" and ckpt["classes"] == ["0", "1", "2", "3", "4"]
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(UserError, match="not a readable safetensors file"):
@@ -260,5 +260,5 @@ def test_real_torchvision_weights_convert_with_identical_outputs(tmp_path: Path)
     torch.manual_seed(0)
     ref = randomized(tv_models.resnet18(weights=None))
     torch.save(ref.state_dict(), tmp_path / "tv18.pth")
-    ckpt, _ = load_any(tmp_path / "tv18.pth")
+    ckpt = load_any(tmp_path / "tv18.pth").checkpoint
     torch.testing.assert_close(outputs(build_model(ckpt), 64), outputs(ref, 64), rtol=0, atol=0)

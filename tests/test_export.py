@@ -62,7 +62,7 @@ def relative_error(session: ort.InferenceSession, model: nn.Module, batch: int, 
 
 
 def test_resnet20_onnx_with_dynamic_batch_matches_pytorch(tmp_path: Path):
-    ckpt, _ = load_any(checkpoint(tmp_path / "r20.pt", "resnet20", 32, num_classes=10))
+    ckpt = load_any(checkpoint(tmp_path / "r20.pt", "resnet20", 32, num_classes=10)).checkpoint
     res = export_checkpoint(ckpt, "onnx", tmp_path / "r20.onnx", dynamic_batch=True)
     assert res["max_rel_error"] < 1e-4  # export_checkpoint's own check (batches 1 and 3)
     session = ort.InferenceSession(str(tmp_path / "r20.onnx"), providers=["CPUExecutionProvider"])
@@ -83,13 +83,13 @@ def test_resnet18_onnx_export_from_the_cli_at_64px(tmp_path: Path, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{out}: onnx, resnet18, input Nx3x64x64 (dynamic batch); onnxruntime matches PyTorch")
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    model = build_model(load_any(src)[0])
+    model = build_model(load_any(src).checkpoint)
     for batch in (1, 4):
         assert relative_error(session, model, batch, 64) < 1e-4
 
 
 def test_without_dynamic_batch_the_graph_is_fixed_to_one_image(tmp_path: Path):
-    ckpt, _ = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10))
+    ckpt = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)).checkpoint
     export_checkpoint(ckpt, "onnx", tmp_path / "r8.onnx")
     session = ort.InferenceSession(str(tmp_path / "r8.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, 32, 32]
@@ -106,7 +106,7 @@ def test_torchscript_export_runs_any_batch_and_carries_metadata(tmp_path: Path, 
         warnings.simplefilter("ignore", DeprecationWarning)
         loaded = torch.jit.load(str(out), _extra_files=extra)
     assert json.loads(extra["resnet.json"])["resnet.model_name"] == "resnet20"
-    model = build_model(load_any(src)[0])
+    model = build_model(load_any(src).checkpoint)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
@@ -134,6 +134,6 @@ def test_missing_export_extras_give_an_install_hint(tmp_path: Path, monkeypatch:
 
 
 def test_unknown_format_is_refused(tmp_path: Path):
-    ckpt, _ = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10))
+    ckpt = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)).checkpoint
     with pytest.raises(UserError, match="unknown export format 'tflite'"):
         export_checkpoint(ckpt, "tflite", tmp_path / "x")

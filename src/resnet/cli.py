@@ -172,7 +172,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     from resnet.convert import convert_file
 
-    ckpt, notes = convert_file(args.src, args.to, model=args.model, bottleneck_stride=args.bottleneck_stride)
+    ckpt, notes, _ = convert_file(args.src, args.to, model=args.model, bottleneck_stride=args.bottleneck_stride)
     kwargs = ", ".join(f"{k}={v}" for k, v in ckpt["model_kwargs"].items())
     print(
         f"{args.to}: {ckpt['model_name']}({kwargs}), {len(ckpt['model'])} tensors, "
@@ -220,9 +220,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from resnet.convert import load_any
     from resnet.export import default_output, export_checkpoint
 
-    ckpt, _ = load_any(args.checkpoint)
+    ckpt, _, model = load_any(args.checkpoint)
     out = args.out or default_output(args.checkpoint, args.format)
-    res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, where=str(args.checkpoint))
+    res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
     batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
     line = f"{out}: {args.format}, {ckpt['model_name']}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
     err = res.get("max_rel_error")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -170,10 +170,16 @@ def build_model(ckpt: dict[str, Any], where: str = "checkpoint") -> nn.Module:
     return model.eval()
 
 
-def load_any(
-    path: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None
-) -> tuple[dict[str, Any], list[str]]:
-    """Any accepted weights file as our checkpoint dict (in memory, weights checked), and notes on assumptions."""
+class Loaded(NamedTuple):
+    """Weights read by :func:`load_any`: our checkpoint dict, notes on what was assumed, the eval-mode model."""
+
+    checkpoint: dict[str, Any]
+    notes: list[str]
+    model: nn.Module
+
+
+def load_any(path: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None) -> Loaded:
+    """Any accepted weights file as our checkpoint (in memory), checked by loading it strictly into its model."""
     where = str(path)
     state, meta = split_weights(read_weights(path), where)
     name, kwargs = _choose_model(state, meta, model, bottleneck_stride, where)
@@ -190,8 +196,8 @@ def load_any(
     ckpt.setdefault("input_size", [net.conv1.in_channels, *info.input_size[1:]])
     ckpt.setdefault("dataset", "unknown")
     ckpt.setdefault("iteration", None)
-    ckpt["model"] = net.state_dict()  # contiguous copies in the model's own order and dtype
-    return ckpt, notes
+    ckpt["model"] = net.state_dict()  # the model's own tensors: its key order and dtype, prefixes gone
+    return Loaded(ckpt, notes, net)
 
 
 def save_safetensors(path: str | Path, ckpt: dict[str, Any]) -> None:
@@ -215,11 +221,11 @@ def save_safetensors(path: str | Path, ckpt: dict[str, Any]) -> None:
 
 def convert_file(
     src: str | Path, out: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None
-) -> tuple[dict[str, Any], list[str]]:
+) -> Loaded:
     """``resnet convert``: read ``src``, check it, write ``out`` (``.safetensors`` or our ``.pt`` checkpoint)."""
-    ckpt, notes = load_any(src, model=model, bottleneck_stride=bottleneck_stride)
+    loaded = load_any(src, model=model, bottleneck_stride=bottleneck_stride)
     if Path(out).suffix == ".safetensors":
-        save_safetensors(out, ckpt)
+        save_safetensors(out, loaded.checkpoint)
     else:
-        save_checkpoint(out, {k: v for k, v in ckpt.items() if k != "format"})
-    return ckpt, notes
+        save_checkpoint(out, {k: v for k, v in loaded.checkpoint.items() if k != "format"})
+    return loaded

@@ -136,12 +136,21 @@ def onnxruntime_max_relative_error(path: str | Path, net: nn.Module, inputs: lis
 
 
 def export_checkpoint(
-    ckpt: dict[str, Any], fmt: str, out: str | Path, *, dynamic_batch: bool = False, where: str = "checkpoint"
+    ckpt: dict[str, Any],
+    fmt: str,
+    out: str | Path,
+    *,
+    dynamic_batch: bool = False,
+    model: nn.Module | None = None,
+    where: str = "checkpoint",
 ) -> dict[str, Any]:
-    """``resnet export``: write ``out`` in ``fmt``; returns what was done (and, for ONNX, the verification)."""
+    """``resnet export``: write ``out`` in ``fmt``; returns what was done (and, for ONNX, the verification).
+
+    ``model`` is the checkpoint's eval-mode model when the caller already built it.
+    """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model = build_model(ckpt, where)
+    model = (model if model is not None else build_model(ckpt, where)).eval()
     net = fold_batchnorm(model)
     c, h, w = (int(s) for s in ckpt["input_size"])
     example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from resnet.convert import build_model, load_any
@@ -71,8 +72,10 @@ class Report:
 class Predictor:
     """A checkpoint ready to classify images: the fast-path model, its preprocessing and class names."""
 
-    def __init__(self, ckpt: dict[str, Any], *, where: str = "checkpoint", fast: bool = True) -> None:
-        model = build_model(ckpt, where)
+    def __init__(
+        self, ckpt: dict[str, Any], *, model: nn.Module | None = None, where: str = "checkpoint", fast: bool = True
+    ) -> None:
+        model = model if model is not None else build_model(ckpt, where)
         self.model = optimize_for_inference(model) if fast else model
         self.model_name: str = ckpt["model_name"]
         self.normalizer = Normalizer.from_state_dict(ckpt["preprocessing"])
@@ -83,8 +86,8 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Predictor:
-        ckpt, _ = load_any(path)
-        return cls(ckpt, where=str(path), **kwargs)
+        loaded = load_any(path)
+        return cls(loaded.checkpoint, model=loaded.model, where=str(path), **kwargs)
 
     def check_protocol(self, protocol: str) -> None:
         if protocol not in PROTOCOLS:
