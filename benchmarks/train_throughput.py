@@ -155,7 +155,7 @@ def main() -> None:
             rows.append((model_name, v, rate, rate / base, SCHEDULE_IMAGES / rate))
             print(f"  {model_name:<10} {v:<9} {rate:>9,.0f} img/s", flush=True)
     print()
-    print(f"| model | variant | img/s | vs baseline | projected 64k iterations |")
+    print("| model | variant | img/s | vs baseline | projected 64k iterations |")
     print("|---|---|---|---|---|")
     for m, v, rate, ratio, secs in rows:
         span = f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs:.0f} s"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -67,19 +69,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; pass a run directory or a checkpoint file")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle (protocol > 2) draws a warning before being refused or read; the outcome says enough.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
         raise UserError(
             f"{path}: refused: the file holds objects other than tensors and plain data, and loading it could "
-            f"run code ({first[:160]}). Convert it where you trust it, saving only its state_dict"
+            f"run code ({_unpickler_reason(str(e))}). Convert it where you trust it, saving only its state_dict"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt: {first[:160]})") from None
+    except (KeyError, IndexError, AssertionError) as e:
+        # The weights-only unpickler reads the bytes of a file that is no checkpoint (a text file, say) as
+        # opcodes and fails wherever they lead it: a KeyError on an unknown memo entry, for instance.
+        raise UserError(f"{path}: not a readable checkpoint (no torch or pickle data: {type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     return obj
+
+
+def _unpickler_reason(message: str) -> str:
+    """The informative part of torch's weights-only refusal ("Unsupported global: GLOBAL os.system")."""
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", message)
+    reason = m.group(1).strip() if m else (message.strip().splitlines() or ["unsupported object"])[0]
+    return reason[:160]
 
 
 def is_training_checkpoint(obj: dict[str, Any]) -> bool:

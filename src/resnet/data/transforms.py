@@ -111,10 +111,14 @@ def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> tor
 
 
 def center_crop(img: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """The centred ``size`` window (an int for a square); odd margins put the extra pixel bottom/right."""
+    """The centred ``size`` window (an int for a square).
+
+    An odd margin is split with Python's ``round`` (half to even), the rounding torchvision uses, so that
+    centre crops for torchvision's weights are pixel for pixel the ones they were evaluated with.
+    """
     ch, cw = _crop_size(size)
-    h, w = img.shape[-2:]
-    return crop(img, (int(h) - ch) // 2, (int(w) - cw) // 2, ch, cw)
+    h, w = (int(s) for s in img.shape[-2:])
+    return crop(img, round((h - ch) / 2), round((w - cw) / 2), ch, cw)
 
 
 def hflip(img: torch.Tensor) -> torch.Tensor:

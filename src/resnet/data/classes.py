@@ -1,0 +1,51 @@
+"""Class names for predictions: ImageNet-1k (bundled as data), CIFAR-10 (built in), or a run's own list.
+
+``imagenet_classes.txt`` holds the 1000 ILSVRC-2012 class names in the standard index order (the sorted
+WordNet ids of the training folders, the order every ImageNet checkpoint's fc layer uses), one per line, in
+the short readable form torchvision uses (where two synsets share a name, the second is disambiguated:
+"crane" / "crane bird", "maillot" / "maillot tank suit").
+
+Also here: torchvision's ImageNet normalisation constants, the preprocessing that comes with its weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from resnet.data.datasets import CIFAR10_CLASSES
+
+IMAGENET_CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
+#: Per-channel mean and std (of pixels in [0, 1]) that torchvision's ImageNet weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@functools.cache
+def _imagenet_classes() -> tuple[str, ...]:
+    names = tuple(line.strip() for line in IMAGENET_CLASSES_FILE.read_text(encoding="utf-8").splitlines())
+    names = tuple(n for n in names if n)
+    if len(names) != 1000:  # a damaged install; say so rather than mislabel every prediction
+        raise RuntimeError(f"{IMAGENET_CLASSES_FILE} holds {len(names)} names instead of 1000; reinstall resnet-paper")
+    return names
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k class names, index i being the model's output i."""
+    return list(_imagenet_classes())
+
+
+def default_classes(dataset: str | None, num_classes: int) -> list[str]:
+    """Names for a checkpoint that stores none: ImageNet or CIFAR-10 when the count fits, else the indices."""
+    if num_classes == 1000 and dataset in (None, "imagenet"):
+        return imagenet_classes()
+    if num_classes == 10 and dataset in (None, "cifar10"):
+        return list(CIFAR10_CLASSES)
+    return [str(i) for i in range(num_classes)]
+
+
+def resolve_classes(stored: object, dataset: str | None, num_classes: int) -> list[str]:
+    """A checkpoint's own class list when it is usable (the right length), else :func:`default_classes`."""
+    if isinstance(stored, (list, tuple)) and len(stored) == num_classes:
+        return [str(c) for c in stored]
+    return default_classes(dataset, num_classes)

@@ -1,0 +1,139 @@
+"""Export: ONNX checked with onnxruntime against PyTorch at two batch sizes, TorchScript, metadata, missing extras."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from resnet.checkpoint import save_checkpoint
+from resnet.cli import main
+from resnet.convert import build_model, load_any
+from resnet.errors import UserError
+from resnet.export import default_output, export_checkpoint
+from resnet.models import create_model
+
+ort = pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
+onnx = pytest.importorskip("onnx", reason="the [export] extra is not installed")
+
+
+def checkpoint(path: Path, name: str, size: int, **kwargs) -> Path:
+    """Our checkpoint of ``name`` with random weights and BN statistics, native input ``size``."""
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs)
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    classes = [f"class{i}" for i in range(model.fc.out_features)]
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": name,
+            "model_kwargs": kwargs,
+            "preprocessing": {
+                "kind": "channel_mean_std",
+                "mean": torch.full((3, 1, 1), 0.5),
+                "std": torch.ones(3, 1, 1),
+            },
+            "classes": classes,
+            "input_size": [3, size, size],
+            "dataset": "unknown",
+        },
+    )
+    return path
+
+
+def relative_error(session: ort.InferenceSession, model: nn.Module, batch: int, size: int) -> float:
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert got.shape == ref.shape
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+def test_resnet20_onnx_with_dynamic_batch_matches_pytorch(tmp_path: Path):
+    ckpt = load_any(checkpoint(tmp_path / "r20.pt", "resnet20", 32, num_classes=10)).checkpoint
+    res = export_checkpoint(ckpt, "onnx", tmp_path / "r20.onnx", dynamic_batch=True)
+    assert res["max_rel_error"] < 1e-4  # export_checkpoint's own check (batches 1 and 3)
+    session = ort.InferenceSession(str(tmp_path / "r20.onnx"), providers=["CPUExecutionProvider"])
+    model = build_model(ckpt)  # the original eval-mode net, BN not folded
+    for batch in (1, 7):
+        assert relative_error(session, model, batch, 32) < 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "r20.onnx")).metadata_props}
+    assert meta["resnet.model_name"] == "resnet20"
+    assert json.loads(meta["resnet.classes"]) == [f"class{i}" for i in range(10)]
+    assert json.loads(meta["resnet.preprocessing"])["mean"] == [[[0.5]], [[0.5]], [[0.5]]]
+    assert json.loads(meta["resnet.input_size"]) == [3, 32, 32]
+
+
+def test_resnet18_onnx_export_from_the_cli_at_64px(tmp_path: Path, capsys):
+    src = checkpoint(tmp_path / "r18.pt", "resnet18", 64, num_classes=100)
+    out = tmp_path / "deploy" / "r18.onnx"
+    assert main(["export", "--checkpoint", str(src), "--format", "onnx", "--dynamic-batch", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out}: onnx, resnet18, input Nx3x64x64 (dynamic batch); onnxruntime matches PyTorch")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model = build_model(load_any(src).checkpoint)
+    for batch in (1, 4):
+        assert relative_error(session, model, batch, 64) < 1e-4
+
+
+def test_without_dynamic_batch_the_graph_is_fixed_to_one_image(tmp_path: Path):
+    ckpt = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)).checkpoint
+    export_checkpoint(ckpt, "onnx", tmp_path / "r8.onnx")
+    session = ort.InferenceSession(str(tmp_path / "r8.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 32, 32]
+    assert relative_error(session, build_model(ckpt), 1, 32) < 1e-4
+
+
+def test_torchscript_export_runs_any_batch_and_carries_metadata(tmp_path: Path, capsys):
+    src = checkpoint(tmp_path / "r20.pt", "resnet20", 32, num_classes=10, shortcut="C")
+    assert main(["export", "--checkpoint", str(src), "--format", "torchscript"]) == 0
+    out = tmp_path / "r20.torchscript.pt"  # the default: next to the checkpoint
+    assert capsys.readouterr().out.startswith(f"{out}: torchscript, resnet20")
+    extra = {"resnet.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["resnet.json"])["resnet.model_name"] == "resnet20"
+    model = build_model(load_any(src).checkpoint)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_default_output_names():
+    assert default_output("runs/x/checkpoint.pt", "onnx") == Path("runs/x/checkpoint.onnx")
+    assert default_output("weights/r50.safetensors", "torchscript") == Path("weights/r50.torchscript.pt")
+
+
+def test_default_output_of_a_run_directory(tmp_path: Path):
+    assert default_output(tmp_path, "onnx") == tmp_path / "model.onnx"
+
+
+def test_missing_export_extras_give_an_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # makes `import onnxscript` raise ImportError
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    assert main(["export", "--checkpoint", str(src)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "resnet: error: ONNX export needs onnxscript; pip install 'resnet-paper[export]'"
+    assert not (tmp_path / "r8.onnx").exists()
+    with pytest.raises(UserError, match=r"safetensors is not installed; pip install 'resnet-paper\[export\]'"):
+        load_any(tmp_path / "w.safetensors")
+
+
+def test_unknown_format_is_refused(tmp_path: Path):
+    ckpt = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)).checkpoint
+    with pytest.raises(UserError, match="unknown export format 'tflite'"):
+        export_checkpoint(ckpt, "tflite", tmp_path / "x")

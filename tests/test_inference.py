@@ -1,0 +1,106 @@
+"""The inference fast path: BN folded into the convs gives the eval-mode outputs, for every kind of net."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from resnet.inference import InferenceModel, fold_batchnorm, fold_conv_bn, optimize_for_inference
+from resnet.models import create_model
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affine terms, so that folding is exercised on every tensor."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+CASES = [
+    ("resnet20", {"shortcut": "A"}, 32),  # option A: zero-padding identity shortcuts
+    ("resnet20", {"shortcut": "B"}, 32),
+    ("resnet20", {"shortcut": "C"}, 32),
+    ("plain20", {}, 32),
+    ("resnet18", {}, 64),  # ImageNet stem, option B projections
+    ("resnet50", {"bottleneck_stride": "3x3", "shortcut": "C"}, 32),
+    ("plain50", {}, 32),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size"), CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
+def test_folded_model_matches_eval_outputs(name: str, kwargs: dict, size: int):
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(name, **kwargs))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        ref = model(x)
+        folded = fold_batchnorm(model)
+        fast = optimize_for_inference(model)  # + channels_last
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-4)
+        out = fast(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert out.dtype == torch.float32
+    # The original is untouched and still trainable.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_fold_conv_bn_with_an_existing_conv_bias():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    bn = randomize_bn(nn.Sequential(nn.BatchNorm2d(6)))[0]
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bn_that_follows_no_conv_is_refused_rather_than_dropped():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm2d(3))
+    with pytest.raises(ValueError, match="do not follow a conv"):
+        fold_batchnorm(model)
+
+
+def test_inference_model_is_eval_only():
+    fast = optimize_for_inference(create_model("resnet8"))
+    assert isinstance(fast, InferenceModel) and not fast.training
+    fast.eval()  # allowed
+    with pytest.raises(RuntimeError, match="eval-only"):
+        fast.train()
+    assert not any(p.requires_grad for p in fast.parameters())
+
+
+def test_bf16_path_runs_and_stays_close():
+    # The GPU fast path's dtype, exercised on CPU: bf16 weights and activations, float32 logits out.
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet20"))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = optimize_for_inference(model, dtype=torch.bfloat16)(x)
+    assert out.dtype == torch.float32
+    assert next(optimize_for_inference(model, dtype=torch.bfloat16).parameters()).dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa; over 20 layers the logits stay within a few percent of their scale.
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
+
+
+@pytest.mark.slow  # ~10 s of inductor compilation on 2 CPU cores
+def test_compiled_path_freezes_weights_and_matches():
+    # torch.compile with inductor's freezing (CPU): weights become constants of the compiled graph.
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8", in_channels=1))
+    x = torch.randn(2, 1, 8, 8)
+    compiled = optimize_for_inference(model, compile=True)
+    assert compiled.freeze
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(compiled(x + 1), model(x + 1), rtol=1e-4, atol=1e-4)
