@@ -1,0 +1,82 @@
+"""The ``resnet`` command line: one subcommand per job, each a thin wrapper over the library.
+
+The subcommands live in ``zoo`` (models, summary), ``training`` (train, eval, data), ``experiments``
+(demo, reproduce) and ``interop`` (convert, predict, export); this module builds the parser and runs one.
+
+Bad input raises :class:`~resnet.errors.UserError` (or ``ValueError``/``OSError`` from the library); this
+module turns those into one ``error: ...`` line and exit status 2, never a traceback. Set
+``RESNET_DEBUG=1`` to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from resnet.cli.experiments import _add_demo, _add_reproduce
+from resnet.cli.interop import _add_interop
+from resnet.cli.training import _add_train
+from resnet.cli.zoo import _add_models
+from resnet.errors import UserError
+
+#: Subcommand registrars, in the order ``resnet --help`` lists them.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
+    _add_models,
+    _add_train,
+    _add_reproduce,
+    _add_interop,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resnet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="resnet",
+        description="Deep Residual Learning for Image Recognition (He et al., 2016): models, training, "
+        "reproduction of the paper's experiments.",
+    )
+    parser.add_argument("--version", action="version", version=f"resnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """If the first word is a misspelt subcommand, a one-line hint naming the close matches."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and not argv[0].startswith("-") and argv[0] not in sub.choices:
+        close = difflib.get_close_matches(argv[0], list(sub.choices), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(sub.choices)}"
+        return f"unknown command {argv[0]!r}; {hint}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``resnet`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    hint = _suggest_command(parser, argv)
+    if hint:
+        print(f"resnet: error: {hint}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    args.argv = ["resnet", *argv]  # recorded in run directories and used in resume hints
+    try:
+        return args.handler(args)
+    except (UserError, ValueError, OSError) as e:
+        if os.environ.get("RESNET_DEBUG"):
+            raise
+        print(f"resnet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resnet: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,74 @@
+"""``resnet demo`` and ``resnet reproduce``: the embedded demo and the paper's experiments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from resnet.errors import UserError
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from resnet.demo import run_demo
+
+    depths = tuple(args.depths)
+    for d in depths:
+        from resnet.models.cifar import check_cifar_depth
+
+        check_cifar_depth(d)
+    if len(depths) < 2:
+        raise UserError("--depths needs at least two depths to compare, e.g. --depths 20 56")
+    report = run_demo(args.out, depths=depths, iterations=args.iterations, jobs=args.jobs)
+    print(f"report: {report} (plot: {report.parent / 'curves.png'})")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="plain vs residual nets on real digits: the degradation problem in minutes")
+    p.add_argument("--out", default="runs/demo", help="where runs and the report go (finished runs are reused)")
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR-style depths 6n+2 to compare")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel (one process each)")
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from resnet.reproduce import Options, default_out, reproduce
+
+    opts = Options(
+        out=Path(args.out) if args.out else default_out(args.experiment),
+        data_dir=args.data_dir,
+        iterations=args.iterations,
+        only=args.only,
+        seeds=args.seeds,
+        device=args.device,
+        jobs=args.jobs,
+        report_only=args.report_only,
+        with_110=args.with_110,
+        with_1202=args.with_1202,
+        sets=list(args.set or []),
+        protocol=args.protocol,
+    )
+    if opts.seeds < 1 or opts.jobs < 1:
+        raise UserError("--seeds and --jobs must be at least 1")
+    report = reproduce(args.experiment, opts)
+    print(f"report: {report}")
+    return 0
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
+    p.add_argument("experiment", help="table1, cifar-table6, cifar-fig6, fig7, imagenet-table2 or imagenet-table3")
+    p.add_argument("--out", default=None, help="experiment directory, runs shared inside it (default experiments/...)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (CIFAR-10 python release or image folder)")
+    p.add_argument("--iterations", type=int, default=None, help="shorten the schedule (the report says so)")
+    p.add_argument("--only", nargs="+", default=None, help="train only these nets or runs, e.g. resnet56")
+    p.add_argument("--seeds", type=int, default=1, help="runs per net; Table 6 reports best and mean±std")
+    p.add_argument("--device", default=None)
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (CPU)")
+    p.add_argument("--report-only", action="store_true", help="re-make the report from existing runs")
+    p.add_argument("--with-110", action="store_true", help="cifar-fig6: add plain-110 and ResNet-110")
+    p.add_argument("--with-1202", action="store_true", help="cifar-table6: add ResNet-1202")
+    p.add_argument("--protocol", default="10crop", choices=("center", "10crop", "multiscale"))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every run")
+    p.set_defaults(handler=cmd_reproduce)

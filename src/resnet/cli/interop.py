@@ -1,0 +1,103 @@
+"""``resnet convert``, ``resnet predict`` and ``resnet export``: weights in and out, deployment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from resnet.errors import UserError
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from resnet.convert import convert_file
+
+    ckpt, notes, _ = convert_file(args.src, args.to, model=args.model, bottleneck_stride=args.bottleneck_stride)
+    kwargs = ", ".join(f"{k}={v}" for k, v in ckpt["model_kwargs"].items())
+    print(
+        f"{args.to}: {ckpt['model_name']}({kwargs}), {len(ckpt['model'])} tensors, "
+        f"{len(ckpt['classes'])} classes ({ckpt['dataset']}), input {'x'.join(map(str, ckpt['input_size']))}"
+    )
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from resnet.predict import Predictor, find_images, format_report
+
+    predictor = Predictor.from_file(args.checkpoint)
+    predictor.check_protocol(args.protocol)  # before reading any image
+    paths = find_images(args.images)
+    if not paths:
+        raise UserError(f"no image files in {', '.join(args.images)}")
+    report = predictor.predict(
+        paths,
+        topk=args.topk,
+        protocol=args.protocol,
+        batch_size=args.batch_size,
+        warn=lambda line: print(f"resnet: {line}", file=sys.stderr),
+    )
+    if not report.predictions:
+        raise UserError(f"none of the {len(paths)} files could be read as an image")
+    if args.json:
+        doc = {
+            "checkpoint": str(args.checkpoint),
+            "model": predictor.model_name,
+            "protocol": args.protocol,
+            "predictions": [p.as_dict() for p in report.predictions],
+            "skipped": [{"path": p, "error": e} for p, e in report.skipped],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_report(report))
+    return 1 if report.skipped else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from resnet.convert import load_any
+    from resnet.export import default_output, export_checkpoint
+
+    ckpt, _, model = load_any(args.checkpoint)
+    out = args.out or default_output(args.checkpoint, args.format)
+    res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
+    batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
+    line = f"{out}: {args.format}, {ckpt['model_name']}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
+    err = res.get("max_rel_error")
+    if err is not None:
+        line += f"; onnxruntime matches PyTorch (max relative error {err:.1e})"
+    print(line)
+    return 0
+
+
+def _add_interop(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="torchvision, DataParallel or own weights -> checked checkpoint or safetensors")
+    p.add_argument("src", help="weights: torchvision .pth, a state_dict, our checkpoint or run directory, .safetensors")
+    p.add_argument("--to", required=True, help="output: a .pt checkpoint, or .safetensors for the weights alone")
+    p.add_argument("--model", default=None, help="model name when the weights cannot tell (plain vs option A)")
+    p.add_argument(
+        "--bottleneck-stride",
+        choices=("1x1", "3x3"),
+        default=None,
+        help="stride placement of bare bottleneck weights (default 3x3, torchvision's)",
+    )
+    p.set_defaults(handler=cmd_convert)
+
+    p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument(
+        "--protocol", choices=("center", "10crop"), default="center", help="test views (10crop: ImageNet nets)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with onnxruntime) or TorchScript")
+    p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX)")
+    p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    p.set_defaults(handler=cmd_export)

@@ -1,0 +1,47 @@
+"""``resnet models`` and ``resnet summary``: the model zoo and per-layer complexity."""
+
+from __future__ import annotations
+
+import argparse
+
+from resnet.errors import UserError
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from resnet.analysis.complexity import zoo_table
+    from resnet.models import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise UserError(f"no registered model matches {args.pattern!r}; run `resnet models` for the list")
+    print(zoo_table(names))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from resnet.analysis.complexity import format_table, layer_table
+    from resnet.models import create_model, model_info
+
+    info = model_info(args.name)
+    kwargs = {k: v for k, v in (("shortcut", args.shortcut), ("bottleneck_stride", args.bottleneck_stride)) if v}
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    model = create_model(args.name, **kwargs)
+    shape = tuple(args.input_size) if args.input_size else info.input_size
+    print(f"{args.name}: {info.doc}; input {'x'.join(map(str, shape))}")
+    print(format_table(layer_table(model, shape)))
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the model zoo with parameters, GMACs and the paper's figures")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*' or 'plain?0'")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("summary", help="per-layer table of one model: output shape, params, MACs")
+    p.add_argument("name", help="model name, e.g. resnet50 or resnet56")
+    p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="shortcut option (residual nets)")
+    p.add_argument("--bottleneck-stride", choices=("1x1", "3x3"), default=None, help="ImageNet nets only")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None)
+    p.set_defaults(handler=cmd_summary)
