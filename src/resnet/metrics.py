@@ -81,3 +81,28 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def summarize(records: list[dict[str, Any]], model: str, iteration: int) -> dict[str, Any]:
+    """Final-iteration errors, and the val-selected test error (model selection never looks at test)."""
+
+    def last(split: str) -> dict[str, Any] | None:
+        rows = [r for r in records if r.get("split") == split]
+        return rows[-1] if rows else None
+
+    evals = {it: r for r in records if r.get("split") == "val" for it in [r["iteration"]]}
+    tests = {r["iteration"]: r for r in records if r.get("split") == "test"}
+    best_it = min(evals, key=lambda i: (evals[i]["error"], -i)) if evals else None
+    train, val, test = last("train"), last("val"), last("test")
+    warm = [r for r in records if r.get("event") == "warmup_end"]
+    return {
+        "model": model,
+        "iterations": iteration,
+        "train_error": train["error"] if train else None,
+        "val_error": val["error"] if val else None,
+        "test_error": test["error"] if test else None,
+        "best_val_iteration": best_it,
+        "best_val_error": evals[best_it]["error"] if best_it is not None else None,
+        "test_error_at_best_val": tests[best_it]["error"] if best_it in tests else None,
+        "warmup_ended_at": warm[0]["iteration"] if warm else None,
+    }

@@ -30,7 +30,7 @@ from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import open_source
 from resnet.errors import UserError
-from resnet.metrics import MetricsLog
+from resnet.metrics import MetricsLog, summarize
 from resnet.models import create_model
 from resnet.runs import RunDir, check_resumable, record_invocation
 from resnet.schedule import LRSchedule, total_iterations
@@ -316,7 +316,7 @@ def fit(
                 console.close()
                 raise TrainingInterrupted(iteration, run.root, stop.name, stop.exit_code)
 
-    summary = summarize(metrics.records, cfg, iteration)
+    summary = summarize(metrics.records, cfg.model.name, iteration)
     summary["train_seconds"] = seconds_before + time.perf_counter() - loop_start
     summary["target_iterations"] = total
     summary["data"] = {"dataset": source.name, **source.sizes}
@@ -331,28 +331,3 @@ def fit(
     console.close()
     metrics.close()
     return summary
-
-
-def summarize(records: list[dict[str, Any]], cfg: Config, iteration: int) -> dict[str, Any]:
-    """Final-iteration errors, and the val-selected test error (model selection never looks at test)."""
-
-    def last(split: str) -> dict[str, Any] | None:
-        rows = [r for r in records if r.get("split") == split]
-        return rows[-1] if rows else None
-
-    evals = {it: r for r in records if r.get("split") == "val" for it in [r["iteration"]]}
-    tests = {r["iteration"]: r for r in records if r.get("split") == "test"}
-    best_it = min(evals, key=lambda i: (evals[i]["error"], -i)) if evals else None
-    train, val, test = last("train"), last("val"), last("test")
-    warm = [r for r in records if r.get("event") == "warmup_end"]
-    return {
-        "model": cfg.model.name,
-        "iterations": iteration,
-        "train_error": train["error"] if train else None,
-        "val_error": val["error"] if val else None,
-        "test_error": test["error"] if test else None,
-        "best_val_iteration": best_it,
-        "best_val_error": evals[best_it]["error"] if best_it is not None else None,
-        "test_error_at_best_val": tests[best_it]["error"] if best_it in tests else None,
-        "warmup_ended_at": warm[0]["iteration"] if warm else None,
-    }

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from resnet.config import from_dict
-from resnet.metrics import read_metrics
+from resnet.metrics import read_metrics, summarize
 
 
 @dataclass
@@ -48,8 +48,6 @@ class RunRecord:
 
 def read_run(name: str, root: Path) -> RunRecord:
     """The state of one run directory, from its files alone."""
-    from resnet.train import summarize
-
     if not (root / "config.yaml").is_file():
         return RunRecord(name, root, "missing")
     config = yaml.safe_load((root / "config.yaml").read_text())
@@ -59,7 +57,7 @@ def read_run(name: str, root: Path) -> RunRecord:
     invocations = []
     if (root / "run.json").is_file():
         invocations = json.loads((root / "run.json").read_text()).get("invocations", [])
-    summary: dict[str, Any] = summarize(records, cfg, iteration)
+    summary: dict[str, Any] = summarize(records, cfg.model.name, iteration)
     if (root / "summary.json").is_file():
         summary.update(json.loads((root / "summary.json").read_text()))
     target = summary.get("target_iterations") or cfg.schedule.iterations
