@@ -272,3 +272,12 @@ def test_torch_compile_path(tmp_path: Path):
     summary = fit(cfg, tmp_path / "r", echo=False)
     assert summary["iterations"] == 4
     assert not any(k.startswith("_orig_mod") for k in load(tmp_path / "r")["model"])
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        ckpt_mod.atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

@@ -28,12 +28,20 @@ from resnet.errors import UserError
 FORMAT = "resnet-checkpoint/1"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file and move it over ``path`` only if it all succeeded."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file as 0600; give it the permissions a plain open() would (0666 minus umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
