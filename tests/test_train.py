@@ -281,3 +281,14 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path: Path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_tensorboard_events_mirror_the_metrics(tmp_path: Path):
+    pytest.importorskip("tensorboard", reason="the [tb] extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit(load_config(None, tiny_overrides(**{"train.tensorboard": True})), tmp_path / "r", echo=False)
+    events = EventAccumulator(str(tmp_path / "r" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/error")] == [2, 4, 6, 8, 10, 12]
+    assert {"val/error", "test/error", "train/lr"} <= set(events.Tags()["scalars"])
