@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,14 @@ def test_precedence_defaults_file_overrides(tmp_path: Path):
         (["data.normalize=zca"], "choose one of pixel_mean, channel_mean_std"),
         (["schedule.milestones=[48000, 32000]"], "increasing"),
         (["train.batch_size=0"], "positive"),
+        (["schedule.gamma=0"], "schedule.gamma' is 0.0; it must be in (0, 1]"),
+        (["data.pad=-1"], "data.pad' is -1; it must be 0 or more"),
+        (["optim.lr=1e300"], "below float32's 3.4e38"),
+        (["optim.momentum=1.5"], "in [0, 1)"),
     ],
 )
 def test_bad_overrides(overrides: list[str], message: str):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=re.escape(message)):
         load_config("cifar10/resnet20", overrides)
 
 

@@ -85,6 +85,17 @@ def test_dataparallel_and_compile_prefixes_are_stripped(resnet50_tv, tmp_path: P
     assert strip_wrapper_prefixes({"_orig_mod.module.fc.bias": 1, "fc.weight": 2}) == {"fc.bias": 1, "fc.weight": 2}
 
 
+def test_legacy_weights_without_bn_counters_convert(resnet50_tv, tmp_path: Path):
+    # Older torchvision files (and Caffe ports) have no num_batches_tracked; PyTorch itself accepts that.
+    src, ref = resnet50_tv
+    state = {k: v for k, v in torch.load(src, weights_only=True).items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "legacy.pth")
+    convert_file(tmp_path / "legacy.pth", tmp_path / "out.pt")
+    saved = load_checkpoint(tmp_path / "out.pt")
+    assert saved["model"]["bn1.num_batches_tracked"].item() == 0
+    torch.testing.assert_close(outputs(build_model(saved), 64), outputs(ref, 64), rtol=0, atol=0)
+
+
 def test_a_different_depth_gives_a_readable_diff_and_writes_nothing(resnet50_tv, tmp_path: Path, capsys):
     src, _ = resnet50_tv
     out = tmp_path / "wrong.pt"

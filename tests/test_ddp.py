@@ -24,18 +24,24 @@ from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.models import create_model
+from resnet.schedule import LRSchedule
 from resnet.train import build_optimizer
 
 from conftest import tiny_overrides
 
-STEPS = 6
+STEPS = 14
 
 
 def overrides() -> list[str]:
+    # The ResNet-110 warm-up is on: its end is decided from the error over *both* ranks (iteration 10 here),
+    # so both ranks switch lr together; the reference decides from the global batch.
     return tiny_overrides(
         **{
             "schedule.iterations": STEPS,
-            "schedule.milestones": [4],
+            "schedule.milestones": [12],
+            "schedule.warmup_lr": 0.02,
+            "schedule.warmup_until_error": 99.0,
+            "schedule.warmup_window": 4,
             "train.log_every": 3,
             "train.eval_every": 100,
             "train.checkpoint_every": 100,
@@ -70,16 +76,21 @@ def reference_params(cfg) -> dict[str, torch.Tensor]:
         flip=cfg.data.flip,
         seed=cfg.train.seed,
     )
+    schedule = LRSchedule(cfg.schedule, cfg.optim.lr, torch.device("cpu"))
     for it in range(STEPS):
         x, y = loader.next()
         x = x.contiguous()
         for g in opt.param_groups:
-            g["lr"] = 0.1 if it < 4 else 0.01
+            g["lr"] = schedule.lr(it)
         half = len(y) // 2
-        loss = (F.cross_entropy(model(x[:half]), y[:half]) + F.cross_entropy(model(x[half:]), y[half:])) / 2
+        out0, out1 = model(x[:half]), model(x[half:])
+        loss = (F.cross_entropy(out0, y[:half]) + F.cross_entropy(out1, y[half:])) / 2
         opt.zero_grad()
         loss.backward()
         opt.step()
+        wrong = (torch.cat([out0, out1]).argmax(1) != y).sum()
+        schedule.observe(it + 1, wrong.double() * 100.0 / len(y))
+    assert schedule.warmup_ended_at == 10
     return dict(model.named_parameters())
 
 
@@ -93,8 +104,9 @@ def test_two_gloo_ranks_match_one_process_and_resume(tmp_path: Path):
     for name, p in ref.items():
         torch.testing.assert_close(ckpt["model"][name], p.detach(), rtol=1e-4, atol=1e-5, msg=name)
 
-    # Resume in distributed mode: 3 iterations, then the same command to 6, equals 6 in one go.
-    res = torchrun(tmp_path / "split", ["schedule.iterations=3"])
+    assert "warm-up ends" in (tmp_path / "ddp" / "train.log").read_text()
+    # Resume in distributed mode: 7 iterations, then the same command to 14, equals 14 in one go.
+    res = torchrun(tmp_path / "split", ["schedule.iterations=7"])
     assert res.returncode == 0, res.stderr[-3000:]
     res = torchrun(tmp_path / "split")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -137,3 +137,13 @@ def test_unknown_format_is_refused(tmp_path: Path):
     ckpt = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)).checkpoint
     with pytest.raises(UserError, match="unknown export format 'tflite'"):
         export_checkpoint(ckpt, "tflite", tmp_path / "x")
+
+
+def test_an_export_that_disagrees_with_pytorch_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    import resnet.export as export_mod
+
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    monkeypatch.setattr(export_mod, "onnxruntime_max_relative_error", lambda *a, **k: 0.2)
+    assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime disagrees with PyTorch (max relative error 2.0e-01 > 0.001)" in err

@@ -253,8 +253,9 @@ def test_training_on_an_image_folder_with_plateau_drops_then_eval_protocols(fold
     drops = [r["iteration"] for r in records if r.get("event") == "lr_drop"]
     # Evaluation at 2 sets the best, the one at 4 is a plateau (drop), the one at 6 measures the new level.
     assert drops == [4]
-    lrs = [r["lr"] for r in records if r.get("split") == "train"]
-    assert lrs == pytest.approx([0.1, 0.1, 0.01])
+    train = [r for r in records if r.get("split") == "train"]
+    assert [r["iteration"] for r in train] == [2, 3, 4, 6]  # logs every 2, and the window is flushed at checkpoint 3
+    assert [r["lr"] for r in train] == pytest.approx([0.1, 0.1, 0.1, 0.01])
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["lighting"]["eigval"].shape == (3,) and ckpt["preprocessing"]["mean"].shape == (3, 32, 32)
     assert ckpt["classes"] == ["china", "flower"] and ckpt["input_size"] == [3, 32, 32]
@@ -262,3 +263,26 @@ def test_training_on_an_image_folder_with_plateau_drops_then_eval_protocols(fold
         assert main(["eval", str(tmp_path / "run"), "--protocol", protocol, "--workers", "0"]) == 0
         out = capsys.readouterr().out
         assert f"val, {protocol} split (6 images)" in out and "top-5 error" in out
+
+
+def test_cached_statistics_honour_the_requested_lighting_strength(folder: Path):
+    index = scan(folder / "train")
+    _, first = estimate_stats(index, "pixel_mean", samples=100, resize=40, size=32, workers=0, lighting_std=0.1)
+    _, second = estimate_stats(index, "pixel_mean", samples=100, resize=40, size=32, workers=0, lighting_std=0.5)
+    assert first.std == 0.1 and second.std == 0.5
+    torch.testing.assert_close(first.eigvec, second.eigvec)  # the axes come from the cache
+
+
+def test_eval_of_a_run_whose_val_folder_lacks_a_class(folder: Path, tmp_path: Path, capsys):
+    from resnet.cli import main
+    from resnet.config import load_config
+    from resnet.train import fit
+
+    extra = folder / "train" / "zz_extra"
+    extra.mkdir()
+    for p in sorted((folder / "train" / "china").iterdir())[:4]:
+        (extra / p.name).write_bytes(p.read_bytes())
+    fit(load_config(None, folder_overrides(folder, **{"schedule.kind": "steps"})), tmp_path / "run", echo=False)
+    assert main(["eval", str(tmp_path / "run"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "val split (6 images)" in out and "zz_extra            nan" in out  # 3 classes, one absent from val

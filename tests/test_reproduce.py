@@ -216,3 +216,12 @@ def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch):
     assert "| resnet34 | - | 25.03 | - | - | - | - | not run |" in text
     cached = json.loads((tmp_path / "x/runs/resnet18-s0-it2/eval-10crop.json").read_text())
     assert cached["protocol"] == "10crop" and cached["n"] == 6 and 0 <= cached["top1"] <= 100
+
+
+def test_table6_leaves_unfinished_runs_out_of_the_numbers(tmp_path: Path):
+    runs = tmp_path / "runs"
+    fake_run(runs / "resnet56-s0", "resnet56", iterations=64_000, done=64_000, train_err=0.4, test_err=7.0)
+    fake_run(runs / "resnet56-s1", "resnet56", iterations=64_000, done=20_000, train_err=9.0, test_err=15.0)
+    report = reproduce("cifar-table6", Options(out=tmp_path, report_only=True, seeds=2))
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| resnet56"))
+    assert "| 7.00 |" in row and "15.00" not in row and "| 1 |" in row and "partial (20000/64000 it.)" in row

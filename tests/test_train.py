@@ -209,6 +209,8 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tm
     assert "stopped by SIGTERM at iteration" in err and "Resume with: resnet train" in err
     stopped_at = load(run)["iteration"]
     assert 0 < stopped_at < 300
+    # The partial log window was written before the checkpoint: metrics end exactly at the stop.
+    assert [r for r in read_metrics(run / "metrics.jsonl") if r.get("split") == "train"][-1]["iteration"] == stopped_at
     resumed = run_cli([*common, *sets, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     resumed.communicate(timeout=300)
     assert resumed.returncode == 0
@@ -292,3 +294,79 @@ def test_tensorboard_events_mirror_the_metrics(tmp_path: Path):
     events.Reload()
     assert [e.step for e in events.Scalars("train/error")] == [2, 4, 6, 8, 10, 12]
     assert {"val/error", "test/error", "train/lr"} <= set(events.Tags()["scalars"])
+
+
+def test_blown_up_weights_are_never_saved_even_when_the_loss_was_still_finite(tmp_path: Path):
+    # The reviewer's case: a checkpoint every iteration. The step at iteration 11 (lr 1e30) still had a finite
+    # loss but left weights of ~1e29; saving them would make "the last good checkpoint" unusable.
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            **{
+                "schedule.iterations": 30,
+                "schedule.warmup_lr": 0.01,
+                "schedule.warmup_until_error": 101.0,
+                "schedule.warmup_window": 2,
+                "optim.lr": 1e30,
+                "schedule.milestones": [100],
+                "train.checkpoint_every": 1,
+                "train.log_every": 30,
+                "train.eval_every": 30,
+            }
+        ),
+    )
+    with pytest.raises(NonFiniteLoss, match=r"weights became NaN/Inf by iteration 11"):
+        fit(cfg, tmp_path / "r", echo=False)
+    saved = load(tmp_path / "r")
+    assert saved["iteration"] == 10
+    assert max(t.abs().max().item() for t in saved["model"].values() if t.is_floating_point()) < 1e3
+
+
+def test_a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path: Path):
+    import socket
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / ".lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")  # this very process: alive
+    with pytest.raises(UserError, match=r"is being trained by .* wait for it or stop it"):
+        fit(load_config(None, tiny_overrides(**{"schedule.iterations": 2})), run, echo=False)
+    (run / ".lock").write_text(f"{socket.gethostname()} 999999999\n")  # no such process: a crash left it
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 2})), run, echo=False)
+    assert not (run / ".lock").exists() and load(run)["iteration"] == 2
+
+
+def test_extending_a_finished_run_drops_its_old_summary(tmp_path: Path, monkeypatch):
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 4})), tmp_path / "r", echo=False)
+    assert (tmp_path / "r/summary.json").is_file()
+    import resnet.train as train_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_mod, "train_one_step", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(load_config(None, tiny_overrides(**{"schedule.iterations": 8})), tmp_path / "r", echo=False)
+    assert not (tmp_path / "r/summary.json").exists()  # no stale "finished" summary for an unfinished run
+    assert not (tmp_path / "r/.lock").exists() and load(tmp_path / "r")["iteration"] == 4
+
+
+def test_ctrl_c_stops_parallel_runs_gracefully_and_the_same_command_resumes(tmp_path: Path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--depths", "8", "14", "--iterations", "400", "--jobs", "2"]
+    proc = run_cli(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not any(
+        (out / n / "train.log").is_file() and "iter" in (out / n / "train.log").read_text().split("training", 1)[-1]
+        for n in ("plain14", "resnet14")
+    ):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT" in err and "Resume with: resnet demo" in err and "Traceback" not in err
+    stopped = [n for n in ("plain14", "resnet14") if (out / n / "checkpoint.pt").is_file()]
+    assert stopped and all(load(out / n)["iteration"] < 400 for n in stopped)
+    again = run_cli(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out_text, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert (out / "REPORT.md").is_file() and all(load(out / n)["iteration"] == 400 for n in stopped)

@@ -299,6 +299,31 @@ def validate(cfg: Config) -> None:
     for key in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
         if getattr(cfg.train, key) < 1:
             raise UserError(f"train.{key} must be positive")
+    o, sc, d = cfg.optim, cfg.schedule, cfg.data
+    ranges = [
+        # (key, value, ok, what it must be)
+        ("optim.lr", o.lr, 0 < o.lr < 3.4e38, "a positive number (below float32's 3.4e38)"),
+        ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
+        ("optim.weight_decay", o.weight_decay, 0 <= o.weight_decay < 1, "in [0, 1)"),
+        ("schedule.gamma", sc.gamma, 0 < sc.gamma <= 1, "in (0, 1] (0.1 divides the lr by 10)"),
+        ("schedule.warmup_lr", sc.warmup_lr, sc.warmup_lr is None or 0 < sc.warmup_lr < 3.4e38, "positive or null"),
+        ("schedule.warmup_window", sc.warmup_window, sc.warmup_window >= 1, "at least 1"),
+        ("schedule.plateau_patience", sc.plateau_patience, sc.plateau_patience >= 1, "at least 1"),
+        ("data.pad", d.pad, d.pad >= 0, "0 or more pixels"),
+        ("data.workers", d.workers, d.workers >= 0, "0 or more"),
+        ("data.mean_samples", d.mean_samples, d.mean_samples >= 1, "at least 1"),
+        ("data.synthetic_size", d.synthetic_size, d.synthetic_size >= 1, "at least 1"),
+        ("data.lighting", d.lighting, d.lighting >= 0, "0 (off) or more"),
+        (
+            "train.eval_limit",
+            cfg.train.eval_limit,
+            cfg.train.eval_limit is None or cfg.train.eval_limit >= 1,
+            "null or at least 1",
+        ),
+    ]
+    for key, value, ok, must in ranges:
+        if not ok:
+            raise UserError(f"config key {key!r} is {value!r}; it must be {must}")
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

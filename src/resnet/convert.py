@@ -148,6 +148,24 @@ def _choose_model(
         raise UserError(f"--model: {e}") from None
 
 
+def with_bn_counters(given: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add the ``num_batches_tracked`` counters older files lack (torchvision's legacy weights, Caffe ports).
+
+    PyTorch's own BN loading accepts their absence; the counter only matters for ``momentum=None``, which
+    the models do not use. Filled with 0, as BN does for pre-1.0 state_dicts.
+    """
+    missing = [
+        k
+        for k in expected
+        if k.endswith(".num_batches_tracked")
+        and k not in given
+        and k.replace("num_batches_tracked", "running_mean") in given
+    ]  # only for BN layers the file has: anything else stays a real difference
+    if not missing:
+        return given
+    return {**given, **{k: torch.zeros((), dtype=torch.long) for k in missing}}
+
+
 def build_model(ckpt: dict[str, Any], where: str = "checkpoint") -> nn.Module:
     """The eval-mode model of one of our checkpoints, loaded strictly (a readable diff if the weights do not fit)."""
     name, kwargs = ckpt["model_name"], dict(ckpt.get("model_kwargs") or {})
@@ -155,6 +173,7 @@ def build_model(ckpt: dict[str, Any], where: str = "checkpoint") -> nn.Module:
         model = create_model(name, **kwargs)
     except ValueError as e:
         raise UserError(f"{where}: cannot build {name} ({e})") from None
+    ckpt["model"] = with_bn_counters(ckpt["model"], model.state_dict())
     diff = StateDictDiff.compare(model.state_dict(), ckpt["model"])
     if diff:
         args = ", ".join(f"{k}={v}" for k, v in kwargs.items())

@@ -130,8 +130,11 @@ def evaluate_checkpoint(
             raise UserError("pass --data-dir ROOT (an image folder with ROOT/val/<class>/*)")
         if split != "val":
             split = "val"  # image folders hold a val split only
-        index = scan(Path(root).expanduser() / "val")
-        if len(index.classes) != model.fc.out_features:  # type: ignore[union-attr]
+        # A run's labels are its training folder's classes (the val folder may lack some); converted ImageNet
+        # weights carry class *names*, so there the folder's own sorted order (= torchvision's) is used.
+        classes = ckpt.get("classes") if dataset == "imagefolder" else None
+        index = scan(Path(root).expanduser() / "val", classes=classes)
+        if len(index.classes) != model.fc.out_features:  # e.g. 1000 ImageNet classes vs another folder  # type: ignore[union-attr]
             raise UserError(
                 f"{root}/val has {len(index.classes)} classes but the model predicts {model.fc.out_features}"  # type: ignore[union-attr]
             )

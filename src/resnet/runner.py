@@ -4,16 +4,26 @@ Used by ``resnet demo`` and ``resnet reproduce``. A run that is already complete
 once (``fit`` on a finished run directory trains nothing), an interrupted one resumes. On a CPU, several
 one-thread processes beat one multi-thread process for the paper's small convolutions (1.7x on 2 cores
 for ResNet-20 on 8x8 digits, measured); on a GPU, runs go one after another (``jobs=1``).
+
+Stopping is graceful at every level: Ctrl-C reaches every worker (they share the terminal's process
+group) and each one finishes its step, writes a checkpoint and reports back; a SIGTERM sent to this process
+alone is forwarded to the workers. No new run starts once a stop was asked for, and the call then raises
+:class:`~resnet.errors.TrainingInterrupted`, so running the same command again resumes everything.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from resnet.console import StopSignals
+from resnet.errors import TrainingInterrupted, UserError
 
 
 @dataclass(frozen=True)
@@ -24,8 +34,7 @@ class RunSpec:
     overrides: tuple[str, ...] = field(default_factory=tuple)  # --set style key=value
 
 
-def _train(job: tuple[RunSpec, int, bool]) -> dict[str, Any]:
-    spec, threads, echo = job
+def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
     import torch
 
     from resnet.config import load_config
@@ -38,29 +47,83 @@ def _train(job: tuple[RunSpec, int, bool]) -> dict[str, Any]:
     return {"name": spec.name, **summary}
 
 
+def _worker(spec: RunSpec, threads: int, results: mp.Queue) -> None:
+    """Child process: train one run and report (name, "ok", summary), "stopped" or "error" (a message)."""
+    try:
+        results.put((spec.name, "ok", _train(spec, threads, False)))
+    except TrainingInterrupted as e:
+        results.put((spec.name, "stopped", e))
+    except UserError as e:
+        results.put((spec.name, "error", f"{spec.name}: {e}"))
+    except BaseException as e:  # a bug: report it with its type rather than dying silently
+        results.put((spec.name, "error", f"{spec.name}: {type(e).__name__}: {e}"))
+
+
 def train_runs(
     specs: Sequence[RunSpec],
     jobs: int = 1,
     echo: bool = False,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Train every spec (longest first is the caller's ordering); returns {name: summary}."""
+    """Train every spec (in the caller's order; longest first balances workers); returns {name: summary}."""
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs, len(specs) or 1, cores))
-    threads = max(1, cores // jobs) if jobs > 1 else 0
     results: dict[str, dict[str, Any]] = {}
-    work = [(s, threads, echo and jobs == 1) for s in specs]
     if jobs == 1:
-        for w in work:
-            r = _train(w)
+        for spec in specs:
+            r = _train(spec, 0, echo)
             results[r["name"]] = r
             if on_done:
                 on_done(r)
-    else:
-        # spawn, not fork: a forked child of a process that already ran torch ops can deadlock in OpenMP.
-        with mp.get_context("spawn").Pool(jobs) as pool:
-            for r in pool.imap_unordered(_train, work):
-                results[r["name"]] = r
+        return results
+
+    # spawn, not fork: a forked child of a process that already ran torch ops can deadlock in OpenMP.
+    ctx = mp.get_context("spawn")
+    inbox: mp.Queue = ctx.Queue()
+    pending, running = list(specs), {}
+    stopped: TrainingInterrupted | None = None
+    errors: list[str] = []
+    forwarded = False
+    with StopSignals() as stop:
+
+        def launching() -> bool:  # after a stop request or an error no new run starts
+            return bool(pending) and stop.signum is None and not errors
+
+        while running or launching():
+            while launching() and len(running) < jobs:
+                spec = pending.pop(0)
+                proc = ctx.Process(target=_worker, args=(spec, max(1, cores // jobs), inbox), name=spec.name)
+                proc.start()
+                running[spec.name] = proc
+            if stop.signum == signal.SIGTERM and not forwarded:  # Ctrl-C reaches the workers by itself
+                for proc in running.values():
+                    proc.terminate()  # SIGTERM: the worker finishes its step, checkpoints and stops
+                forwarded = True
+            try:
+                name, kind, payload = inbox.get(timeout=0.5)
+            except queue.Empty:
+                for name, proc in list(running.items()):
+                    if not proc.is_alive() and proc.exitcode not in (None, 0):  # exit 0: its report is queued
+                        # Died without reporting (e.g. Ctrl-C while still importing torch: nothing to save).
+                        running.pop(name)
+                        if stop.signum is None:
+                            errors.append(f"{name}: the worker process died (exit code {proc.exitcode})")
+                continue
+            proc = running.pop(name, None)
+            if proc is not None:
+                proc.join()
+            if kind == "ok":
+                results[name] = payload
                 if on_done:
-                    on_done(r)
+                    on_done(payload)
+            elif kind == "stopped":
+                stopped = payload
+            else:
+                errors.append(payload)
+    if errors:
+        raise UserError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    if stopped is not None:
+        raise stopped
+    if stop.signum is not None:
+        raise TrainingInterrupted(len(results), Path("."), stop.name, stop.exit_code)
     return results

@@ -14,6 +14,7 @@ fixed epochs (``milestone_unit: epochs``, e.g. 30 and 60 of 90).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ class LRSchedule:
         self.window = max(1, cfg.warmup_window)
         self._errors = torch.zeros(self.window, device=device)  # ring of recent per-iteration errors (%)
         self._seen = 0
+        self.last_running_error = float("nan")  # at the last check (over all ranks under DDP)
         # Plateau state: best validation error, evaluations since it improved, iterations of the drops.
         self.best: float | None = None
         self.stale = 0
@@ -56,17 +58,25 @@ class LRSchedule:
         # Divide rather than multiply by gamma^k, so 0.1 -> 0.01 -> 0.001 exactly as printed in the paper.
         return self.base_lr / (1.0 / self.cfg.gamma) ** k
 
-    def observe(self, iteration: int, batch_error: torch.Tensor) -> bool:
+    def observe(
+        self,
+        iteration: int,
+        batch_error: torch.Tensor,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> bool:
         """Record one iteration's training error (%, a device scalar); True when the warm-up just ended.
 
-        ``iteration`` is the number of completed iterations including this one.
+        ``iteration`` is the number of completed iterations including this one. ``reduce`` combines the
+        running error over DDP ranks (every rank must then call this at the same iterations, which it does).
         """
         if not self.warming_up:
             return False
         self._errors[self._seen % self.window] = batch_error.detach()
         self._seen += 1
         if self._seen >= self.window and iteration % CHECK_EVERY == 0:
-            running = self._errors.mean().item()
+            running_t = self._errors.mean()
+            running = (reduce(running_t) if reduce is not None else running_t).item()
+            self.last_running_error = running
             if running < self.cfg.warmup_until_error:
                 self.warming_up = False
                 self.warmup_ended_at = iteration
@@ -86,10 +96,6 @@ class LRSchedule:
             self.stale, self.best = 0, None  # measure the next plateau from the new level
             return True
         return False
-
-    def running_error(self) -> float:
-        n = min(self._seen, self.window)
-        return float(self._errors[:n].mean().item()) if n else float("nan")
 
     def state_dict(self) -> dict[str, Any]:
         return {

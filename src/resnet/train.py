@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,44 +28,12 @@ from resnet.console import Console, StopSignals
 from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import open_source
-from resnet.errors import UserError
+from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.metrics import MetricsLog, summarize
 from resnet.models import create_model
-from resnet.runs import RunDir, check_resumable, record_invocation
+from resnet.runs import RunDir, RunLock, check_resumable, record_invocation
+from resnet.runtime import resolve_runtime
 from resnet.schedule import LRSchedule, total_iterations
-
-
-class TrainingInterrupted(Exception):
-    """A signal stopped the run after a checkpoint was written."""
-
-    def __init__(self, iteration: int, run_dir: Path, signal_name: str, exit_code: int) -> None:
-        super().__init__(f"{signal_name} at iteration {iteration}")
-        self.iteration, self.run_dir, self.signal_name, self.exit_code = iteration, run_dir, signal_name, exit_code
-
-
-class NonFiniteLoss(UserError):
-    """The loss became NaN or Inf; nothing was written after the last good checkpoint."""
-
-
-@dataclass
-class Runtime:
-    """How the math runs on this device: the fast path on CUDA, fp32 NCHW eager on CPU by default."""
-
-    device: torch.device
-    autocast_dtype: torch.dtype | None
-    channels_last: bool
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-
-def resolve_runtime(cfg: Config, device: torch.device) -> Runtime:
-    cuda = device.type == "cuda"
-    precision = cfg.train.precision if cfg.train.precision != "auto" else ("bf16" if cuda else "fp32")
-    channels_last = cfg.train.channels_last == "true" or (cfg.train.channels_last == "auto" and cuda)
-    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, channels_last)
 
 
 def model_kwargs(cfg: Config, num_classes: int, in_channels: int) -> dict[str, Any]:
@@ -123,9 +90,21 @@ def fit(
     """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary.
 
     ``progress`` forces the tqdm bar on or off (default: on a terminal); ``echo=False`` prints nothing (the
-    run's train.log still gets every line).
+    run's train.log still gets every line). The run directory is locked while this runs.
     """
-    run = RunDir(Path(out))
+    with contextlib.ExitStack() as held:
+        return _fit(cfg, RunDir(Path(out)), held, argv=argv, progress=progress, echo=echo)
+
+
+def _fit(
+    cfg: Config,
+    run: RunDir,
+    held: contextlib.ExitStack,
+    *,
+    argv: list[str] | None,
+    progress: bool | None,
+    echo: bool,
+) -> dict:
     device = dist.local_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is cuda but no CUDA device is available; use --device cpu")
@@ -171,7 +150,10 @@ def fit(
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
     if main:
         run.root.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunLock(run))
         atomic_write_text(run.config, dump(cfg))
+        if iteration < total_iterations(cfg.schedule, loader.steps_per_epoch):
+            run.summary.unlink(missing_ok=True)  # extending a finished run: its old summary no longer holds
     metrics = MetricsLog(run.metrics if main else None, records)
     if cfg.train.tensorboard and main:
         metrics.enable_tensorboard(run.root / "tb")
@@ -217,6 +199,14 @@ def fit(
         }
 
     def checkpoint() -> None:
+        # A step that wrecks the weights only shows in the *next* loss; never save such weights. "Wrecked" means
+        # NaN/Inf, or so large that the squared norm overflows float32 (|w| above ~1e19; healthy nets: < 1e3).
+        if not torch.stack([p.detach().float().square().sum() for p in model.parameters()]).sum().isfinite().item():
+            kept = f"the last good checkpoint stays in {run.checkpoint}" if run.checkpoint.is_file() else "none"
+            raise NonFiniteLoss(
+                f"the weights became NaN/Inf by iteration {iteration}; training stopped without saving them; "
+                f"checkpoint: {kept}. Lower optim.lr or check the data"
+            )
         if main:
             save_checkpoint(run.checkpoint, state())
         dist.barrier()
@@ -260,6 +250,34 @@ def fit(
                 f"training stopped; checkpoint: {kept}. Lower optim.lr or check the data"
             )
 
+    def log_window(lr: float) -> None:
+        """One training record for the iterations since the last one (loss and error averaged over ranks)."""
+        nonlocal filled, window_images
+        if filled == 0:
+            return
+        check_finite()
+        sums = window[:filled].sum(dim=0)
+        if world > 1:
+            dist.all_reduce_sum(sums)
+        elapsed = time.perf_counter() - window_start
+        rec = {
+            "iteration": iteration,
+            "split": "train",
+            "loss": sums[0].item() / (filled * world),
+            "error": 100.0 * sums[1].item() / (filled * per_rank * world),
+            "lr": lr,
+            "img_per_s": window_images / max(elapsed, 1e-9),
+        }
+        if main:
+            metrics.add(rec)
+        console.train_line(rec)
+        filled, window_images = 0, 0
+
+    # The warm-up decision uses the running error over every rank, so all ranks switch at the same iteration.
+    def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+        return dist.all_reduce_sum(t.clone()) / world
+
+    reduce = mean_over_ranks if world > 1 else None
     stop = StopSignals()
     loop_start = time.perf_counter()
     with stop:
@@ -275,43 +293,29 @@ def fit(
             filled += 1
             window_images += per_rank * world
             iteration += 1
-            if schedule.warming_up and schedule.observe(iteration, wrong.double() * (100.0 / per_rank)):
+            if schedule.warming_up and schedule.observe(iteration, wrong.double() * (100.0 / per_rank), reduce):
                 check_finite()
-                metrics.add({"iteration": iteration, "event": "warmup_end", "running_error": schedule.running_error()})
+                running = schedule.last_running_error
+                if main:
+                    metrics.add({"iteration": iteration, "event": "warmup_end", "running_error": running})
                 console.log(
-                    f"iter {iteration:>6}  warm-up ends: running training error {schedule.running_error():.1f}% "
+                    f"iter {iteration:>6}  warm-up ends: running training error {running:.1f}% "
                     f"< {cfg.schedule.warmup_until_error:g}%; lr {cfg.optim.lr:g} from now on"
                 )
             at_end = iteration == total
             if iteration % cfg.train.log_every == 0 or at_end:
-                check_finite()
-                sums = window[:filled].sum(dim=0)
-                if world > 1:
-                    dist.all_reduce_sum(sums)
-                elapsed = time.perf_counter() - window_start
-                rec = {
-                    "iteration": iteration,
-                    "split": "train",
-                    "loss": sums[0].item() / (filled * world),
-                    "error": 100.0 * sums[1].item() / (filled * per_rank * world),
-                    "lr": lr,
-                    "img_per_s": window_images / max(elapsed, 1e-9),
-                }
-                if main:
-                    metrics.add(rec)
-                console.train_line(rec)
-                filled, window_images = 0, 0
+                log_window(lr)
             if iteration % cfg.train.eval_every == 0 or at_end:
                 check_finite()
                 run_eval()
             if iteration % cfg.train.checkpoint_every == 0 or at_end:
-                check_finite()
+                log_window(lr)  # a killed run's metrics then stop exactly where its checkpoint does
                 checkpoint()
             if iteration % cfg.train.log_every == 0 or at_end:
                 window_start = time.perf_counter()  # img/s excludes evaluation and checkpoint time
             # Under DDP the ranks agree on stopping through an all-reduce, so ask only every 10 iterations.
             if (world == 1 or iteration % 10 == 0) and not at_end and stop.requested(world):
-                check_finite()
+                log_window(lr)
                 checkpoint()
                 console.close()
                 raise TrainingInterrupted(iteration, run.root, stop.name, stop.exit_code)

@@ -52,7 +52,7 @@ def cifar_table6(opts: Options) -> Path:
     for model, rs in by_model.items():
         depth = _depth(model)
         paper_params, paper_err = TABLE6[depth]
-        done = [r for r in rs if r.summary.get("test_error") is not None]
+        done = [r for r in rs if r.done and r.summary.get("test_error") is not None]  # never interim errors
         finals = [r.summary["test_error"] for r in done]
         selected = [r.summary["test_error_at_best_val"] for r in done if r.summary.get("test_error_at_best_val")]
         status = ", ".join(sorted({r.label() for r in rs if r.label()})) or "finished"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
-from resnet.errors import UserError
+from resnet.errors import TrainingInterrupted, UserError
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -18,9 +20,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_cifar_depth(d)
     if len(depths) < 2:
         raise UserError("--depths needs at least two depths to compare, e.g. --depths 20 56")
-    report = run_demo(args.out, depths=depths, iterations=args.iterations, jobs=args.jobs)
+    try:
+        report = run_demo(args.out, depths=depths, iterations=args.iterations, jobs=args.jobs)
+    except TrainingInterrupted as e:
+        return stopped(e, args.argv)
     print(f"report: {report} (plot: {report.parent / 'curves.png'})")
     return 0
+
+
+def stopped(e: TrainingInterrupted, argv: list[str]) -> int:
+    """The message for a stopped multi-run command; the runs keep their checkpoints."""
+    print(
+        f"resnet: stopped by {e.signal_name}; finished runs are kept and interrupted ones wrote a checkpoint. "
+        f"Resume with: {shlex.join(argv)}",
+        file=sys.stderr,
+    )
+    return e.exit_code
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +66,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     )
     if opts.seeds < 1 or opts.jobs < 1:
         raise UserError("--seeds and --jobs must be at least 1")
-    report = reproduce(args.experiment, opts)
+    try:
+        report = reproduce(args.experiment, opts)
+    except TrainingInterrupted as e:
+        return stopped(e, args.argv)
     print(f"report: {report}")
     return 0
 

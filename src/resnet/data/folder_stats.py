@@ -68,7 +68,9 @@ def estimate_stats(
     if use_cache and cache.is_file():
         try:
             state = torch.load(cache, weights_only=True)
-            return Normalizer.from_state_dict(state["normalizer"]), Lighting.from_state_dict(state["lighting"])
+            lighting = Lighting.from_state_dict(state["lighting"])
+            lighting.std = lighting_std if channels == 3 else 0.0  # the axes are cached; the strength is the recipe's
+            return Normalizer.from_state_dict(state["normalizer"]), lighting
         except (RuntimeError, KeyError, OSError, UserError):
             pass  # rebuilt below
     g = torch.Generator().manual_seed(0)
