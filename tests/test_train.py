@@ -123,24 +123,24 @@ def test_resume_with_another_recipe_is_refused(tmp_path: Path):
         fit(load_config(None, tiny_overrides(**{"optim.lr": 0.2})), tmp_path / "r", echo=False)
 
 
+def exploding_recipe(**extra: object):
+    """Warm-up at a sane lr ends at iteration 10 (threshold above 100%), then an absurd lr blows up the weights."""
+    settings = {
+        "schedule.iterations": 30,
+        "schedule.warmup_lr": 0.01,
+        "schedule.warmup_until_error": 101.0,
+        "schedule.warmup_window": 2,
+        "optim.lr": 1e30,
+        "schedule.milestones": [100],
+        "train.checkpoint_every": 5,
+        "train.log_every": 30,
+        "train.eval_every": 30,
+    }
+    return load_config(None, tiny_overrides(**{**settings, **extra}))
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path):
-    # Warm-up at a sane lr ends at iteration 10 (threshold above 100%), then an absurd lr blows up the weights.
-    cfg = load_config(
-        None,
-        tiny_overrides(
-            **{
-                "schedule.iterations": 30,
-                "schedule.warmup_lr": 0.01,
-                "schedule.warmup_until_error": 101.0,
-                "schedule.warmup_window": 2,
-                "optim.lr": 1e30,
-                "schedule.milestones": [100],
-                "train.checkpoint_every": 5,
-                "train.log_every": 30,
-                "train.eval_every": 30,
-            }
-        ),
-    )
+    cfg = exploding_recipe()
     with pytest.raises(NonFiniteLoss, match=r"loss became (nan|inf) at iteration 1[1-3]; training stopped"):
         fit(cfg, tmp_path / "r", echo=False)
     assert load(tmp_path / "r")["iteration"] == 10
@@ -297,24 +297,9 @@ def test_tensorboard_events_mirror_the_metrics(tmp_path: Path):
 
 
 def test_blown_up_weights_are_never_saved_even_when_the_loss_was_still_finite(tmp_path: Path):
-    # The reviewer's case: a checkpoint every iteration. The step at iteration 11 (lr 1e30) still had a finite
-    # loss but left weights of ~1e29; saving them would make "the last good checkpoint" unusable.
-    cfg = load_config(
-        None,
-        tiny_overrides(
-            **{
-                "schedule.iterations": 30,
-                "schedule.warmup_lr": 0.01,
-                "schedule.warmup_until_error": 101.0,
-                "schedule.warmup_window": 2,
-                "optim.lr": 1e30,
-                "schedule.milestones": [100],
-                "train.checkpoint_every": 1,
-                "train.log_every": 30,
-                "train.eval_every": 30,
-            }
-        ),
-    )
+    # A checkpoint every iteration: the step at iteration 11 (lr 1e30) still had a finite loss but left
+    # weights of ~1e29; saving them would make "the last good checkpoint" unusable.
+    cfg = exploding_recipe(**{"train.checkpoint_every": 1})
     with pytest.raises(NonFiniteLoss, match=r"weights became NaN/Inf by iteration 11"):
         fit(cfg, tmp_path / "r", echo=False)
     saved = load(tmp_path / "r")
