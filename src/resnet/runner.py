@@ -53,6 +53,8 @@ def _worker(spec: RunSpec, threads: int, results: mp.Queue) -> None:
         results.put((spec.name, "ok", _train(spec, threads, False)))
     except TrainingInterrupted as e:
         results.put((spec.name, "stopped", e))
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading data): nothing to save yet
+        results.put((spec.name, "stopped", TrainingInterrupted(0, spec.out, "SIGINT", 130)))
     except UserError as e:
         results.put((spec.name, "error", f"{spec.name}: {e}"))
     except BaseException as e:  # a bug: report it with its type rather than dying silently
