@@ -26,7 +26,7 @@ from PIL import Image
 from resnet.data.folder_loader import TrainImages
 from resnet.data.imagefolder import scan
 from resnet.models import create_model
-from resnet.train import train_one_step
+from resnet.train.step import train_one_step
 
 
 def make_jpegs(root: Path, n: int) -> Path:

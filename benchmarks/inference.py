@@ -3,7 +3,7 @@
 Variants, all on the same weights (random, with randomised BN statistics so folding has work to do):
 
 - ``eager``: the model in eval mode, fp32, NCHW: the baseline every ratio is taken against.
-- ``folded``: BN folded into the convs (resnet.inference), still NCHW: what folding alone buys.
+- ``folded``: BN folded into the convs (resnet.interop.inference), still NCHW: what folding alone buys.
 - ``fast``: folded + channels_last (``optimize_for_inference``), the fast path ``resnet predict`` uses.
 - ``compiled`` (``--compile``): fast + ``torch.compile`` (compilation time excluded, printed).
 - ``onnxruntime`` (CPU): the model exported by ``resnet export`` (opset 18), run by onnxruntime's CPU
@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 
 from resnet.errors import UserError
-from resnet.inference import optimize_for_inference
+from resnet.interop.inference import optimize_for_inference
 from resnet.models import create_model, model_info
 
 Runner = Callable[[], object]
@@ -60,8 +60,8 @@ def sync(device: torch.device) -> None:
 def onnx_runner(model: torch.nn.Module, x: torch.Tensor, threads: int, folder: str) -> Runner:
     import onnxruntime as ort
 
-    from resnet.export import export_onnx
-    from resnet.inference import fold_batchnorm
+    from resnet.interop.export import export_onnx
+    from resnet.interop.inference import fold_batchnorm
 
     path = os.path.join(folder, "model.onnx")
     export_onnx(fold_batchnorm(model), path, x[:1], dynamic_batch=True, meta={})

@@ -3,7 +3,7 @@
 Variants, all running the project's own ``train_one_step`` (SGD, momentum 0.9, wd 1e-4):
 
 - ``baseline``: eager fp32, NCHW, a torch ``DataLoader`` doing the augmentation per sample in Python (the
-  usual shape of CIFAR reproductions; PERFORMANCE.md's "naive eager baseline").
+  usual shape of CIFAR reproductions; the "naive eager baseline").
 - ``resident``: eager fp32, NCHW, our device-resident loader (batched pad/crop/flip on the device).
 - ``fast``: the resident loader plus the fast path of the device: bf16 autocast + channels_last on CUDA,
   channels_last on CPU.
@@ -29,7 +29,7 @@ from resnet.data.datasets import synthetic_arrays
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.models import create_model
-from resnet.train import train_one_step
+from resnet.train.step import train_one_step
 
 SCHEDULE_IMAGES = 64_000 * 128
 
@@ -112,7 +112,7 @@ def run_variant(name: str, model_name: str, device: torch.device, args: argparse
 def full_run(data_dir: str, device: torch.device) -> None:
     """Time a real `resnet train` of the full ResNet-20 schedule, end to end."""
     from resnet.config import load_config
-    from resnet.train import fit
+    from resnet.train.loop import fit
 
     cfg = load_config("cifar10/resnet20", [f"data.data_dir={data_dir}", f"train.device={device}"])
     start = time.perf_counter()

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from resnet.checkpoint import FORMAT, load_checkpoint
+from resnet.checkpoint import FORMAT, Checkpoint, load_checkpoint
+from resnet.checkpoint.statedict import compact_keys, infer_architecture, strip_wrapper_prefixes
 from resnet.cli import main
 from resnet.config import load_config
-from resnet.convert import build_model, convert_file, load_any, read_weights
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from resnet.errors import UserError
+from resnet.interop.convert import convert_file, load_any, read_weights
 from resnet.models import create_model
-from resnet.statedict import compact_keys, infer_architecture, strip_wrapper_prefixes
-from resnet.train import fit
+from resnet.train.loop import fit
 
 from conftest import tiny_overrides
 
@@ -62,17 +62,17 @@ def test_torchvision_resnet50_converts_with_imagenet_metadata_and_same_outputs(r
     src, ref = resnet50_tv
     ckpt, notes, _ = convert_file(src, tmp_path / "r50.pt")
     saved = load_checkpoint(tmp_path / "r50.pt")
-    assert saved["format"] == FORMAT and "optimizer" not in saved
-    assert saved["model_name"] == "resnet50"
-    assert saved["model_kwargs"] == {"num_classes": 1000, "shortcut": "B", "bottleneck_stride": "3x3"}
-    assert saved["input_size"] == [3, 224, 224] and saved["dataset"] == "imagenet" and saved["iteration"] is None
-    assert saved["classes"][0] == "tench" and saved["classes"][281] == "tabby" and len(saved["classes"]) == 1000
-    pre = saved["preprocessing"]
+    assert saved.to_dict()["format"] == FORMAT and saved.training is None
+    assert saved.model_name == "resnet50"
+    assert saved.model_kwargs == {"num_classes": 1000, "shortcut": "B", "bottleneck_stride": "3x3"}
+    assert saved.input_size == [3, 224, 224] and saved.dataset == "imagenet" and saved.iteration is None
+    assert saved.classes[0] == "tench" and saved.classes[281] == "tabby" and len(saved.classes) == 1000
+    pre = saved.preprocessing
     assert pre["kind"] == "channel_mean_std" and pre["mean"].shape == (3, 1, 1)
     assert torch.allclose(pre["mean"].flatten(), torch.tensor(IMAGENET_MEAN))
     assert torch.allclose(pre["std"].flatten(), torch.tensor(IMAGENET_STD))
     assert any("torchvision" in n for n in notes)
-    torch.testing.assert_close(outputs(build_model(saved), 64), outputs(ref, 64), rtol=0, atol=0)
+    torch.testing.assert_close(outputs(saved.build_model(), 64), outputs(ref, 64), rtol=0, atol=0)
 
 
 def test_dataparallel_and_compile_prefixes_are_stripped(resnet50_tv, tmp_path: Path):
@@ -80,8 +80,8 @@ def test_dataparallel_and_compile_prefixes_are_stripped(resnet50_tv, tmp_path: P
     state = torch.load(src, weights_only=True)
     torch.save({f"module._orig_mod.{k}": v for k, v in state.items()}, tmp_path / "dp.pth")
     ckpt = load_any(tmp_path / "dp.pth").checkpoint
-    assert list(ckpt["model"]) == list(state)
-    assert all(torch.equal(ckpt["model"][k], v) for k, v in state.items())
+    assert list(ckpt.state_dict) == list(state)
+    assert all(torch.equal(ckpt.state_dict[k], v) for k, v in state.items())
     assert strip_wrapper_prefixes({"_orig_mod.module.fc.bias": 1, "fc.weight": 2}) == {"fc.bias": 1, "fc.weight": 2}
 
 
@@ -92,8 +92,8 @@ def test_legacy_weights_without_bn_counters_convert(resnet50_tv, tmp_path: Path)
     torch.save(state, tmp_path / "legacy.pth")
     convert_file(tmp_path / "legacy.pth", tmp_path / "out.pt")
     saved = load_checkpoint(tmp_path / "out.pt")
-    assert saved["model"]["bn1.num_batches_tracked"].item() == 0
-    torch.testing.assert_close(outputs(build_model(saved), 64), outputs(ref, 64), rtol=0, atol=0)
+    assert saved.state_dict["bn1.num_batches_tracked"].item() == 0
+    torch.testing.assert_close(outputs(saved.build_model(), 64), outputs(ref, 64), rtol=0, atol=0)
 
 
 def test_a_different_depth_gives_a_readable_diff_and_writes_nothing(resnet50_tv, tmp_path: Path, capsys):
@@ -135,13 +135,13 @@ def test_plain_and_option_a_weights_need_model_and_then_convert(tmp_path: Path):
     with pytest.raises(UserError, match="resnet20 and plain20 .* pass --model resnet20 or --model plain20"):
         load_any(tmp_path / "r20.pth")
     ckpt, notes, _ = convert_file(tmp_path / "r20.pth", tmp_path / "r20.pt", model="resnet20")
-    assert ckpt["model_kwargs"] == {"num_classes": 10, "shortcut": "A"} and ckpt["dataset"] == "cifar10"
-    assert ckpt["classes"][0] == "airplane" and ckpt["input_size"] == [3, 32, 32]
+    assert ckpt.model_kwargs == {"num_classes": 10, "shortcut": "A"} and ckpt.dataset == "cifar10"
+    assert ckpt.classes[0] == "airplane" and ckpt.input_size == [3, 32, 32]
     assert any("assumed" in n for n in notes)
-    torch.testing.assert_close(outputs(build_model(load_checkpoint(tmp_path / "r20.pt")), 32), outputs(ref, 32))
+    torch.testing.assert_close(outputs(load_checkpoint(tmp_path / "r20.pt").build_model(), 32), outputs(ref, 32))
     plain = load_any(tmp_path / "r20.pth", model="plain20").checkpoint  # same tensors, no shortcuts: another net
-    assert plain["model_kwargs"] == {"num_classes": 10}
-    assert not torch.allclose(outputs(build_model(plain), 32), outputs(ref, 32))
+    assert plain.model_kwargs == {"num_classes": 10}
+    assert not torch.allclose(outputs(plain.build_model(), 32), outputs(ref, 32))
 
 
 @pytest.mark.parametrize(
@@ -182,12 +182,11 @@ def test_our_training_checkpoint_converts_to_final_weights(tiny_run: Path, tmp_p
     saved = load_checkpoint(tmp_path / "final.pt")
     assert notes == []
     for key in ("model_name", "model_kwargs", "iteration", "classes", "input_size", "dataset", "config"):
-        assert saved[key] == original[key], key
-    assert not {"optimizer", "rng", "loader", "schedule"} & set(saved)
-    assert torch.equal(saved["preprocessing"]["mean"], original["preprocessing"]["mean"])
-    model = create_model(original["model_name"], **original["model_kwargs"])
-    model.load_state_dict(original["model"])
-    torch.testing.assert_close(outputs(build_model(saved), 8, 1), outputs(model, 8, 1), rtol=0, atol=0)
+        assert getattr(saved, key) == getattr(original, key), key
+    assert saved.training is None and not {"optimizer", "rng", "loader", "schedule"} & set(saved.to_dict())
+    assert torch.equal(saved.preprocessing["mean"], original.preprocessing["mean"])
+    model = original.build_model()
+    torch.testing.assert_close(outputs(saved.build_model(), 8, 1), outputs(model, 8, 1), rtol=0, atol=0)
     with pytest.raises(UserError, match="is a resnet8 checkpoint; drop --model resnet20"):
         load_any(tiny_run, model="resnet20")
 
@@ -198,19 +197,20 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tiny_run: Path, tmp_p
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as f:
-        assert set(f.keys()) == set(original["model"])  # the weights alone: loadable anywhere
+        assert set(f.keys()) == set(original.state_dict)  # the weights alone: loadable anywhere
         meta = f.metadata()
-    assert meta["format"] == "resnet-safetensors/1" and json.loads(meta["classes"]) == original["classes"]
+    assert meta["format"] == "resnet-safetensors/1" and json.loads(meta["classes"]) == original.classes
     back = read_weights(tmp_path / "w.safetensors")
-    assert back["model_name"] == "resnet8" and back["model_kwargs"] == original["model_kwargs"]
-    for key, value in original["preprocessing"].items():
+    assert back["model_name"] == "resnet8" and back["model_kwargs"] == original.model_kwargs
+    for key, value in original.preprocessing.items():
         assert value == back["preprocessing"][key] if key == "kind" else torch.equal(value, back["preprocessing"][key])
-    assert all(torch.equal(back["model"][k], v) for k, v in original["model"].items())
+    assert all(torch.equal(back["model"][k], v) for k, v in original.state_dict.items())
     # And back to a .pt checkpoint, from which predictions are identical.
     ckpt, _, _ = convert_file(tmp_path / "w.safetensors", tmp_path / "again.pt")
-    assert ckpt["config"] == original["config"]
+    assert ckpt.config == original.config
     torch.testing.assert_close(
-        outputs(build_model(load_checkpoint(tmp_path / "again.pt")), 8, 1), outputs(build_model(back), 8, 1)
+        outputs(load_checkpoint(tmp_path / "again.pt").build_model(), 8, 1),
+        outputs(Checkpoint.from_dict(back).build_model(), 8, 1),
     )
 
 
@@ -220,7 +220,7 @@ def test_a_foreign_safetensors_file_is_a_bare_state_dict(tmp_path: Path):
     model = randomized(create_model("resnet18", num_classes=5))
     save_file(model.state_dict(), str(tmp_path / "foreign.safetensors"))
     ckpt = load_any(tmp_path / "foreign.safetensors").checkpoint
-    assert ckpt["model_name"] == "resnet18" and ckpt["classes"] == ["0", "1", "2", "3", "4"]
+    assert ckpt.model_name == "resnet18" and ckpt.classes == ["0", "1", "2", "3", "4"]
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(UserError, match="not a readable safetensors file"):
         read_weights(tmp_path / "junk.safetensors")
@@ -272,4 +272,4 @@ def test_real_torchvision_weights_convert_with_identical_outputs(tmp_path: Path)
     ref = randomized(tv_models.resnet18(weights=None))
     torch.save(ref.state_dict(), tmp_path / "tv18.pth")
     ckpt = load_any(tmp_path / "tv18.pth").checkpoint
-    torch.testing.assert_close(outputs(build_model(ckpt), 64), outputs(ref, 64), rtol=0, atol=0)
+    torch.testing.assert_close(outputs(ckpt.build_model(), 64), outputs(ref, 64), rtol=0, atol=0)

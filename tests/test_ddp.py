@@ -24,8 +24,8 @@ from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.models import create_model
-from resnet.schedule import LRSchedule
-from resnet.train import build_optimizer
+from resnet.train.schedule import LRSchedule
+from resnet.train.state import build_optimizer
 
 from conftest import tiny_overrides
 

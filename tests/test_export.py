@@ -14,9 +14,9 @@ from torch import nn
 
 from resnet.checkpoint import save_checkpoint
 from resnet.cli import main
-from resnet.convert import build_model, load_any
 from resnet.errors import UserError
-from resnet.export import default_output, export_checkpoint
+from resnet.interop.convert import load_any
+from resnet.interop.export import default_output, export_checkpoint
 from resnet.models import create_model
 
 ort = pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
@@ -66,7 +66,7 @@ def test_resnet20_onnx_with_dynamic_batch_matches_pytorch(tmp_path: Path):
     res = export_checkpoint(ckpt, "onnx", tmp_path / "r20.onnx", dynamic_batch=True)
     assert res["max_rel_error"] < 1e-4  # export_checkpoint's own check (batches 1 and 3)
     session = ort.InferenceSession(str(tmp_path / "r20.onnx"), providers=["CPUExecutionProvider"])
-    model = build_model(ckpt)  # the original eval-mode net, BN not folded
+    model = ckpt.build_model()  # the original eval-mode net, BN not folded
     for batch in (1, 7):
         assert relative_error(session, model, batch, 32) < 1e-4
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "r20.onnx")).metadata_props}
@@ -83,7 +83,7 @@ def test_resnet18_onnx_export_from_the_cli_at_64px(tmp_path: Path, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{out}: onnx, resnet18, input Nx3x64x64 (dynamic batch); onnxruntime matches PyTorch")
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    model = build_model(load_any(src).checkpoint)
+    model = load_any(src).checkpoint.build_model()
     for batch in (1, 4):
         assert relative_error(session, model, batch, 64) < 1e-4
 
@@ -93,7 +93,7 @@ def test_without_dynamic_batch_the_graph_is_fixed_to_one_image(tmp_path: Path):
     export_checkpoint(ckpt, "onnx", tmp_path / "r8.onnx")
     session = ort.InferenceSession(str(tmp_path / "r8.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, 32, 32]
-    assert relative_error(session, build_model(ckpt), 1, 32) < 1e-4
+    assert relative_error(session, ckpt.build_model(), 1, 32) < 1e-4
 
 
 def test_torchscript_export_runs_any_batch_and_carries_metadata(tmp_path: Path, capsys):
@@ -106,7 +106,7 @@ def test_torchscript_export_runs_any_batch_and_carries_metadata(tmp_path: Path, 
         warnings.simplefilter("ignore", DeprecationWarning)
         loaded = torch.jit.load(str(out), _extra_files=extra)
     assert json.loads(extra["resnet.json"])["resnet.model_name"] == "resnet20"
-    model = build_model(load_any(src).checkpoint)
+    model = load_any(src).checkpoint.build_model()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
@@ -140,7 +140,7 @@ def test_unknown_format_is_refused(tmp_path: Path):
 
 
 def test_an_export_that_disagrees_with_pytorch_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    import resnet.export as export_mod
+    import resnet.interop.export as export_mod
 
     src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
     monkeypatch.setattr(export_mod, "onnxruntime_max_relative_error", lambda *a, **k: 0.2)

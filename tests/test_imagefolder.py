@@ -19,8 +19,8 @@ from resnet.data.imagefolder import open_splits, scan
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import center_crop, load_image, resize_shorter, ten_crop
 from resnet.errors import UserError
+from resnet.eval.folders import folder_scores
 from resnet.models import create_model
-from resnet.protocols import folder_scores
 
 from folders import add_broken, add_odd_modes, build_folder
 
@@ -237,8 +237,8 @@ def folder_overrides(root: Path, **extra: object) -> list[str]:
 def test_training_on_an_image_folder_with_plateau_drops_then_eval_protocols(folder: Path, tmp_path: Path, capsys):
     from resnet.cli import main
     from resnet.config import load_config
-    from resnet.metrics import read_metrics
-    from resnet.train import fit
+    from resnet.train.loop import fit
+    from resnet.train.metrics_log import read_metrics
 
     add_broken(folder / "train" / "flower")
     summary = fit(load_config(None, folder_overrides(folder)), tmp_path / "run", echo=False)
@@ -276,7 +276,7 @@ def test_cached_statistics_honour_the_requested_lighting_strength(folder: Path):
 def test_eval_of_a_run_whose_val_folder_lacks_a_class(folder: Path, tmp_path: Path, capsys):
     from resnet.cli import main
     from resnet.config import load_config
-    from resnet.train import fit
+    from resnet.train.loop import fit
 
     extra = folder / "train" / "zz_extra"
     extra.mkdir()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet.inference import InferenceModel, fold_batchnorm, fold_conv_bn, optimize_for_inference
+from resnet.interop.inference import InferenceModel, fold_batchnorm, fold_conv_bn, optimize_for_inference
 from resnet.models import create_model
 
 

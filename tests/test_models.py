@@ -70,7 +70,7 @@ def test_imagenet_params_option_b(depth: int):
     assert resnet.count_params(create_model(f"resnet{depth}")) == IMAGENET_PARAMS_B[depth]
 
 
-# Multiply-adds at 224x224 (ANCHORS.md section c): v1 puts the bottleneck stride on the 1x1 conv (the
+# Multiply-adds at 224x224: v1 puts the bottleneck stride on the 1x1 conv (the
 # paper's Table 1: 1.8/3.6/3.8/7.6/11.3), v1.5 on the 3x3 conv (torchvision's "GFLOPS" meta).
 MACS_V1 = {18: 1_814_073_344, 34: 3_663_761_408, 50: 3_857_973_248, 101: 7_570_194_432, 152: 11_282_415_616}
 MACS_V15 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}

@@ -21,9 +21,9 @@ from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import center_crop, load_image, resize_shorter, ten_crop
 from resnet.errors import UserError
+from resnet.interop.predict import Predictor, find_images
 from resnet.models import create_model
-from resnet.predict import Predictor, find_images
-from resnet.train import fit
+from resnet.train.loop import fit
 
 from conftest import tiny_overrides
 

@@ -9,14 +9,15 @@ import pytest
 import torch
 import yaml
 
-from resnet.analysis.responses import response_stds
+from resnet.analysis.response_std import response_stds
 from resnet.cli import main
 from resnet.config import load_config
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
+from resnet.experiments.registry import Options
+from resnet.experiments.reproduce import reproduce
 from resnet.models import create_model, response_layer_names
 from resnet.paper import IMAGENET_PARAMS_B, TABLE1_GMACS
-from resnet.reproduce import Options, reproduce
 
 
 def fake_run(

@@ -14,13 +14,14 @@ import pytest
 import torch
 import yaml
 
-from resnet import checkpoint as ckpt_mod
+from resnet import io as io_mod
+from resnet.checkpoint import storage as ckpt_mod
 from resnet.cli import main
 from resnet.config import ScheduleConfig, load_config
 from resnet.errors import UserError
-from resnet.metrics import read_metrics
-from resnet.schedule import LRSchedule
-from resnet.train import NonFiniteLoss, fit
+from resnet.train.loop import NonFiniteLoss, fit
+from resnet.train.metrics_log import read_metrics
+from resnet.train.schedule import LRSchedule
 
 from conftest import tiny_overrides
 
@@ -279,7 +280,7 @@ def test_torch_compile_path(tmp_path: Path):
 def test_atomic_writes_get_ordinary_file_permissions(tmp_path: Path):
     old = os.umask(0o022)
     try:
-        ckpt_mod.atomic_write_text(tmp_path / "a.txt", "x")
+        io_mod.atomic_write_text(tmp_path / "a.txt", "x")
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
@@ -323,7 +324,7 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_pa
 def test_extending_a_finished_run_drops_its_old_summary(tmp_path: Path, monkeypatch):
     fit(load_config(None, tiny_overrides(**{"schedule.iterations": 4})), tmp_path / "r", echo=False)
     assert (tmp_path / "r/summary.json").is_file()
-    import resnet.train as train_mod
+    import resnet.train.loop as train_mod
 
     def broken(*a, **k):
         raise RuntimeError("simulated crash")

@@ -7,9 +7,8 @@ Quick use::
     resnet.count_params(model), resnet.count_macs(model, (3, 32, 32))
 """
 
-from resnet.analysis.complexity import count_macs, count_params
 from resnet.models import ResNet, create_model, list_models, model_info
-
-__version__ = "0.1.0"
+from resnet.models.complexity import count_macs, count_params
+from resnet.version import __version__
 
 __all__ = ["ResNet", "__version__", "count_macs", "count_params", "create_model", "list_models", "model_info"]

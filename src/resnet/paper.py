@@ -65,3 +65,11 @@ TABLE6: dict[int, tuple[float, float]] = {
 
 #: Table 6, ResNet-110: mean and std over 5 runs (the 6.43 above is the best run).
 TABLE6_RESNET110_MEAN_STD: tuple[float, float] = (6.61, 0.16)
+
+#: Section 4.2: "terminate training at 64k iterations", on the 50k CIFAR-10 training images.
+CIFAR_ITERATIONS = 64_000
+CIFAR_TRAIN_IMAGES = 50_000
+
+#: Section 3.4: ImageNet training runs up to 60x10^4 iterations on the 1.28M training images.
+IMAGENET_ITERATIONS = 600_000
+IMAGENET_TRAIN_IMAGES = 1_281_167

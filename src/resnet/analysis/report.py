@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from resnet.config import from_dict
-from resnet.metrics import read_metrics, summarize
+from resnet.train.metrics_log import read_metrics, summarize
 
 
 @dataclass

@@ -33,7 +33,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnet import __version__
+    from resnet.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="resnet",

@@ -11,7 +11,7 @@ from resnet.errors import TrainingInterrupted, UserError
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from resnet.demo import run_demo
+    from resnet.experiments.demo import run_demo
 
     depths = tuple(args.depths)
     for d in depths:
@@ -48,7 +48,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from resnet.reproduce import Options, default_out, reproduce
+    from resnet.experiments.registry import Options, default_out
+    from resnet.experiments.reproduce import reproduce
 
     opts = Options(
         out=Path(args.out) if args.out else default_out(args.experiment),

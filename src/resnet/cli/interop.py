@@ -9,13 +9,13 @@ from resnet.errors import UserError
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from resnet.convert import convert_file
+    from resnet.interop.convert import convert_file
 
     ckpt, notes, _ = convert_file(args.src, args.to, model=args.model, bottleneck_stride=args.bottleneck_stride)
-    kwargs = ", ".join(f"{k}={v}" for k, v in ckpt["model_kwargs"].items())
+    kwargs = ", ".join(f"{k}={v}" for k, v in ckpt.model_kwargs.items())
     print(
-        f"{args.to}: {ckpt['model_name']}({kwargs}), {len(ckpt['model'])} tensors, "
-        f"{len(ckpt['classes'])} classes ({ckpt['dataset']}), input {'x'.join(map(str, ckpt['input_size']))}"
+        f"{args.to}: {ckpt.model_name}({kwargs}), {len(ckpt.state_dict)} tensors, "
+        f"{len(ckpt.classes)} classes ({ckpt.dataset}), input {'x'.join(map(str, ckpt.input_size))}"
     )
     for note in notes:
         print(f"note: {note}")
@@ -25,7 +25,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from resnet.predict import Predictor, find_images, format_report
+    from resnet.interop.predict import Predictor, find_images, format_report
 
     predictor = Predictor.from_file(args.checkpoint)
     predictor.check_protocol(args.protocol)  # before reading any image
@@ -61,14 +61,14 @@ ONNX_TOLERANCE = 1e-3
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnet.convert import load_any
-    from resnet.export import default_output, export_checkpoint
+    from resnet.interop.convert import load_any
+    from resnet.interop.export import default_output, export_checkpoint
 
     ckpt, _, model = load_any(args.checkpoint)
     out = args.out or default_output(args.checkpoint, args.format)
     res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
     batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
-    line = f"{out}: {args.format}, {ckpt['model_name']}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
+    line = f"{out}: {args.format}, {ckpt.model_name}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
     err = res.get("max_rel_error")
     if err is not None and err > ONNX_TOLERANCE:
         raise UserError(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def cmd_train(args: argparse.Namespace) -> int:
     from resnet.config import load_config
-    from resnet.train import TrainingInterrupted, fit
+    from resnet.train.loop import TrainingInterrupted, fit
 
     overrides = list(args.set or [])
     for flag, key in (
@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
     out = args.out or default_run_dir(args.config, cfg)
-    from resnet import distributed
+    from resnet.train import distributed
 
     try:
         fit(cfg, out, argv=args.argv)
@@ -54,7 +54,7 @@ def default_run_dir(config: str | None, cfg: object) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from resnet.evaluate import evaluate_checkpoint, format_eval
+    from resnet.interop.evaluate import evaluate_checkpoint, format_eval
 
     report = evaluate_checkpoint(
         args.run,

@@ -8,8 +8,8 @@ from resnet.errors import UserError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from resnet.analysis.complexity import zoo_table
     from resnet.models import list_models
+    from resnet.models.complexity import zoo_table
 
     names = list_models(args.pattern)
     if not names:
@@ -19,8 +19,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from resnet.analysis.complexity import format_table, layer_table
     from resnet.models import create_model, model_info
+    from resnet.models.complexity import format_table, layer_table
 
     info = model_info(args.name)
     kwargs = {k: v for k, v in (("shortcut", args.shortcut), ("bottleneck_stride", args.bottleneck_stride)) if v}

@@ -21,9 +21,13 @@ import torch
 from resnet.data.transforms import crop, hflip, resize_shorter
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A distinct generator seed per (run seed, epoch, image index)."""
-    return (seed * 1_000_003 + epoch * 998_244_353 + index * 7_919 + 1) % (2**63 - 1)
+def derive_seed(seed: int, *parts: int) -> int:
+    """A distinct, reproducible generator seed per (run seed, *parts), e.g. (seed, epoch) for an epoch's order
+    or (seed, epoch, image) for one image's crop; the one derivation every data stream uses."""
+    h = seed * 1_000_003 + 12_345
+    for part in parts:
+        h = h * 998_244_353 + part * 7_919 + 1
+    return h % (2**63 - 1)
 
 
 def scale_crop_flip(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from resnet.data.augment import Lighting, sample_seed, scale_crop_flip
+from resnet.data.augment import Lighting, derive_seed, scale_crop_flip
 from resnet.data.imagefolder import FolderIndex
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import load_image
@@ -56,7 +56,7 @@ class SeededSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         for k, i in enumerate(super().__iter__()):
             if k >= self.start:
-                yield i, sample_seed(self.seed, self.epoch, i)
+                yield i, derive_seed(self.seed, self.epoch, i)
 
     def __len__(self) -> int:
         return self.num_samples - self.start
@@ -128,7 +128,7 @@ class FolderLoader:
                 self.epoch, self.step, self._it = self.epoch + 1, 0, None
                 continue
             self._report(bad)
-            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1 - self.step))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, -1 - self.step))
             self.step += 1
             if self.step == self.steps_per_epoch:
                 self.epoch, self.step, self._it = self.epoch + 1, 0, None

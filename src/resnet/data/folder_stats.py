@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnet.data.augment import Lighting
 from resnet.data.imagefolder import FolderIndex, cache_dir
-from resnet.data.preprocess import Normalizer
+from resnet.data.preprocess import ImageMoments, Normalizer
 from resnet.data.transforms import center_crop, load_image, resize_shorter
 from resnet.errors import UserError
+from resnet.io import atomic_write
 
 PIXELS_PER_IMAGE = 1_000  # pixels per image sampled for the covariance
 
@@ -36,7 +37,7 @@ class _CenterViews(Dataset):
             img = load_image(self.index.path(self.picks[k]), self.channels)
         except UserError:
             return None
-        return center_crop(resize_shorter(img, self.resize), self.size)
+        return center_crop(resize_shorter(img, self.resize), self.size)  # the test view ("center" protocol)
 
 
 def _drop_unreadable(batch: list[torch.Tensor | None]) -> list[torch.Tensor]:
@@ -82,34 +83,25 @@ def estimate_stats(
         num_workers=min(workers, os.cpu_count() or 1),  # more processes than cores only thrash
         collate_fn=_drop_unreadable,
     )
-    total = torch.zeros(channels, size, size, dtype=torch.float64)
-    count, pixel_sample = 0, []
+    moments, pixel_sample = ImageMoments(), []
     for batch in loader:
         if not batch:
             continue
-        x = torch.stack(batch).double() / 255.0
-        total += x.sum(dim=0)
-        count += len(x)
+        images = torch.stack(batch)
+        moments.add(images)
+        x = images.double() / 255.0
         flat = x.permute(0, 2, 3, 1).reshape(len(x), -1, channels)
         idx = torch.randint(0, flat.shape[1], (len(x), PIXELS_PER_IMAGE), generator=g)
         pixel_sample.append(torch.gather(flat, 1, idx[..., None].expand(-1, -1, channels)).reshape(-1, channels))
-    if count == 0:
+    if moments.count == 0:
         raise UserError(f"none of the {n} sampled training images in {index.root} could be read")
-    mean_image = total / count
+    normalizer = moments.normalizer(kind)
     pixels = torch.cat(pixel_sample)
-    if kind == "pixel_mean":
-        normalizer = Normalizer(kind, mean_image.float(), torch.ones(channels, 1, 1))
-    else:
-        normalizer = Normalizer(
-            kind, pixels.mean(dim=0).float().view(channels, 1, 1), pixels.std(dim=0).float().view(channels, 1, 1)
-        )
     lighting = Lighting.fit(pixels, lighting_std) if channels == 3 else Lighting(torch.zeros(1), torch.eye(1), 0.0)
     if use_cache:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            from resnet.checkpoint import atomic_write
-
-            state = {"normalizer": normalizer.state_dict(), "lighting": lighting.state_dict(), "images": count}
+            state = {"normalizer": normalizer.state_dict(), "lighting": lighting.state_dict(), "images": moments.count}
             atomic_write(cache, lambda f: torch.save(state, f))
         except OSError:
             pass

@@ -15,11 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnet.checkpoint import atomic_write_text
+from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file
 from resnet.errors import UserError
-
-#: File name endings read as images (case-insensitive), as the issue lists them.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from resnet.io import atomic_write_text
 
 
 def cache_dir() -> Path:
@@ -86,7 +84,7 @@ def scan(split_dir: Path, classes: list[str] | None = None, use_cache: bool = Tr
         found = []
         for parent, subdirs, fnames in os.walk(e.path):
             subdirs.sort()
-            found += [os.path.join(parent, f) for f in fnames if f.lower().endswith(IMAGE_EXTENSIONS)]
+            found += [os.path.join(parent, f) for f in fnames if is_image_file(f)]
         for f in sorted(found):
             files.append(os.path.relpath(f, split_dir))
             labels.append(label_of[e.name])

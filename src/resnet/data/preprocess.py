@@ -22,6 +22,47 @@ from resnet.errors import UserError
 KINDS = ("pixel_mean", "channel_mean_std")
 
 
+class ImageMoments:
+    """Streaming float64 sums over uint8 ``N x C x H x W`` batches: the mean image and per-channel mean/std.
+
+    The one estimator of the normalisation constants, for in-memory arrays and sampled image folders alike.
+    """
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None  # C x H x W sum of pixel values in [0, 1]
+        self.total_sq: np.ndarray | None = None  # C sum of squares
+        self.count = 0
+
+    def add(self, images: np.ndarray | torch.Tensor) -> None:
+        block = np.asarray(images, dtype=np.float64) / 255.0
+        if len(block) == 0:
+            return
+        if self.total is None:
+            self.total = np.zeros(block.shape[1:], dtype=np.float64)
+            self.total_sq = np.zeros(block.shape[1], dtype=np.float64)
+        self.total += block.sum(axis=0)
+        self.total_sq += np.square(block).sum(axis=(0, 2, 3))
+        self.count += len(block)
+
+    def normalizer(self, kind: str) -> Normalizer:
+        if kind not in KINDS:
+            raise UserError(f"unknown normalisation {kind!r}; choose one of {', '.join(KINDS)}")
+        if self.total is None or self.total_sq is None or self.count == 0:
+            raise UserError("cannot estimate the mean image of an empty training split")
+        mean_image = self.total / self.count
+        c = mean_image.shape[0]
+        if kind == "pixel_mean":
+            return Normalizer(kind, torch.from_numpy(mean_image).float(), torch.ones(c, 1, 1))
+        pixels = self.count * mean_image.shape[1] * mean_image.shape[2]
+        channel_mean = mean_image.mean(axis=(1, 2))
+        channel_std = np.sqrt(np.maximum(self.total_sq / pixels - channel_mean**2, 1e-12))
+        return Normalizer(
+            kind,
+            torch.from_numpy(channel_mean).float().view(c, 1, 1),
+            torch.from_numpy(channel_std).float().view(c, 1, 1),
+        )
+
+
 @dataclass
 class Normalizer:
     kind: str
@@ -31,28 +72,10 @@ class Normalizer:
     @classmethod
     def fit(cls, kind: str, images: np.ndarray, chunk: int = 8192) -> Normalizer:
         """Estimate the constants from uint8 N x C x H x W training images (float64 accumulation)."""
-        if kind not in KINDS:
-            raise UserError(f"unknown normalisation {kind!r}; choose one of {', '.join(KINDS)}")
-        if len(images) == 0:
-            raise UserError("cannot estimate the mean image of an empty training split")
-        total = np.zeros(images.shape[1:], dtype=np.float64)
-        total_sq = np.zeros(images.shape[1], dtype=np.float64)
+        moments = ImageMoments()
         for i in range(0, len(images), chunk):
-            block = images[i : i + chunk].astype(np.float64) / 255.0
-            total += block.sum(axis=0)
-            total_sq += np.square(block).sum(axis=(0, 2, 3))
-        mean_image = total / len(images)
-        c = images.shape[1]
-        if kind == "pixel_mean":
-            return cls(kind, torch.from_numpy(mean_image).float(), torch.ones(c, 1, 1))
-        pixels = len(images) * images.shape[2] * images.shape[3]
-        channel_mean = mean_image.mean(axis=(1, 2))
-        channel_std = np.sqrt(np.maximum(total_sq / pixels - channel_mean**2, 1e-12))
-        return cls(
-            kind,
-            torch.from_numpy(channel_mean).float().view(c, 1, 1),
-            torch.from_numpy(channel_std).float().view(c, 1, 1),
-        )
+            moments.add(images[i : i + chunk])
+        return moments.normalizer(kind)
 
     def to(self, device: torch.device | str) -> Normalizer:
         return Normalizer(self.kind, self.mean.to(device), self.std.to(device))

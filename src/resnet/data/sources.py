@@ -1,23 +1,21 @@
 """What ``fit`` trains on: one interface over in-memory arrays (CIFAR, digits, synthetic) and image folders.
 
 A source knows its classes and sizes, estimates its preprocessing constants, builds the training batch
-stream for this rank, and evaluates a model on its val/test splits. Array sources keep the uint8 images on
-the training device (device-resident pipeline); folder sources decode in DataLoader workers.
+stream for this rank, and hands out its val/test splits (evaluation itself is :mod:`resnet.eval.sources`).
+Array sources keep the uint8 images on the training device (device-resident pipeline); folder sources
+decode in DataLoader workers.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
-from torch import nn
 
 from resnet.config import Config
 from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
-from resnet.evaluate import EvalResult, evaluate
 
 
 class TrainStream(Protocol):
@@ -70,23 +68,12 @@ class ArraySource:
     def eval_splits(self) -> list[str]:
         return [s for s in ("val", "test") if self.sizes[s]]
 
-    def evaluate(
-        self, split: str, model: nn.Module, normalizer: Normalizer, cfg: Config, device: torch.device, **kw: Any
-    ) -> EvalResult:
+    def device_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A val/test split's uint8 images and labels on ``device`` (copied there once)."""
         if split not in self._device_splits:
             x, y = self.data.split(split)
             self._device_splits[split] = (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
-        x, y = self._device_splits[split]
-        return evaluate(
-            model,
-            x,
-            y,
-            normalizer,
-            batch_size=cfg.train.eval_batch_size,
-            num_classes=len(self.classes),
-            autocast=kw.get("autocast"),
-            channels_last=kw.get("channels_last", False),
-        )
+        return self._device_splits[split]
 
 
 class FolderSource:
@@ -147,26 +134,6 @@ class FolderSource:
 
     def eval_splits(self) -> list[str]:
         return ["val"] if self.val else []
-
-    def evaluate(
-        self, split: str, model: nn.Module, normalizer: Normalizer, cfg: Config, device: torch.device, **kw: Any
-    ) -> EvalResult:
-        from resnet.protocols import evaluate_folder
-
-        if split != "val" or self.val is None:
-            raise UserError(f"image folders have a val split only (ROOT/val), not {split!r}")
-        return evaluate_folder(
-            model,
-            self.val,
-            normalizer,
-            protocol="center",
-            limit=cfg.train.eval_limit,
-            device=device,
-            workers=cfg.data.workers,
-            resize=cfg.data.eval_resize,
-            size=cfg.data.crop,
-            autocast=kw.get("autocast") or contextlib.nullcontext(),
-        )
 
 
 def open_source(cfg: Config) -> ArraySource | FolderSource:

@@ -27,6 +27,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from resnet.errors import UserError
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+#: File name endings read as images (case-insensitive), by training, evaluation and ``predict`` alike.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+
+def is_image_file(name: str | Path) -> bool:
+    return str(name).lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _to_8bit(im: Image.Image, channels: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -28,7 +28,6 @@ class ModelInfo:
     depth: int
     residual: bool
     doc: str = ""
-    defaults: dict[str, object] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -93,4 +92,4 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
         raise ValueError(
             f"{name} does not take {', '.join(map(repr, unknown))}; valid keywords: {', '.join(info.kwargs)}"
         )
-    return info.builder(**{**info.defaults, **kwargs})
+    return info.builder(**kwargs)

@@ -8,7 +8,6 @@ finished, ``summary.json``.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shlex
 import socket
@@ -21,9 +20,9 @@ from typing import Any
 
 import torch
 
-from resnet.checkpoint import atomic_write_text
 from resnet.config import RESUMABLE_KEYS, Config, diff
 from resnet.errors import UserError
+from resnet.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -54,61 +53,6 @@ class RunDir:
     def log(self) -> Path:
         return self.root / "train.log"
 
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-
-class RunLock:
-    """One training process per run directory: a second one (a stray worker, a repeated command) is refused.
-
-    The lock file holds "host pid"; a lock whose process is gone (same host) is stale and taken over, so a
-    crash never blocks the directory.
-    """
-
-    def __init__(self, run: RunDir) -> None:
-        self.path = run.lock
-        self.held = False
-
-    def __enter__(self) -> RunLock:
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    owner = self.path.read_text().strip() or "another process"
-                    raise UserError(
-                        f"{self.path.parent} is being trained by {owner}; wait for it or stop it "
-                        f"(delete {self.path} only if that process is gone)"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            self.held = True
-            return self
-        raise UserError(f"could not lock {self.path.parent}")
-
-    def _stale(self) -> bool:
-        try:
-            host, pid = self.path.read_text().split()
-        except (OSError, ValueError):
-            return True  # unreadable or half-written: from a crash
-        if host != socket.gethostname():
-            return False  # cannot tell; be safe
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-
 
 def git_commit() -> str | None:
     """The source tree's commit (with ``-dirty`` when it has uncommitted changes), if it is a checkout."""
@@ -135,7 +79,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     """What produced a result: commit, versions, device, host."""
     import numpy
 
-    from resnet import __version__
+    from resnet.version import __version__
 
     return {
         "git_commit": git_commit(),

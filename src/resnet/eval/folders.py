@@ -1,12 +1,4 @@
-"""The paper's ImageNet test protocols (section 3.4) on an image folder's validation split.
-
-- ``center``: shorter side 256, the centre 224x224 crop (the common single-crop number).
-- ``10crop``: "the standard 10-crop testing": the four corners and the centre 224 crops of the image resized
-  to shorter side 256, and their horizontal flips.
-- ``multiscale``: "the fully-convolutional form ... average the scores at multiple scales (images are resized
-  such that the shorter side is in {224, 256, 384, 480, 640})". The whole resized image goes through the
-  net; global average pooling followed by the (linear) fc layer equals averaging the fc's scores over every
-  position of the final map, so no conv-ised fc is needed. Each scale is also run flipped.
+"""Evaluation on an image folder's validation split with the paper's test protocols (see :mod:`resnet.eval.views`).
 
 Scores are **softmax probabilities averaged** over the views, as the paper's authors state for their
 results ("averaging softmax scores"); ``scores="logits"`` averages logits instead (fb.resnet.torch's
@@ -26,30 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnet.data.imagefolder import FolderIndex
 from resnet.data.preprocess import Normalizer
-from resnet.data.transforms import center_crop, hflip, load_image, resize_shorter, ten_crop
+from resnet.data.transforms import load_image
 from resnet.errors import UserError
-from resnet.evaluate import EvalResult
-from resnet.metrics import per_class_error
-
-PROTOCOLS = ("center", "10crop", "multiscale")
-MULTISCALE_SIZES = (224, 256, 384, 480, 640)
-
-
-def views(
-    img: torch.Tensor, protocol: str, resize: int = 256, size: int = 224, scales: tuple[int, ...] = MULTISCALE_SIZES
-) -> list[torch.Tensor]:
-    """The test views of one uint8 image: 1 (center), 10 (10crop) or 2 per scale of varying size (multiscale)."""
-    if protocol == "center":
-        return [center_crop(resize_shorter(img, resize), size)]
-    if protocol == "10crop":
-        return list(ten_crop(resize_shorter(img, resize), size))
-    if protocol == "multiscale":
-        out = []
-        for s in scales:
-            scaled = resize_shorter(img, s)
-            out += [scaled, hflip(scaled)]
-        return out
-    raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+from resnet.eval.metrics import EvalResult, per_class_error
+from resnet.eval.views import MULTISCALE_SIZES, views
 
 
 class ViewImages(Dataset):

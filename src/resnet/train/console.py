@@ -1,18 +1,15 @@
-"""What a run shows a person: a tqdm bar on a terminal, periodic log lines otherwise; and signal handling.
+"""What a run shows a person: a tqdm bar on a terminal, periodic log lines otherwise.
 
 Every line also goes to ``RUN_DIR/train.log``. Only rank 0 prints.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 
@@ -73,62 +70,3 @@ class Console:
         if self.log_file is not None:
             self.log_file.close()
             self.log_file = None
-
-
-class StopSignals:
-    """Within the block, SIGINT/SIGTERM only set a flag; the loop finishes its step, checkpoints and stops.
-
-    A second signal of the same kind while stopping falls back to the default behaviour (Ctrl-C twice kills).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.signum is not None:
-            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-        self.signum = signum
-
-    def __enter__(self) -> StopSignals:
-        try:
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        except ValueError:  # not the main thread: signals cannot be caught here
-            self._old.clear()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-    def requested(self, world_size: int = 1) -> bool:
-        """Whether to stop now; under DDP every rank agrees (any rank's signal stops all of them)."""
-        flag = self.signum is not None
-        if world_size > 1:
-            import torch.distributed as dist
-
-            t = torch.tensor([1.0 if flag else 0.0], device=_dist_device())
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.item())
-            if flag and self.signum is None:
-                self.signum = signal.SIGTERM
-        return flag
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "stop"
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signum or 0)
-
-
-def _dist_device() -> torch.device:
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")

@@ -1,6 +1,6 @@
-"""Reports of the CIFAR-10 experiments (section 4.2): Table 6, Fig. 6 and Fig. 7.
+"""Reports of the CIFAR-10 experiments (section 4.2): Table 6, Fig. 6 and Fig. 7, from run directories alone.
 
-Each one trains what is missing (through ``resnet.reproduce``), then reads only the run directories. Model
+:mod:`resnet.experiments.cifar` trains the runs; the functions here only read them (``--report-only``). Model
 selection never looks at the test set: the headline is the final-iteration test error (as the paper
 reports), and the test error at the iteration with the lowest *validation* error is shown beside it.
 """
@@ -13,13 +13,16 @@ import torch
 
 from resnet.analysis.plots import plot_error_curves, plot_responses, pyplot, save
 from resnet.analysis.report import RunRecord, markdown_table, mean_std, metadata, scope_caveat, write_csv
-from resnet.checkpoint import atomic_write_text
-from resnet.paper import TABLE6, TABLE6_RESNET110_MEAN_STD
-from resnet.reproduce import CIFAR_TRAIN_IMAGES, PAPER_ITERATIONS, Options, experiment, run_cifar
+from resnet.analysis.response_std import response_stds
+from resnet.checkpoint import load_checkpoint
+from resnet.data.datasets import load_dataset
+from resnet.errors import UserError
+from resnet.io import atomic_write_text
+from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES, TABLE6, TABLE6_RESNET110_MEAN_STD
 
 
 def _header(title: str, runs: list[RunRecord]) -> str:
-    caveat = scope_caveat(runs, PAPER_ITERATIONS, CIFAR_TRAIN_IMAGES)
+    caveat = scope_caveat(runs, CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES)
     return f"# {title}\n\n" + (caveat + "\n\n" if caveat else "")
 
 
@@ -31,10 +34,8 @@ def _depth(model: str) -> int:
     return int("".join(c for c in model if c.isdigit()))
 
 
-@experiment("cifar-table6")
-def cifar_table6(opts: Options) -> Path:
-    runs = run_cifar("cifar-table6", opts, seeds=opts.seeds)
-    out = opts.out / "cifar-table6"
+def table6_report(runs: list[RunRecord], out: Path) -> Path:
+    """Table 6 (best and mean±std over seeds) with a plot of error by depth; returns REPORT.md's path."""
     by_model: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_model.setdefault(_model(r), []).append(r)
@@ -110,16 +111,14 @@ def _plot_table6(points: list[tuple[int, float, float]], path: Path) -> None:
     save(fig, path)
 
 
-@experiment("cifar-fig6")
-def cifar_fig6(opts: Options) -> Path:
-    runs = run_cifar("cifar-fig6", opts)
-    out = opts.out / "cifar-fig6"
+def fig6_report(runs: list[RunRecord], out: Path) -> Path:
+    """Fig. 6 curves (plain vs ResNet) and the degradation comparison; returns REPORT.md's path."""
     panels: dict[str, dict[str, list]] = {"plain": {}, "ResNet": {}}
     for r in runs:
         kind = "plain" if r.name.startswith("plain") else "ResNet"
         if r.records:
             panels[kind][f"{kind}-{_depth(_model(r))}"] = r.records
-    target = max((r.target or 0 for r in runs), default=PAPER_ITERATIONS)
+    target = max((r.target or 0 for r in runs), default=CIFAR_ITERATIONS)
     long = target >= 10_000
     title = "CIFAR-10: plain (left) vs ResNet (right); dashed: training error, bold: test error"
     plot_error_curves(
@@ -172,29 +171,21 @@ def _degradation_verdict(runs: list[RunRecord]) -> str:
     return "\n".join(lines) or "Not enough finished runs for a comparison yet."
 
 
-@experiment("fig7")
-def fig7(opts: Options) -> Path:
-    from resnet.analysis.responses import response_stds
-    from resnet.checkpoint import load_checkpoint
-    from resnet.config import from_dict
-    from resnet.data.datasets import load_dataset
-    from resnet.data.preprocess import Normalizer
-    from resnet.models import create_model
-
-    runs = run_cifar("fig7", opts)
-    out = opts.out / "fig7"
+def fig7_report(runs: list[RunRecord], out: Path, data_dir: str | None = None) -> Path:
+    """Fig. 7: std of every 3x3 layer's response on the test set, from the runs' final checkpoints."""
     stds: dict[str, list[float]] = {}
     for r in runs:
         if not r.done:
             continue
-        ckpt = load_checkpoint(r.root / "checkpoint.pt")
-        cfg = from_dict(ckpt["config"])
-        if opts.data_dir:
-            cfg.data.data_dir = opts.data_dir
+        where = str(r.root / "checkpoint.pt")
+        ckpt = load_checkpoint(where)
+        cfg = ckpt.recipe(where)
+        if cfg is None:
+            raise UserError(f"{where}: no recipe stored; Fig. 7 needs the runs' own checkpoints")
+        if data_dir:
+            cfg.data.data_dir = data_dir
         test_x = torch.from_numpy(load_dataset(cfg.data).test_x)
-        model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
-        model.load_state_dict(ckpt["model"])
-        layer_std = response_stds(model, test_x, Normalizer.from_state_dict(ckpt["preprocessing"]))
+        layer_std = response_stds(ckpt.build_model(where), test_x, ckpt.normalizer())
         label = ("plain-" if r.name.startswith("plain") else "ResNet-") + str(_depth(_model(r)))
         stds[label] = list(layer_std.values())
     plot_responses(stds, out / "fig7.png", title="Std of layer responses (3x3 conv + BN), CIFAR-10 test set")

@@ -27,17 +27,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from resnet.convert import build_model, load_any
-from resnet.data.preprocess import Normalizer
-from resnet.data.transforms import center_crop, load_image, resize_shorter, ten_crop
+from resnet.checkpoint import Checkpoint
+from resnet.data.transforms import is_image_file, load_image
 from resnet.errors import UserError
-from resnet.inference import optimize_for_inference
+from resnet.eval.views import views as test_views
+from resnet.interop.convert import load_any
+from resnet.interop.inference import optimize_for_inference
 from resnet.models import model_info
 
 PROTOCOLS = ("center", "10crop")
-IMAGE_EXTENSIONS = frozenset(
-    (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif")
-)
 #: The paper's ImageNet test geometry: shorter side 256, then 224x224 views (section 3.4).
 RESIZE_FOR_224 = 256
 
@@ -48,7 +46,7 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+            found.extend(sorted(p for p in path.rglob("*") if is_image_file(p) and p.is_file()))
         else:
             found.append(path)  # a missing file is reported when it is read, like any unreadable one
     return found
@@ -73,14 +71,14 @@ class Predictor:
     """A checkpoint ready to classify images: the fast-path model, its preprocessing and class names."""
 
     def __init__(
-        self, ckpt: dict[str, Any], *, model: nn.Module | None = None, where: str = "checkpoint", fast: bool = True
+        self, ckpt: Checkpoint, *, model: nn.Module | None = None, where: str = "checkpoint", fast: bool = True
     ) -> None:
-        model = model if model is not None else build_model(ckpt, where)
+        model = model if model is not None else ckpt.build_model(where)
         self.model = optimize_for_inference(model) if fast else model
-        self.model_name: str = ckpt["model_name"]
-        self.normalizer = Normalizer.from_state_dict(ckpt["preprocessing"])
-        self.classes: list[str] = list(ckpt["classes"])
-        channels, height, width = (int(s) for s in ckpt["input_size"])
+        self.model_name = ckpt.model_name
+        self.normalizer = ckpt.normalizer()
+        self.classes = list(ckpt.classes)
+        channels, height, width = ckpt.input_size
         self.channels, self.size = channels, (height, width)
         self.imagenet_style = model_info(self.model_name).family == "imagenet"
 
@@ -101,12 +99,10 @@ class Predictor:
     def views(self, image: torch.Tensor, protocol: str) -> torch.Tensor:
         """The test views of one uint8 image: ``V x C x H x W`` at the model's native size (V = 1 or 10)."""
         if self.imagenet_style:
-            resized = resize_shorter(image, round(self.size[0] * RESIZE_FOR_224 / 224))
-            if protocol == "10crop":
-                return ten_crop(resized, self.size)
+            resize = round(self.size[0] * RESIZE_FOR_224 / 224)
         else:
-            resized = resize_shorter(image, min(self.size))
-        return center_crop(resized, self.size).unsqueeze(0)
+            protocol, resize = "center", min(self.size)
+        return torch.stack(test_views(image, protocol, resize, self.size))
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor, per_image: int) -> torch.Tensor:

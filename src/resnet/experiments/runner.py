@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resnet.console import StopSignals
 from resnet.errors import TrainingInterrupted, UserError
+from resnet.train.signals import StopSignals
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
     import torch
 
     from resnet.config import load_config
-    from resnet.train import fit
+    from resnet.train.loop import fit
 
     if threads:
         torch.set_num_threads(threads)

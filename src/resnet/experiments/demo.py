@@ -5,7 +5,7 @@ recipe ``configs/demo/digits.yaml`` and writes ``REPORT.md`` and ``curves.png`` 
 Fig. 6 (dashed: training error, bold: test error). The paper's claim to check (section 4.2): the deeper
 plain net has *higher training error* than the shallower one, the deeper ResNet does not.
 
-Runs go to separate processes (``resnet.runner``), longest first. Finished runs are reused.
+Runs go to separate processes (``resnet.experiments.runner``), longest first. Finished runs are reused.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from resnet.analysis.plots import plot_error_curves
-from resnet.checkpoint import atomic_write_text
-from resnet.metrics import read_metrics
-from resnet.runner import RunSpec, train_runs
+from resnet.experiments.runner import RunSpec, train_runs
+from resnet.io import atomic_write_text
+from resnet.models import create_model
+from resnet.models.complexity import count_params
+from resnet.train.metrics_log import read_metrics
 
 RECIPE = "demo/digits"
 #: How much higher (points of training error) the deeper net must be to count as "trains worse".
@@ -56,9 +58,6 @@ def _announce(r: dict[str, Any]) -> None:
 
 def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str, Any]], wall: float) -> Path:
     """REPORT.md + curves.png from the run directories' metrics files."""
-    import resnet
-    from resnet.models import create_model
-
     depths = tuple(sorted(depths))
     records = {name: read_metrics(out / name / "metrics.jsonl") for name in results}
     panels = {
@@ -76,7 +75,7 @@ def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str
     for d in depths:
         for kind, label in (("plain", "plain"), ("resnet", "ResNet")):
             name = f"{kind}{d}"
-            params = resnet.count_params(create_model(name, in_channels=1))
+            params = count_params(create_model(name, in_channels=1))
             r = results[name]
             rows.append(
                 f"| {label}-{d} | {params:,} | {final[name]:.2f} | {r['test_error']:.2f} | {r['train_seconds']:.0f} |"

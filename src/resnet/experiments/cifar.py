@@ -1,43 +1,20 @@
-"""``resnet reproduce EXPERIMENT``: the paper's experiments as commands that end in a report.
+"""The CIFAR-10 experiments (section 4.2): Table 6, Fig. 6 and Fig. 7 share one pool of run directories.
 
-Experiments: ``table1`` (complexity, seconds anywhere), ``cifar-table6``, ``cifar-fig6``, ``fig7`` (CIFAR-10,
-the paper's recipe), and ``imagenet-table2`` / ``imagenet-table3`` (with an image folder). The CIFAR ones
-share one pool of run directories under ``OUT/runs`` (a ResNet-56 trained for Fig. 6 also serves Table 6
-and Fig. 7), reuse finished runs, resume interrupted ones, and can be run piecewise (``--only resnet56``).
-Reports (REPORT.md + CSV + PNG in ``OUT/EXPERIMENT/``) are made from the run directories alone, so
-``--report-only`` re-makes them without training. ``--iterations N`` shortens the schedule (milestones at
-N/2 and 3N/4, like 32k/48k of 64k); the report then says plainly that it is not a reproduction.
+Each experiment trains what is missing (a ResNet-56 trained for Fig. 6 also serves Table 6 and Fig. 7), then
+hands the run directories to :mod:`resnet.analysis.cifar` for the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from resnet.analysis.cifar import fig6_report, fig7_report, table6_report
 from resnet.analysis.report import RunRecord, read_run
 from resnet.errors import UserError
-from resnet.runner import RunSpec, train_runs
-
-PAPER_ITERATIONS = 64_000
-CIFAR_TRAIN_IMAGES = 50_000
-
-
-@dataclass
-class Options:
-    out: Path = Path("experiments/cifar10")
-    data_dir: str | None = None
-    iterations: int | None = None
-    only: list[str] | None = None
-    seeds: int = 1
-    device: str | None = None
-    jobs: int = 1
-    report_only: bool = False
-    with_110: bool = False
-    with_1202: bool = False
-    sets: list[str] = field(default_factory=list)
-    protocol: str = "10crop"  # ImageNet experiments
+from resnet.experiments.registry import Options, experiment
+from resnet.experiments.runner import RunSpec, train_runs
+from resnet.paper import CIFAR_ITERATIONS
 
 
 def cifar_models(experiment: str, opts: Options) -> list[str]:
@@ -57,7 +34,7 @@ def cifar_models(experiment: str, opts: Options) -> list[str]:
 def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: bool = True) -> list[RunSpec]:
     """One RunSpec per (model, seed); shortened schedules get their own run directories."""
     n = opts.iterations
-    suffix = f"-it{n}" if n and n != PAPER_ITERATIONS else ""
+    suffix = f"-it{n}" if n and n != CIFAR_ITERATIONS else ""
     base: list[str] = []
     if opts.data_dir:
         base.append(f"data.data_dir={opts.data_dir}")
@@ -114,33 +91,16 @@ def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]
     return [read_run(s.name, s.out) for s in every]
 
 
-EXPERIMENTS: dict[str, Callable[[Options], Path]] = {}
+@experiment("cifar-table6")
+def cifar_table6(opts: Options) -> Path:
+    return table6_report(run_cifar("cifar-table6", opts, seeds=opts.seeds), opts.out / "cifar-table6")
 
 
-def experiment(name: str) -> Callable[[Callable[[Options], Path]], Callable[[Options], Path]]:
-    def register(fn: Callable[[Options], Path]) -> Callable[[Options], Path]:
-        EXPERIMENTS[name] = fn
-        return fn
-
-    return register
+@experiment("cifar-fig6")
+def cifar_fig6(opts: Options) -> Path:
+    return fig6_report(run_cifar("cifar-fig6", opts), opts.out / "cifar-fig6")
 
 
-def default_out(name: str) -> Path:
-    """Where an experiment keeps its runs and report unless told otherwise."""
-    if name.startswith("imagenet"):
-        return Path("experiments/imagenet")
-    return Path("experiments") if name == "table1" else Path("experiments/cifar10")
-
-
-def reproduce(name: str, opts: Options) -> Path:
-    """Run (or re-report) one experiment; returns the path of its REPORT.md."""
-    import difflib
-
-    # The report modules register their experiments on import.
-    from resnet.analysis import cifar_reports, imagenet_reports, table1  # noqa: F401
-
-    if name not in EXPERIMENTS:
-        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=2)
-        hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(EXPERIMENTS)}"
-        raise UserError(f"unknown experiment {name!r}; {hint}")
-    return EXPERIMENTS[name](opts)
+@experiment("fig7")
+def fig7(opts: Options) -> Path:
+    return fig7_report(run_cifar("fig7", opts), opts.out / "fig7", opts.data_dir)

@@ -1,6 +1,6 @@
 """Deployment formats: ONNX (verified with onnxruntime) and TorchScript, from any checkpoint ``convert`` accepts.
 
-The exported graph is the inference fast path's network (:mod:`resnet.inference`: BN folded into the
+The exported graph is the inference fast path's network (:mod:`resnet.interop.inference`: BN folded into the
 convolutions), fp32, taking the *normalised* ``N x C x H x W`` input at the model's native size and
 returning logits. The preprocessing constants and class names travel inside the file (ONNX
 ``metadata_props``, TorchScript extra files ``resnet.json``), so a deployment needs nothing else:
@@ -27,26 +27,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from resnet.checkpoint import atomic_write
-from resnet.convert import build_model
+from resnet.checkpoint import Checkpoint
 from resnet.errors import UserError
-from resnet.inference import fold_batchnorm
+from resnet.interop.inference import fold_batchnorm
+from resnet.io import atomic_write
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 18
 
 
-def deployment_metadata(ckpt: dict[str, Any]) -> dict[str, str]:
+def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
     """What a runtime needs besides the graph: model name, input size, preprocessing and class names (JSON)."""
-    pre = ckpt["preprocessing"]
+    pre = ckpt.preprocessing
     return {
-        "resnet.model_name": ckpt["model_name"],
-        "resnet.input_size": json.dumps(list(ckpt["input_size"])),
+        "resnet.model_name": ckpt.model_name,
+        "resnet.input_size": json.dumps(list(ckpt.input_size)),
         "resnet.preprocessing": json.dumps(
             {"kind": pre["kind"], "scale": 1 / 255, "mean": pre["mean"].tolist(), "std": pre["std"].tolist()}
         ),
-        "resnet.classes": json.dumps(list(ckpt["classes"])),
+        "resnet.classes": json.dumps(list(ckpt.classes)),
     }
 
 
@@ -136,7 +136,7 @@ def onnxruntime_max_relative_error(path: str | Path, net: nn.Module, inputs: lis
 
 
 def export_checkpoint(
-    ckpt: dict[str, Any],
+    ckpt: Checkpoint,
     fmt: str,
     out: str | Path,
     *,
@@ -150,9 +150,9 @@ def export_checkpoint(
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model = (model if model is not None else build_model(ckpt, where)).eval()
+    model = (model if model is not None else ckpt.build_model(where)).eval()
     net = fold_batchnorm(model)
-    c, h, w = (int(s) for s in ckpt["input_size"])
+    c, h, w = ckpt.input_size
     example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
     meta = deployment_metadata(ckpt)
     result: dict[str, Any] = {"path": str(out), "format": fmt, "input": [c, h, w], "dynamic_batch": dynamic_batch}

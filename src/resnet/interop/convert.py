@@ -28,11 +28,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from resnet.checkpoint import FORMAT, atomic_write, load_checkpoint, save_checkpoint
+from resnet.checkpoint import FORMAT, Checkpoint, load_file
+from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wrapper_prefixes
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
 from resnet.errors import UserError
-from resnet.models import create_model, model_info
-from resnet.statedict import StateDictDiff, infer_architecture, kwargs_for, strip_wrapper_prefixes
+from resnet.io import atomic_write
+from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
 #: Per-channel mean / std of the CIFAR-10 training images (pixels in [0, 1]), the common CIFAR convention.
@@ -53,7 +54,9 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     """The dict a weights file holds, read without running code (``.safetensors`` or a torch file)."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        return load_checkpoint(path)
+        if Path(path).is_dir():
+            path = Path(path) / "checkpoint.pt"
+        return load_file(path)
     st = _safetensors()
     if not path.is_file():
         raise UserError(f"no weights file at {path}")
@@ -77,12 +80,10 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     return {"format": FORMAT, "model": tensors, **info}
 
 
-def split_weights(obj: dict[str, Any], where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict with wrapper prefixes stripped, our metadata or ``{}``) of a loaded weights dict."""
-    meta: dict[str, Any] = {}
-    if obj.get("format") == FORMAT and isinstance(obj.get("model"), dict):
-        state, meta = obj["model"], {k: obj[k] for k in META_KEYS if k in obj}
-    elif isinstance(obj.get("state_dict"), dict):
+def bare_state_dict(obj: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
+    """The state_dict of a foreign weights dict (``{"state_dict": ...}`` / ``{"model": ...}`` wrappers unwrapped,
+    wrapper prefixes stripped)."""
+    if isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
     elif isinstance(obj.get("model"), dict):
         state = obj["model"]
@@ -92,7 +93,7 @@ def split_weights(obj: dict[str, Any], where: str) -> tuple[dict[str, torch.Tens
     if bad or not state:
         what = f"non-tensor entries such as {bad[0]!r}" if bad else "no tensors"
         raise UserError(f"{where}: not a state_dict ({what}); expected our checkpoint or a ResNet state_dict")
-    return strip_wrapper_prefixes(state), meta
+    return strip_wrapper_prefixes(state)
 
 
 def _foreign_meta(name: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -119,17 +120,18 @@ def _foreign_meta(name: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], st
     return meta, note
 
 
+def _check_flags(name: str, model: str | None, bottleneck_stride: str | None, where: str) -> None:
+    """Our checkpoints record their model: flags that would change it are refused, not silently ignored."""
+    if model and model != name:
+        raise UserError(f"{where} is a {name} checkpoint; drop --model {model} (or pass --model {name})")
+    if bottleneck_stride:
+        raise UserError(f"{where} records its own layout; drop --bottleneck-stride")
+
+
 def _choose_model(
-    state: dict[str, torch.Tensor], meta: dict[str, Any], model: str | None, bottleneck_stride: str | None, where: str
+    state: dict[str, torch.Tensor], model: str | None, bottleneck_stride: str | None, where: str
 ) -> tuple[str, dict[str, Any]]:
-    """Model name and kwargs: the checkpoint's own, else ``model`` / inferred from the state_dict's shapes."""
-    if meta.get("model_name"):
-        name, kwargs = meta["model_name"], dict(meta.get("model_kwargs") or {})
-        if model and model != name:
-            raise UserError(f"{where} is a {name} checkpoint; drop --model {model} (or pass --model {name})")
-        if bottleneck_stride:
-            raise UserError(f"{where} records its own layout; drop --bottleneck-stride")
-        return name, kwargs
+    """Model name and kwargs of a bare state_dict: ``model``, or inferred from its shapes."""
     arch = infer_architecture(state)
     if model is None:
         if len(arch.names) > 1:
@@ -148,84 +150,59 @@ def _choose_model(
         raise UserError(f"--model: {e}") from None
 
 
-def with_bn_counters(given: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add the ``num_batches_tracked`` counters older files lack (torchvision's legacy weights, Caffe ports).
-
-    PyTorch's own BN loading accepts their absence; the counter only matters for ``momentum=None``, which
-    the models do not use. Filled with 0, as BN does for pre-1.0 state_dicts.
-    """
-    missing = [
-        k
-        for k in expected
-        if k.endswith(".num_batches_tracked")
-        and k not in given
-        and k.replace("num_batches_tracked", "running_mean") in given
-    ]  # only for BN layers the file has: anything else stays a real difference
-    if not missing:
-        return given
-    return {**given, **{k: torch.zeros((), dtype=torch.long) for k in missing}}
-
-
-def build_model(ckpt: dict[str, Any], where: str = "checkpoint") -> nn.Module:
-    """The eval-mode model of one of our checkpoints, loaded strictly (a readable diff if the weights do not fit)."""
-    name, kwargs = ckpt["model_name"], dict(ckpt.get("model_kwargs") or {})
-    try:
-        model = create_model(name, **kwargs)
-    except ValueError as e:
-        raise UserError(f"{where}: cannot build {name} ({e})") from None
-    ckpt["model"] = with_bn_counters(ckpt["model"], model.state_dict())
-    diff = StateDictDiff.compare(model.state_dict(), ckpt["model"])
-    if diff:
-        args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        hint = ""
-        try:
-            arch = infer_architecture(ckpt["model"])
-            if name not in arch.names:
-                hint = f"; the weights look like {' or '.join(arch.names)}: pass --model {arch.names[0]}"
-        except UserError:
-            pass
-        raise UserError(f"{where}: weights do not fit {name}({args}): {diff.summary()}{hint}")
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model.eval()
-
-
 class Loaded(NamedTuple):
-    """Weights read by :func:`load_any`: our checkpoint dict, notes on what was assumed, the eval-mode model."""
+    """Weights read by :func:`load_any`: our checkpoint, notes on what was assumed, the eval-mode model."""
 
-    checkpoint: dict[str, Any]
+    checkpoint: Checkpoint
     notes: list[str]
     model: nn.Module
+
+
+def _with_defaults(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A checkpoint of ours that names its model but not its inputs (hand-made, or by an early version) gets
+    the defaults of a foreign state_dict of that model, and a note saying so."""
+    name, kwargs = obj.get("model_name"), obj.get("model_kwargs") or {}
+    if obj.get("preprocessing") or not isinstance(name, str) or not isinstance(kwargs, dict):
+        return obj, []
+    try:
+        meta, note = _foreign_meta(name, kwargs)
+    except (ValueError, TypeError):
+        return obj, []  # an unknown model: Checkpoint.from_dict / build_model say what is wrong
+    return {**meta, **{k: v for k, v in obj.items() if v is not None}}, [note]
 
 
 def load_any(path: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None) -> Loaded:
     """Any accepted weights file as our checkpoint (in memory), checked by loading it strictly into its model."""
     where = str(path)
-    state, meta = split_weights(read_weights(path), where)
-    name, kwargs = _choose_model(state, meta, model, bottleneck_stride, where)
+    obj = read_weights(path)
     notes: list[str] = []
-    if not meta.get("preprocessing"):
-        foreign, note = _foreign_meta(name, kwargs)
-        meta = {**foreign, **meta}
+    if obj.get("format") == FORMAT:
+        obj, assumed = _with_defaults(obj)
+        notes += assumed
+        ckpt = Checkpoint.from_dict(obj, where)
+        _check_flags(ckpt.model_name, model, bottleneck_stride, where)
+        ckpt.state_dict = strip_wrapper_prefixes(ckpt.state_dict)
+        ckpt.training, ckpt.extra = None, {}  # the weights and their description; not the run's train state
+    else:
+        state = bare_state_dict(obj, where)
+        name, kwargs = _choose_model(state, model, bottleneck_stride, where)
+        meta, note = _foreign_meta(name, kwargs)
+        ckpt = Checkpoint(model_name=name, model_kwargs=kwargs, state_dict=state, **meta)
         notes.append(note)
-    ckpt = {**meta, "model": state, "model_name": name, "model_kwargs": kwargs}
-    net = build_model(ckpt, where)
-    info = model_info(name)
-    num_classes = net.fc.out_features
-    ckpt["classes"] = resolve_classes(ckpt.get("classes"), ckpt.get("dataset"), num_classes)
-    ckpt.setdefault("input_size", [net.conv1.in_channels, *info.input_size[1:]])
-    ckpt.setdefault("dataset", "unknown")
-    ckpt.setdefault("iteration", None)
-    ckpt["model"] = net.state_dict()  # the model's own tensors: its key order and dtype, prefixes gone
+    net = ckpt.build_model(where)
+    ckpt.classes = resolve_classes(ckpt.classes, ckpt.dataset, net.fc.out_features)
+    ckpt.state_dict = net.state_dict()  # the model's own tensors: its key order and dtype, prefixes gone
     return Loaded(ckpt, notes, net)
 
 
-def save_safetensors(path: str | Path, ckpt: dict[str, Any]) -> None:
+def save_safetensors(path: str | Path, ckpt: Checkpoint) -> None:
     """Write the weights as safetensors, with the checkpoint's metadata (JSON) in the header, atomically."""
     st = _safetensors()
-    pre = ckpt["preprocessing"]
-    meta = {k: json.dumps(ckpt.get(k)) for k in META_KEYS if k not in ("preprocessing", "config")}
-    if ckpt.get("config") is not None:
-        meta["config"] = json.dumps(ckpt["config"])
+    flat = ckpt.to_dict()
+    pre = ckpt.preprocessing
+    meta = {k: json.dumps(flat.get(k)) for k in META_KEYS if k not in ("preprocessing", "config")}
+    if ckpt.config is not None:
+        meta["config"] = json.dumps(ckpt.config)
     meta["preprocessing"] = json.dumps(
         {
             "kind": pre["kind"],
@@ -233,7 +210,7 @@ def save_safetensors(path: str | Path, ckpt: dict[str, Any]) -> None:
             **{f"{k}_shape": list(pre[k].shape) for k in ("mean", "std")},
         }
     )
-    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     data = st.torch.save(tensors, metadata={"format": SAFETENSORS_FORMAT, **meta})
     atomic_write(path, lambda f: f.write(data))
 
@@ -246,5 +223,5 @@ def convert_file(
     if Path(out).suffix == ".safetensors":
         save_safetensors(out, loaded.checkpoint)
     else:
-        save_checkpoint(out, {k: v for k, v in loaded.checkpoint.items() if k != "format"})
+        loaded.checkpoint.save(out)
     return loaded

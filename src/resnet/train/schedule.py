@@ -4,7 +4,7 @@ Section 4.2 (CIFAR): lr 0.1, divided by 10 at 32k and 48k iterations, stop at 64
 1202): "we use 0.01 to warm up the training until the training error is below 80% (about 400 iterations),
 and then go back to 0.1". The warm-up ends on a measurement, not after a fixed count: the running training
 error over the last ``window`` iterations, checked every ``CHECK_EVERY`` iterations. (akamaster's popular
-reproduction never restores 0.1 after its warm-up, ANCHORS.md d.5; a test guards against that here.)
+reproduction never restores 0.1 after its warm-up; a test guards against that here.)
 
 Section 3.4 (ImageNet): "the learning rate starts from 0.1 and is divided by 10 when the error plateaus"
 (``kind: plateau``, driven by the validation error of each evaluation), or, as most reproductions do, at

@@ -1,21 +1,15 @@
-"""Checkpoints: one dict of tensors and plain data, written atomically, read without running code.
+"""Checkpoint files: one dict of tensors and plain data, written atomically, read without running code.
 
-Writes go to a temporary file in the same folder, are fsync'ed, then renamed over the old file (and the
-folder is fsync'ed), so a crash, a full disk or a signal at any moment leaves either the old checkpoint or
-the new one, never a torn file. Reads use ``torch.load(weights_only=True)``: a pickle that tries to build
-anything but tensors and plain containers is refused.
+Writes go through :func:`resnet.io.atomic_write` (a crash or a full disk leaves the old file intact). Reads use
+``torch.load(weights_only=True)``: a pickle that tries to build anything but tensors and plain containers is refused.
 
-A training checkpoint holds at least: ``model`` (state_dict), ``model_name``, ``model_kwargs``,
-``iteration``, ``optimizer``, ``schedule`` (warm-up state), ``rng``, ``loader`` (data order position),
-``preprocessing`` (normalisation constants), ``classes``, ``metrics`` and ``config`` (the resolved recipe).
+What the dict holds, and its validation, is :class:`resnet.checkpoint.typed.Checkpoint`.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -24,44 +18,9 @@ from typing import Any
 import torch
 
 from resnet.errors import UserError
+from resnet.io import atomic_write
 
 FORMAT = "resnet-checkpoint/1"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file and move it over ``path`` only if it all succeeded."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file as 0600; give it the permissions a plain open() would (0666 minus umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some filesystems refuse fsync on folders; the data itself is already safe
-        pass
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -69,11 +28,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint (ours or a bare state_dict) safely; bad files raise a one-line ``UserError``."""
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict a torch file holds (ours or a bare state_dict), read safely; bad files: a one-line ``UserError``."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; pass a run directory or a checkpoint file")
     try:
@@ -103,7 +60,3 @@ def _unpickler_reason(message: str) -> str:
     m = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", message)
     reason = m.group(1).strip() if m else (message.strip().splitlines() or ["unsupported object"])[0]
     return reason[:160]
-
-
-def is_training_checkpoint(obj: dict[str, Any]) -> bool:
-    return obj.get("format") == FORMAT and "model" in obj

@@ -1,4 +1,4 @@
-"""Errors as the paper reports them (top-k error in %), and the run's machine-readable metrics log.
+"""The run's machine-readable metrics log, and the summary of a finished run.
 
 ``RUN_DIR/metrics.jsonl`` holds one JSON object per line: training records (``split: "train"``: loss,
 error %, lr, img/s), evaluation records (``split: "val"`` / ``"test"``: loss, error %) and events (the end
@@ -13,28 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from resnet.checkpoint import atomic_write_text
-
-
-def topk_wrong(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> torch.Tensor:
-    """Per-sample bool: the target is not among the top ``k`` scores."""
-    k = min(k, logits.shape[-1])
-    top = logits.topk(k, dim=-1).indices
-    return ~(top == target[:, None]).any(dim=-1)
-
-
-def topk_error(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> float:
-    """Top-k error in percent."""
-    return 100.0 * topk_wrong(logits, target, k).float().mean().item()
-
-
-def per_class_error(wrong: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
-    """Error (%) of each class; NaN for a class with no samples."""
-    counts = torch.bincount(target, minlength=num_classes).double()
-    errors = torch.bincount(target, weights=wrong.double(), minlength=num_classes)
-    return [float("nan") if c == 0 else float(100.0 * e / c) for e, c in zip(errors, counts, strict=True)]
+from resnet.io import atomic_write_text
 
 
 class MetricsLog:

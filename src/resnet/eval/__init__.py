@@ -1,0 +1,1 @@
+"""Evaluation: errors as the paper reports them, its test views and protocols, on arrays and image folders."""

@@ -1,0 +1,13 @@
+"""``resnet reproduce table1``: complexity of the ImageNet nets beside Table 1 (no training, no data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from resnet.analysis.table1 import table1_report
+from resnet.experiments.registry import Options, experiment
+
+
+@experiment("table1")
+def table1(opts: Options) -> Path:
+    return table1_report(opts.out / "table1")

@@ -1,0 +1,1 @@
+"""Weights in and out: convert, predict, export, evaluate a checkpoint, and the inference fast path."""
