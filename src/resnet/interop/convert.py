@@ -275,10 +275,28 @@ def load_any(
     ``source``: one of :data:`SOURCES` (``"akamaster"`` maps that repository's layout exactly);
     ``preprocessing``: per-channel ``(mean, std)`` of [0, 1] pixels replacing what the file records or implies.
     """
-    where = str(path)
     if source not in SOURCES:
         raise UserError(f"unknown --from {source!r}; choose one of {', '.join(SOURCES)}")
-    obj = read_weights(path)
+    return load_weights(
+        read_weights(path),
+        str(path),
+        model=model,
+        bottleneck_stride=bottleneck_stride,
+        source=source,
+        preprocessing=preprocessing,
+    )
+
+
+def load_weights(
+    obj: dict[str, Any],
+    where: str,
+    *,
+    model: str | None = None,
+    bottleneck_stride: str | None = None,
+    source: str = "auto",
+    preprocessing: Stats | None = None,
+) -> Loaded:
+    """:func:`load_any` of a dict already read by :func:`read_weights` (``where`` names it in errors)."""
     notes: list[str] = []
     if obj.get("format") == FORMAT:
         if source != "auto":
