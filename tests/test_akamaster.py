@@ -17,7 +17,9 @@ from resnet.checkpoint import load_checkpoint
 from resnet.cli import main
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from resnet.errors import UserError
-from resnet.interop.convert import CIFAR10_MEAN, convert_file, load_any, preprocessing_stats
+from resnet.interop.convert import convert_file, load_any
+from resnet.interop.stats import CIFAR10_MEAN, preprocessing_stats
+from resnet.models import create_model
 
 
 class LambdaLayer(nn.Module):
@@ -163,6 +165,27 @@ def test_cli_convert_from_akamaster_and_evaluate_on_real_cifar(cifar_subset: Pat
     assert main(["eval", str(tmp_path / "r20.pt"), "--data-dir", str(cifar_subset)]) == 0
     out = capsys.readouterr().out
     assert "test split (1017 images)" in out and "airplane" in out
+    assert main(["convert", str(src), "--to", str(tmp_path / "r20.safetensors"), "--from", "akamaster"]) == 0
+    assert main(["eval", str(tmp_path / "r20.safetensors"), "--data-dir", str(cifar_subset), "--limit", "100"]) == 0
+    assert "test split (100 images)" in capsys.readouterr().out
+
+
+def test_damaged_or_foreign_files_under_from_akamaster_fail_in_one_line(tmp_path: Path):
+    state = {f"module.{k}": v for k, v in their_net(20).state_dict().items()}
+    cases = {
+        "nohead": ({k: v for k, v in state.items() if k != "module.linear.bias"}, "no linear.weight / linear.bias"),
+        "noconv2": ({k: v for k, v in state.items() if "layer2.1.conv2" not in k}, "layer2.1 is not a basic block"),
+        "imagenet": (
+            {k.replace("fc.", "linear."): v for k, v in create_model("resnet18").state_dict().items()},
+            "conv1 is 7x7; akamaster.s nets are CIFAR nets",
+        ),
+        "tv": (create_model("resnet18").state_dict(), "no linear.weight"),
+    }
+    for name, (bad, msg) in cases.items():
+        torch.save({"state_dict": bad, "best_prec1": 90.0}, tmp_path / f"{name}.th")
+        with pytest.raises(UserError, match=msg):
+            convert_file(tmp_path / f"{name}.th", tmp_path / f"{name}.pt", source="akamaster")
+        assert not (tmp_path / f"{name}.pt").exists()
 
 
 def test_preprocessing_can_be_set_for_any_source(tmp_path: Path, capsys):
@@ -195,8 +218,6 @@ def test_from_flags_that_do_not_fit_are_refused(tmp_path: Path, capsys):
 
 
 def test_bare_bottleneck_weights_say_which_stride_they_assumed(tmp_path: Path):
-    from resnet.models import create_model
-
     torch.save(create_model("resnet50", bottleneck_stride="3x3").state_dict(), tmp_path / "r50.pth")
     notes = load_any(tmp_path / "r50.pth").notes
     assert any("--bottleneck-stride 1x1" in n for n in notes)

@@ -9,7 +9,8 @@ from resnet.errors import UserError
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from resnet.interop.convert import convert_file, preprocessing_stats
+    from resnet.interop.convert import convert_file
+    from resnet.interop.stats import preprocessing_stats
 
     stats = preprocessing_stats(args.preprocessing, args.mean, args.std)
     ckpt, notes, _ = convert_file(

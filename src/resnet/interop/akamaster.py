@@ -79,6 +79,10 @@ def to_our_layout(state: Mapping[str, torch.Tensor], where: str = "weights") -> 
     (output channels permuted); its inner channels stay as they are. The head reads the last map.
     """
     out = _renamed(state, where)
+    conv1 = out.get("conv1.weight")
+    if conv1 is None or conv1.ndim != 4 or tuple(conv1.shape[-2:]) != (3, 3):
+        shape = "missing" if conv1 is None else "x".join(map(str, conv1.shape[-2:]))
+        raise UserError(f"{where}: conv1 is {shape}; akamaster's nets are CIFAR nets with a 3x3 stem")
     projected = any(".downsample." in k for k in out)
     if projected:  # option B: the projections carry the channel order; nothing is padded
         return out, "B"

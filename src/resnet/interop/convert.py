@@ -29,7 +29,6 @@ assumption, reported in the result's ``notes``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,21 +40,18 @@ from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wr
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
 from resnet.errors import UserError
 from resnet.interop import akamaster
+from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
 from resnet.io import atomic_write
 from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
-#: Per-channel mean / std of the CIFAR-10 training images (pixels in [0, 1]), the common CIFAR convention.
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 #: Fields of our checkpoint that describe the model and its inputs (what a converted checkpoint keeps).
 #: Where foreign weights come from (``--from``): ``auto`` reads the layout from the keys and shapes.
 SOURCES = ("auto", "torchvision", akamaster.SOURCE)
-#: ``--preprocessing`` presets: per-channel (mean, std) of pixels in [0, 1].
-PRESETS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}
 META_KEYS = ("model_name", "model_kwargs", "iteration", "preprocessing", "classes", "input_size", "dataset", "config")
 
 
-def _safetensors() -> Any:
+def require_safetensors() -> Any:
     try:
         import safetensors.torch
     except ImportError:
@@ -70,7 +66,7 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         if Path(path).is_dir():
             path = Path(path) / "checkpoint.pt"
         return load_file(path)
-    st = _safetensors()
+    st = require_safetensors()
     if not path.is_file():
         raise UserError(f"no weights file at {path}")
     try:
@@ -109,43 +105,7 @@ def bare_state_dict(obj: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
     return strip_wrapper_prefixes(state)
 
 
-Stats = tuple[tuple[float, ...], tuple[float, ...]]
-
-
-def preprocessing_stats(preset: str | None = None, mean: object = None, std: object = None) -> Stats | None:
-    """The per-channel (mean, std) the user asks for (``--preprocessing`` or ``--mean``/``--std``), checked."""
-    if preset is not None and (mean is not None or std is not None):
-        raise UserError("pass either --preprocessing or --mean/--std, not both")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise UserError(f"unknown --preprocessing {preset!r}; choose one of {', '.join(PRESETS)}")
-        return PRESETS[preset]
-    if mean is None and std is None:
-        return None
-    if mean is None or std is None:
-        raise UserError("--mean and --std go together (per-channel values of pixels in [0, 1])")
-    try:
-        m = tuple(float(v) for v in (mean.split(",") if isinstance(mean, str) else mean))  # type: ignore[union-attr]
-        s = tuple(float(v) for v in (std.split(",") if isinstance(std, str) else std))  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise UserError(f"--mean {mean} --std {std}: expected comma-separated numbers such as 0.5,0.5,0.5") from None
-    if len(m) != len(s) or not m or not all(math.isfinite(v) for v in m + s) or min(s) <= 0:
-        raise UserError(f"--mean {mean} --std {std}: need one finite mean and positive std per channel")
-    return m, s
-
-
-def _stats_entry(stats: Stats, channels: int, where: str) -> dict[str, Any]:
-    mean_t, std_t = torch.tensor(stats[0]), torch.tensor(stats[1])
-    if len(mean_t) == 1 and channels > 1:
-        mean_t, std_t = mean_t.repeat(channels), std_t.repeat(channels)
-    elif len(mean_t) != channels and channels == 1 and len(mean_t) == 3:
-        mean_t, std_t = mean_t.mean().view(1), std_t.mean().view(1)  # a gray input: one shared constant
-    if len(mean_t) != channels:
-        raise UserError(f"{where}: the model reads {channels} channels but {len(mean_t)} mean/std values were given")
-    return {"kind": "channel_mean_std", "mean": mean_t.view(-1, 1, 1), "std": std_t.view(-1, 1, 1)}
-
-
-def _foreign_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) -> tuple[dict[str, Any], str]:
+def default_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) -> tuple[dict[str, Any], str]:
     """Preprocessing, classes and input size for a state_dict that came without them, and what was assumed."""
     num_classes, channels = int(kwargs.get("num_classes", 1000)), int(kwargs.get("in_channels", 3))
     if model_info(name).family == "imagenet":
@@ -160,7 +120,7 @@ def _foreign_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None)
         note = f"preprocessing: mean {list(stats[0])}, std {list(stats[1])} (as given)"
     meta = {
         "iteration": None,
-        "preprocessing": _stats_entry(stats or default, channels, name),
+        "preprocessing": stats_entry(stats or default, channels, name),
         "classes": default_classes(dataset, num_classes),
         "input_size": [channels, side, side],
         "dataset": dataset,
@@ -232,7 +192,7 @@ def _foreign(
             "its option A pads differently from ours, which shapes cannot show: pass --from akamaster"
         )
     name, kwargs, assumed = _choose_model(state, model, bottleneck_stride, source, where)
-    meta, note = _foreign_meta(name, kwargs, stats)
+    meta, note = default_meta(name, kwargs, stats)
     if source == akamaster.SOURCE and stats == (IMAGENET_MEAN, IMAGENET_STD):
         note = "preprocessing: ImageNet mean/std on [0, 1] pixels (akamaster's training transform)"
     best = obj.get("best_prec1")
@@ -256,7 +216,7 @@ def _with_defaults(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if obj.get("preprocessing") or not isinstance(name, str) or not isinstance(kwargs, dict):
         return obj, []
     try:
-        meta, note = _foreign_meta(name, kwargs)
+        meta, note = default_meta(name, kwargs)
     except (ValueError, TypeError):
         return obj, []  # an unknown model: Checkpoint.from_dict / build_model say what is wrong
     return {**meta, **{k: v for k, v in obj.items() if v is not None}}, [note]
@@ -308,7 +268,7 @@ def load_weights(
         ckpt.state_dict = strip_wrapper_prefixes(ckpt.state_dict)
         ckpt.training, ckpt.extra = None, {}  # the weights and their description; not the run's train state
         if preprocessing is not None:
-            ckpt.preprocessing = _stats_entry(preprocessing, ckpt.input_size[0], where)
+            ckpt.preprocessing = stats_entry(preprocessing, ckpt.input_size[0], where)
             notes.append(f"preprocessing: mean {list(preprocessing[0])}, std {list(preprocessing[1])} (as given)")
     else:
         ckpt, more = _foreign(obj, where, model, bottleneck_stride, source, preprocessing)
@@ -321,7 +281,7 @@ def load_weights(
 
 def save_safetensors(path: str | Path, ckpt: Checkpoint) -> None:
     """Write the weights as safetensors, with the checkpoint's metadata (JSON) in the header, atomically."""
-    st = _safetensors()
+    st = require_safetensors()
     flat = ckpt.to_dict()
     pre = ckpt.preprocessing
     meta = {k: json.dumps(flat.get(k)) for k in META_KEYS if k not in ("preprocessing", "config")}

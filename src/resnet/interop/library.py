@@ -20,7 +20,7 @@ from resnet.checkpoint import FORMAT, Checkpoint
 from resnet.checkpoint.transfer import transfer_weights
 from resnet.data.classes import default_classes
 from resnet.errors import UserError
-from resnet.interop.convert import _foreign_meta, _safetensors, load_weights, read_weights
+from resnet.interop.convert import default_meta, load_weights, read_weights, require_safetensors
 from resnet.io import atomic_write, atomic_write_text
 from resnet.models import create_model as build_model
 from resnet.models.features import FeatureExtractor
@@ -159,7 +159,7 @@ def create_model(
         net, ckpt = _from_checkpoint(name, checkpoint_path, kwargs)
     else:
         net = build_model(name, **kwargs)
-        meta, _ = _foreign_meta(name, kwargs)
+        meta, _ = default_meta(name, kwargs)
         ckpt = Checkpoint(model_name=name, model_kwargs=dict(kwargs), state_dict={}, **meta)
     cfg = pretrained_cfg(ckpt)
     if features_only:
@@ -174,7 +174,7 @@ def save_pretrained(model: nn.Module | Checkpoint, directory: str | Path) -> Pat
     ``model``: one made by :func:`create_model`, :func:`load` or :func:`from_pretrained` (it carries
     ``pretrained_cfg``), or a :class:`~resnet.checkpoint.Checkpoint`. Both files are written atomically.
     """
-    st = _safetensors()
+    st = require_safetensors()
     if isinstance(model, Checkpoint):
         cfg, state = pretrained_cfg(model), model.state_dict
     else:
