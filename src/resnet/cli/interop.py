@@ -91,7 +91,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_interop(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="torchvision, DataParallel or own weights -> checked checkpoint or safetensors")
+    p = sub.add_parser(
+        "convert", help="torchvision, akamaster, wrapped or own weights -> checked checkpoint or safetensors"
+    )
     p.add_argument("src", help="weights: torchvision .pth, a state_dict, our checkpoint or run directory, .safetensors")
     p.add_argument("--to", required=True, help="output: a .pt checkpoint, or .safetensors for the weights alone")
     p.add_argument("--model", default=None, help="model name when the weights cannot tell (plain vs option A)")

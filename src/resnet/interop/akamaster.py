@@ -9,8 +9,8 @@ shortcut is a parameter-free lambda::
 
 which puts the new zero channels on *both* sides of the existing ones; ours
 (:class:`resnet.models.blocks.ZeroPadShortcut`) appends them after. The tensors have the same shapes either
-way, so strict loading cannot tell, and a net loaded naively computes another function (~22% instead of
-~92% on CIFAR-10). The two networks are the same up to a reordering of the channels of stages 2 and 3:
+way, so strict loading cannot tell, and a net loaded naively computes another function. The two networks
+are the same up to a reordering of the channels of stages 2 and 3:
 :func:`to_our_layout` finds that permutation stage by stage and applies it to every tensor that reads or
 writes those channels, so that our option-A net computes their function exactly.
 
