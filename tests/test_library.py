@@ -194,9 +194,21 @@ def test_init_from_that_does_not_fit_is_refused(tmp_path: Path):
             tmp_path / "bad",
             echo=False,
         )
-    with pytest.raises(UserError, match="nope"):
+    with pytest.raises(UserError, match="model.init_from: no checkpoint at .*nope.pt"):
         fit(
             load_config(None, tiny_overrides(**{"model.init_from": str(tmp_path / "nope.pt")})),
             tmp_path / "b2",
             echo=False,
         )
+
+
+def test_commands_take_a_pretrained_folder(converted, cifar_subset: Path, tmp_path: Path, capsys):
+    from resnet.cli import main
+
+    resnet.save_pretrained(resnet.load(converted[0]), tmp_path / "hf")
+    assert main(["convert", str(tmp_path / "hf"), "--to", str(tmp_path / "back.pt")]) == 0
+    assert resnet.load_checkpoint(tmp_path / "back.pt").preprocessing["mean"].flatten()[0].item() == pytest.approx(
+        0.485
+    )
+    assert main(["eval", str(tmp_path / "hf"), "--data-dir", str(cifar_subset), "--limit", "50"]) == 0
+    assert "test split (50 images)" in capsys.readouterr().out

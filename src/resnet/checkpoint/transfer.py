@@ -50,7 +50,7 @@ def init_from(path: str | Path, model: nn.Module, model_name: str) -> str:
     ``path`` is one of our checkpoints (``resnet convert`` output or a run directory); its model must be
     ``model_name``. Returns the line that says what was loaded.
     """
-    ckpt = load_checkpoint(path)
+    ckpt = _read(path)
     if ckpt.model_name != model_name:
         raise UserError(
             f"model.init_from: {path} holds {ckpt.model_name} weights but the recipe trains {model_name}; "
@@ -60,13 +60,20 @@ def init_from(path: str | Path, model: nn.Module, model_name: str) -> str:
         return transfer_weights(ckpt, model, str(path))
 
 
+def _read(path: str | Path) -> Checkpoint:
+    try:
+        return load_checkpoint(path)
+    except UserError as e:
+        raise UserError(f"model.init_from: {e}") from None
+
+
 def init_normalizer(path: str | Path, input_size: tuple[int, ...] | list[int]) -> Normalizer | None:
     """The preprocessing the ``model.init_from`` weights were trained with, if it applies to this data.
 
     Fine-tuned weights see inputs normalised as in their training (timm and torchvision do the same); a
     per-pixel mean image only applies at its own resolution, otherwise the data's own constants are used.
     """
-    norm = load_checkpoint(path).normalizer()
+    norm = _read(path).normalizer()
     per_channel = norm.mean.shape[-1] == 1
     if norm.mean.shape[0] != input_size[0] or not (per_channel or tuple(norm.mean.shape[-2:]) == tuple(input_size[1:])):
         return None

@@ -40,6 +40,7 @@ from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wr
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
 from resnet.errors import UserError
 from resnet.interop import akamaster
+from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, read_config
 from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
 from resnet.io import atomic_write
 from resnet.models import model_info
@@ -60,8 +61,10 @@ def require_safetensors() -> Any:
 
 
 def read_weights(path: str | Path) -> dict[str, Any]:
-    """The dict a weights file holds, read without running code (``.safetensors`` or a torch file)."""
+    """The dict a weights file holds, read without running code (``.safetensors``, a torch file, a model folder)."""
     path = Path(path)
+    if is_pretrained_dir(path):  # a save_pretrained folder: config.json + model.safetensors
+        return checkpoint_dict(read_config(path), read_weights(path / WEIGHTS_FILE), str(path))
     if path.suffix != ".safetensors":
         if Path(path).is_dir():
             path = Path(path) / "checkpoint.pt"

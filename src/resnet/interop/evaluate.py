@@ -21,6 +21,7 @@ from resnet.eval.arrays import evaluate
 from resnet.eval.folders import evaluate_folder
 from resnet.eval.metrics import EvalResult
 from resnet.interop.convert import load_any
+from resnet.interop.pretrained import is_pretrained_dir
 from resnet.train.distributed import local_device
 
 
@@ -36,8 +37,10 @@ def evaluate_checkpoint(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict."""
-    # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``).
-    ckpt = load_any(path).checkpoint if Path(path).suffix == ".safetensors" else load_checkpoint(path)
+    # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
+    # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
+    foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)
+    ckpt = load_any(path).checkpoint if foreign else load_checkpoint(path)
     model = ckpt.build_model(str(path)).to(local_device(device))
     cfg = ckpt.recipe(str(path))
     if ckpt.dataset in ("imagefolder", "imagenet"):

@@ -13,20 +13,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from resnet.checkpoint import FORMAT, Checkpoint
 from resnet.checkpoint.transfer import transfer_weights
 from resnet.data.classes import default_classes
 from resnet.errors import UserError
-from resnet.interop.convert import default_meta, load_weights, read_weights, require_safetensors
+from resnet.interop.convert import default_meta, load_any, load_weights, read_weights, require_safetensors
+from resnet.interop.pretrained import (
+    CONFIG_FILE,
+    PRETRAINED_FORMAT,
+    WEIGHTS_FILE,
+    checkpoint_dict,
+    pretrained_cfg,
+    read_config,
+)
 from resnet.io import atomic_write, atomic_write_text
 from resnet.models import create_model as build_model
 from resnet.models.features import FeatureExtractor
 
-PRETRAINED_FORMAT = "resnet-pretrained/1"
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 #: Keywords whose value changes the function but no tensor shape: a checkpoint's own value must not be overridden.
 _LAYOUT_KWARGS = ("shortcut", "bottleneck_stride", "in_channels")
 
@@ -35,39 +40,6 @@ NO_DOWNLOADS = (
     "akamaster's .th, a run of `resnet train`), convert it once with `resnet convert SRC --to W.pt` "
     "(--from akamaster for theirs), then pass checkpoint_path='W.pt' or call resnet.load('W.pt')"
 )
-
-
-def pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any]:
-    """The JSON-able description of a checkpoint's model and inputs (``model.pretrained_cfg``, config.json)."""
-    pre = ckpt.preprocessing
-    return {
-        "model_name": ckpt.model_name,
-        "model_kwargs": dict(ckpt.model_kwargs),
-        "preprocessing": {
-            "kind": pre["kind"],
-            **{k: pre[k].flatten().tolist() for k in ("mean", "std")},
-            **{f"{k}_shape": list(pre[k].shape) for k in ("mean", "std")},
-        },
-        "classes": list(ckpt.classes),
-        "input_size": list(ckpt.input_size),
-        "dataset": ckpt.dataset,
-    }
-
-
-def checkpoint_of(cfg: dict[str, Any], state: dict[str, torch.Tensor], where: str) -> Checkpoint:
-    """A :func:`pretrained_cfg` dict and weights as a validated :class:`Checkpoint`."""
-    try:
-        pre = cfg["preprocessing"]
-        tensors = {k: torch.tensor(pre[k], dtype=torch.float32).view(pre[f"{k}_shape"]) for k in ("mean", "std")}
-        obj = {
-            **{k: cfg[k] for k in ("model_name", "model_kwargs", "classes", "input_size", "dataset")},
-            "format": FORMAT,
-            "model": state,
-            "preprocessing": {"kind": pre["kind"], **tensors},
-        }
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{where}: damaged model description ({type(e).__name__}: {e})") from None
-    return Checkpoint.from_dict(obj, where)
 
 
 def _with_cfg(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
@@ -81,10 +53,6 @@ def load(path: str | Path, *, model: str | None = None, source: str = "auto") ->
     ``model`` names the net where the weights cannot (plain vs option A); ``source="akamaster"`` maps that
     repository's CIFAR weights exactly. ``model.pretrained_cfg`` says how to feed it and what it predicts.
     """
-    if Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file():
-        return from_pretrained(path)
-    from resnet.interop.convert import load_any
-
     ckpt, _, net = load_any(path, model=model, source=source)
     return _with_cfg(net, ckpt)
 
@@ -183,7 +151,7 @@ def save_pretrained(model: nn.Module | Checkpoint, directory: str | Path) -> Pat
             raise UserError("save_pretrained needs a classifier made by resnet.create_model / resnet.load")
         state = model.state_dict()
         cfg = {**cfg, "model_kwargs": {**cfg["model_kwargs"], "num_classes": int(model.fc.out_features)}}
-    checkpoint_of(cfg, state, str(directory))  # refuse to write what from_pretrained could not read
+    Checkpoint.from_dict(checkpoint_dict(cfg, state, str(directory)), str(directory))  # readable back?
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -195,15 +163,5 @@ def save_pretrained(model: nn.Module | Checkpoint, directory: str | Path) -> Pat
 
 def from_pretrained(directory: str | Path) -> nn.Module:
     """The eval-mode model of a :func:`save_pretrained` folder, with its ``pretrained_cfg``."""
-    root = Path(directory)
-    if not (root / CONFIG_FILE).is_file() or not (root / WEIGHTS_FILE).is_file():
-        raise UserError(f"{root}: expected {CONFIG_FILE} and {WEIGHTS_FILE} (written by resnet.save_pretrained)")
-    try:
-        cfg = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{root / CONFIG_FILE}: not readable JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != PRETRAINED_FORMAT:
-        raise UserError(f"{root / CONFIG_FILE}: not a resnet-paper model folder (format {PRETRAINED_FORMAT!r})")
-    state = read_weights(root / WEIGHTS_FILE)
-    ckpt = checkpoint_of(cfg, state, str(root))
-    return _with_cfg(ckpt.build_model(str(root)), ckpt)
+    read_config(directory)  # a clear error for a folder that is not one
+    return load(directory)
