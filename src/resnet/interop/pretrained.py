@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from resnet.checkpoint import FORMAT, Checkpoint
@@ -26,6 +27,11 @@ def is_pretrained_dir(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
 
 
+def _short(t: torch.Tensor) -> list[float]:
+    """float32 values as the shortest decimals that read back to the same float32 (0.485, not 0.48500001...)."""
+    return [float(str(np.float32(v))) for v in t.detach().cpu().float().flatten().tolist()]
+
+
 def pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any]:
     """The JSON-able description of a checkpoint's model and inputs (``model.pretrained_cfg``, config.json)."""
     pre = ckpt.preprocessing
@@ -34,7 +40,7 @@ def pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any]:
         "model_kwargs": dict(ckpt.model_kwargs),
         "preprocessing": {
             "kind": pre["kind"],
-            **{k: pre[k].flatten().tolist() for k in ("mean", "std")},
+            **{k: _short(pre[k]) for k in ("mean", "std")},
             **{f"{k}_shape": list(pre[k].shape) for k in ("mean", "std")},
         },
         "classes": list(ckpt.classes),
