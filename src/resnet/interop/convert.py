@@ -192,7 +192,8 @@ def _foreign(
     elif akamaster.looks_like_akamaster(state):
         raise UserError(
             f"{where}: a CIFAR net with a 'linear' classifier (akamaster/pytorch_resnet_cifar10's layout?); "
-            "its option A pads differently from ours, which shapes cannot show: pass --from akamaster"
+            "its option A pads differently from ours, which shapes cannot show: pass --from akamaster "
+            "(source='akamaster' in Python)"
         )
     name, kwargs, assumed = _choose_model(state, model, bottleneck_stride, source, where)
     meta, note = default_meta(name, kwargs, stats)
