@@ -26,6 +26,9 @@ class ModelConfig:
     shortcut: str | None = None  # "A" | "B" | "C"; None: the model's default (A on CIFAR, B on ImageNet)
     bottleneck_stride: str | None = None  # "1x1" (paper) | "3x3" (torchvision v1.5); ImageNet nets only
     zero_init_residual: bool = False  # not in the paper (Goyal et al. 2017)
+    # Fine-tuning: start from these weights (a `resnet convert` output or a run directory) instead of He init;
+    # a fresh classifier when the class count differs. Resuming still restores the run's own checkpoint.
+    init_from: str | None = None
 
 
 @dataclass

@@ -10,8 +10,17 @@ from resnet.errors import UserError
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from resnet.interop.convert import convert_file
+    from resnet.interop.stats import preprocessing_stats
 
-    ckpt, notes, _ = convert_file(args.src, args.to, model=args.model, bottleneck_stride=args.bottleneck_stride)
+    stats = preprocessing_stats(args.preprocessing, args.mean, args.std)
+    ckpt, notes, _ = convert_file(
+        args.src,
+        args.to,
+        model=args.model,
+        bottleneck_stride=args.bottleneck_stride,
+        source=args.source,
+        preprocessing=stats,
+    )
     kwargs = ", ".join(f"{k}={v}" for k, v in ckpt.model_kwargs.items())
     print(
         f"{args.to}: {ckpt.model_name}({kwargs}), {len(ckpt.state_dict)} tensors, "
@@ -82,7 +91,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_interop(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="torchvision, DataParallel or own weights -> checked checkpoint or safetensors")
+    p = sub.add_parser(
+        "convert", help="torchvision, akamaster, wrapped or own weights -> checked checkpoint or safetensors"
+    )
     p.add_argument("src", help="weights: torchvision .pth, a state_dict, our checkpoint or run directory, .safetensors")
     p.add_argument("--to", required=True, help="output: a .pt checkpoint, or .safetensors for the weights alone")
     p.add_argument("--model", default=None, help="model name when the weights cannot tell (plain vs option A)")
@@ -92,6 +103,18 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="stride placement of bare bottleneck weights (default 3x3, torchvision's)",
     )
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("auto", "torchvision", "akamaster"),
+        default="auto",
+        help="origin of foreign weights: akamaster = akamaster/pytorch_resnet_cifar10 (mapped exactly)",
+    )
+    p.add_argument(
+        "--preprocessing", choices=("imagenet", "cifar10"), default=None, help="mean/std the weights were trained with"
+    )
+    p.add_argument("--mean", default=None, help="per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", default=None, help="per-channel std of [0, 1] pixels, e.g. 0.229,0.224,0.225")
     p.set_defaults(handler=cmd_convert)
 
     p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")

@@ -7,13 +7,20 @@ Accepted inputs (``resnet convert``, and ``--checkpoint`` of ``predict`` / ``exp
   3x3 conv (``bottleneck_stride="3x3"``, torchvision's "v1.5");
 - bare state_dicts of this project's nets, and ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers;
 - any of these with DataParallel/DDP ``module.`` or ``torch.compile`` ``_orig_mod.`` prefixes;
-- ``.safetensors`` files (ours carry the checkpoint's metadata in the header; others are bare state_dicts).
+- ``.safetensors`` files (ours carry the checkpoint's metadata in the header; others are bare state_dicts);
+- with ``source="akamaster"`` (``--from akamaster``): akamaster/pytorch_resnet_cifar10's CIFAR nets, mapped
+  exactly into our layout (:mod:`resnet.interop.akamaster`).
+
+Two things the tensors cannot tell are never guessed silently: a plain net and its option-A twin need
+``--model``; where option A pads the new channels (ours after the existing ones, akamaster's on both sides)
+and where a bottleneck carries its stride (``--bottleneck-stride``, 3x3 assumed) are stated in the notes.
 
 Nothing is unpickled beyond tensors and plain containers: ``torch.load(weights_only=True)`` (see
 :mod:`resnet.checkpoint`) or safetensors, which holds no code at all. Weights must fit the model exactly
 (strict loading); when they do not, the error names the missing, unexpected and wrong-shape keys.
 
-Bare state_dicts carry no preprocessing or class names. ImageNet-stem weights get torchvision's ImageNet
+Bare state_dicts carry no preprocessing or class names (``preprocessing=`` / ``--mean --std`` or
+``--preprocessing imagenet|cifar10`` set them for any source). ImageNet-stem weights get torchvision's ImageNet
 normalisation and (with 1000 classes) the bundled ImageNet names, at 224x224. CIFAR-stem weights get the
 usual CIFAR-10 per-channel mean/std and (with 10 classes) the CIFAR-10 names, at 32x32; that is an
 assumption, reported in the result's ``notes``.
@@ -32,17 +39,20 @@ from resnet.checkpoint import FORMAT, Checkpoint, load_file
 from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wrapper_prefixes
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
 from resnet.errors import UserError
+from resnet.interop import akamaster
+from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, read_config
+from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
 from resnet.io import atomic_write
 from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
-#: Per-channel mean / std of the CIFAR-10 training images (pixels in [0, 1]), the common CIFAR convention.
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 #: Fields of our checkpoint that describe the model and its inputs (what a converted checkpoint keeps).
+#: Where foreign weights come from (``--from``): ``auto`` reads the layout from the keys and shapes.
+SOURCES = ("auto", "torchvision", akamaster.SOURCE)
 META_KEYS = ("model_name", "model_kwargs", "iteration", "preprocessing", "classes", "input_size", "dataset", "config")
 
 
-def _safetensors() -> Any:
+def require_safetensors() -> Any:
     try:
         import safetensors.torch
     except ImportError:
@@ -51,13 +61,15 @@ def _safetensors() -> Any:
 
 
 def read_weights(path: str | Path) -> dict[str, Any]:
-    """The dict a weights file holds, read without running code (``.safetensors`` or a torch file)."""
+    """The dict a weights file holds, read without running code (``.safetensors``, a torch file, a model folder)."""
     path = Path(path)
+    if is_pretrained_dir(path):  # a save_pretrained folder: config.json + model.safetensors
+        return checkpoint_dict(read_config(path), read_weights(path / WEIGHTS_FILE), str(path))
     if path.suffix != ".safetensors":
         if Path(path).is_dir():
             path = Path(path) / "checkpoint.pt"
         return load_file(path)
-    st = _safetensors()
+    st = require_safetensors()
     if not path.is_file():
         raise UserError(f"no weights file at {path}")
     try:
@@ -96,23 +108,22 @@ def bare_state_dict(obj: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
     return strip_wrapper_prefixes(state)
 
 
-def _foreign_meta(name: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def default_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) -> tuple[dict[str, Any], str]:
     """Preprocessing, classes and input size for a state_dict that came without them, and what was assumed."""
     num_classes, channels = int(kwargs.get("num_classes", 1000)), int(kwargs.get("in_channels", 3))
     if model_info(name).family == "imagenet":
         dataset = "imagenet" if num_classes == 1000 else "unknown"
-        mean, std, side = IMAGENET_MEAN, IMAGENET_STD, 224
+        default, side = (IMAGENET_MEAN, IMAGENET_STD), 224
         note = "preprocessing: torchvision's ImageNet mean/std (the weights carry none)"
     else:
         dataset = "cifar10" if num_classes == 10 else "unknown"
-        mean, std, side = CIFAR10_MEAN, CIFAR10_STD, 32
-        note = "preprocessing: assumed CIFAR-10 per-channel mean/std (the weights carry none)"
-    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
-    if channels != 3:  # a gray (or other) input: one constant shared by every channel
-        mean_t, std_t = mean_t.mean().repeat(channels), std_t.mean().repeat(channels)
+        default, side = (CIFAR10_MEAN, CIFAR10_STD), 32
+        note = "preprocessing: assumed CIFAR-10 per-channel mean/std (the weights carry none; --preprocessing sets it)"
+    if stats is not None:
+        note = f"preprocessing: mean {list(stats[0])}, std {list(stats[1])} (as given)"
     meta = {
         "iteration": None,
-        "preprocessing": {"kind": "channel_mean_std", "mean": mean_t.view(-1, 1, 1), "std": std_t.view(-1, 1, 1)},
+        "preprocessing": stats_entry(stats or default, channels, name),
         "classes": default_classes(dataset, num_classes),
         "input_size": [channels, side, side],
         "dataset": dataset,
@@ -129,10 +140,15 @@ def _check_flags(name: str, model: str | None, bottleneck_stride: str | None, wh
 
 
 def _choose_model(
-    state: dict[str, torch.Tensor], model: str | None, bottleneck_stride: str | None, where: str
-) -> tuple[str, dict[str, Any]]:
-    """Model name and kwargs of a bare state_dict: ``model``, or inferred from its shapes."""
+    state: dict[str, torch.Tensor], model: str | None, bottleneck_stride: str | None, source: str, where: str
+) -> tuple[str, dict[str, Any], list[str]]:
+    """Model name and kwargs of a bare state_dict (``model``, or inferred from its shapes), and what was assumed."""
     arch = infer_architecture(state)
+    notes = []
+    if source == akamaster.SOURCE:  # their nets are all residual
+        model = model or arch.names[0]
+        if not model.startswith("resnet"):
+            raise UserError(f"--from akamaster: their nets are residual; drop --model {model}")
     if model is None:
         if len(arch.names) > 1:
             raise UserError(
@@ -141,13 +157,52 @@ def _choose_model(
             )
         model = arch.names[0]
     kwargs = dict(arch.kwargs)
+    if kwargs.get("shortcut") == "A" and model.startswith("resnet") and source == "auto":
+        notes.append(
+            "option A: zero channels assumed appended after the existing ones (this project's layout); shapes "
+            "cannot tell: weights of akamaster/pytorch_resnet_cifar10 (zeros on both sides) need --from akamaster"
+        )
     if arch.bottleneck:
         # Shapes cannot tell where the stride sits; torchvision's (3x3) is what foreign weights almost always use.
         kwargs["bottleneck_stride"] = bottleneck_stride or "3x3"
+        if bottleneck_stride is None and source != "torchvision":
+            notes.append(
+                "bottleneck stride: assumed on the 3x3 conv (torchvision's v1.5); shapes cannot tell: "
+                "pass --bottleneck-stride 1x1 for weights with the paper's layout (stride on the first 1x1)"
+            )
     try:
-        return model, kwargs_for(model, kwargs)
+        return model, kwargs_for(model, kwargs), notes
     except ValueError as e:
         raise UserError(f"--model: {e}") from None
+
+
+def _foreign(
+    obj: dict[str, Any], where: str, model: str | None, bottleneck_stride: str | None, source: str, stats: Stats | None
+) -> tuple[Checkpoint, list[str]]:
+    """Our checkpoint (in memory) of a foreign weights file, and the notes on what was assumed or changed."""
+    state = bare_state_dict(obj, where)
+    notes: list[str] = []
+    if source == akamaster.SOURCE:
+        state, option = akamaster.to_our_layout(state, where)
+        notes.append(
+            "akamaster/pytorch_resnet_cifar10: linear -> fc"
+            + (", option A zero channels (both sides) mapped exactly by permuting stages 2-3" if option == "A" else "")
+        )
+        stats = stats or (IMAGENET_MEAN, IMAGENET_STD)
+    elif akamaster.looks_like_akamaster(state):
+        raise UserError(
+            f"{where}: a CIFAR net with a 'linear' classifier (akamaster/pytorch_resnet_cifar10's layout?); "
+            "its option A pads differently from ours, which shapes cannot show: pass --from akamaster "
+            "(source='akamaster' in Python)"
+        )
+    name, kwargs, assumed = _choose_model(state, model, bottleneck_stride, source, where)
+    meta, note = default_meta(name, kwargs, stats)
+    if source == akamaster.SOURCE and stats == (IMAGENET_MEAN, IMAGENET_STD):
+        note = "preprocessing: ImageNet mean/std on [0, 1] pixels (akamaster's training transform)"
+    best = obj.get("best_prec1")
+    if isinstance(best, int | float | torch.Tensor) and torch.tensor(best).numel() == 1:
+        notes.append(f"the file records best_prec1 = {float(best):.2f}")
+    return Checkpoint(model_name=name, model_kwargs=kwargs, state_dict=state, **meta), [*notes, *assumed, note]
 
 
 class Loaded(NamedTuple):
@@ -165,30 +220,63 @@ def _with_defaults(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if obj.get("preprocessing") or not isinstance(name, str) or not isinstance(kwargs, dict):
         return obj, []
     try:
-        meta, note = _foreign_meta(name, kwargs)
+        meta, note = default_meta(name, kwargs)
     except (ValueError, TypeError):
         return obj, []  # an unknown model: Checkpoint.from_dict / build_model say what is wrong
     return {**meta, **{k: v for k, v in obj.items() if v is not None}}, [note]
 
 
-def load_any(path: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None) -> Loaded:
-    """Any accepted weights file as our checkpoint (in memory), checked by loading it strictly into its model."""
-    where = str(path)
-    obj = read_weights(path)
+def load_any(
+    path: str | Path,
+    *,
+    model: str | None = None,
+    bottleneck_stride: str | None = None,
+    source: str = "auto",
+    preprocessing: Stats | None = None,
+) -> Loaded:
+    """Any accepted weights file as our checkpoint (in memory), checked by loading it strictly into its model.
+
+    ``source``: one of :data:`SOURCES` (``"akamaster"`` maps that repository's layout exactly);
+    ``preprocessing``: per-channel ``(mean, std)`` of [0, 1] pixels replacing what the file records or implies.
+    """
+    if source not in SOURCES:
+        raise UserError(f"unknown --from {source!r}; choose one of {', '.join(SOURCES)}")
+    return load_weights(
+        read_weights(path),
+        str(path),
+        model=model,
+        bottleneck_stride=bottleneck_stride,
+        source=source,
+        preprocessing=preprocessing,
+    )
+
+
+def load_weights(
+    obj: dict[str, Any],
+    where: str,
+    *,
+    model: str | None = None,
+    bottleneck_stride: str | None = None,
+    source: str = "auto",
+    preprocessing: Stats | None = None,
+) -> Loaded:
+    """:func:`load_any` of a dict already read by :func:`read_weights` (``where`` names it in errors)."""
     notes: list[str] = []
     if obj.get("format") == FORMAT:
+        if source != "auto":
+            raise UserError(f"{where} is a checkpoint of this project; drop --from {source}")
         obj, assumed = _with_defaults(obj)
         notes += assumed
         ckpt = Checkpoint.from_dict(obj, where)
         _check_flags(ckpt.model_name, model, bottleneck_stride, where)
         ckpt.state_dict = strip_wrapper_prefixes(ckpt.state_dict)
         ckpt.training, ckpt.extra = None, {}  # the weights and their description; not the run's train state
+        if preprocessing is not None:
+            ckpt.preprocessing = stats_entry(preprocessing, ckpt.input_size[0], where)
+            notes.append(f"preprocessing: mean {list(preprocessing[0])}, std {list(preprocessing[1])} (as given)")
     else:
-        state = bare_state_dict(obj, where)
-        name, kwargs = _choose_model(state, model, bottleneck_stride, where)
-        meta, note = _foreign_meta(name, kwargs)
-        ckpt = Checkpoint(model_name=name, model_kwargs=kwargs, state_dict=state, **meta)
-        notes.append(note)
+        ckpt, more = _foreign(obj, where, model, bottleneck_stride, source, preprocessing)
+        notes += more
     net = ckpt.build_model(where)
     ckpt.classes = resolve_classes(ckpt.classes, ckpt.dataset, net.fc.out_features)
     ckpt.state_dict = net.state_dict()  # the model's own tensors: its key order and dtype, prefixes gone
@@ -197,7 +285,7 @@ def load_any(path: str | Path, *, model: str | None = None, bottleneck_stride: s
 
 def save_safetensors(path: str | Path, ckpt: Checkpoint) -> None:
     """Write the weights as safetensors, with the checkpoint's metadata (JSON) in the header, atomically."""
-    st = _safetensors()
+    st = require_safetensors()
     flat = ckpt.to_dict()
     pre = ckpt.preprocessing
     meta = {k: json.dumps(flat.get(k)) for k in META_KEYS if k not in ("preprocessing", "config")}
@@ -216,10 +304,19 @@ def save_safetensors(path: str | Path, ckpt: Checkpoint) -> None:
 
 
 def convert_file(
-    src: str | Path, out: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None
+    src: str | Path,
+    out: str | Path,
+    *,
+    model: str | None = None,
+    bottleneck_stride: str | None = None,
+    source: str = "auto",
+    preprocessing: Stats | None = None,
 ) -> Loaded:
-    """``resnet convert``: read ``src``, check it, write ``out`` (``.safetensors`` or our ``.pt`` checkpoint)."""
-    loaded = load_any(src, model=model, bottleneck_stride=bottleneck_stride)
+    """``resnet convert``: read ``src``, check it, write ``out`` (``.safetensors`` or our ``.pt`` checkpoint).
+
+    ``convert_file("resnet20-12fca82f.th", "resnet20.pt", source="akamaster")`` converts akamaster's weights.
+    """
+    loaded = load_any(src, model=model, bottleneck_stride=bottleneck_stride, source=source, preprocessing=preprocessing)
     if Path(out).suffix == ".safetensors":
         save_safetensors(out, loaded.checkpoint)
     else:

@@ -13,13 +13,15 @@ import torch
 from torch import nn
 
 from resnet.checkpoint import Checkpoint, load_checkpoint
-from resnet.config import Config
+from resnet.config import Config, DataConfig
 from resnet.data.datasets import load_dataset
 from resnet.data.imagefolder import scan
 from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
 from resnet.eval.folders import evaluate_folder
 from resnet.eval.metrics import EvalResult
+from resnet.interop.convert import load_any
+from resnet.interop.pretrained import is_pretrained_dir
 from resnet.train.distributed import local_device
 
 
@@ -35,7 +37,10 @@ def evaluate_checkpoint(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict."""
-    ckpt = load_checkpoint(path)
+    # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
+    # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
+    foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)
+    ckpt = load_any(path).checkpoint if foreign else load_checkpoint(path)
     model = ckpt.build_model(str(path)).to(local_device(device))
     cfg = ckpt.recipe(str(path))
     if ckpt.dataset in ("imagefolder", "imagenet"):
@@ -99,11 +104,22 @@ def _evaluate_arrays(
 ) -> tuple[EvalResult, list[str]]:
     if protocol not in (None, "center"):
         raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
-    if cfg is None:
-        raise UserError(f"{path}: no recipe stored; `resnet eval` needs a checkpoint written by `resnet train`")
+    if cfg is not None:
+        data_cfg = cfg.data
+    elif ckpt.dataset in ("cifar10", "cifar100"):
+        # Converted weights record no recipe, only their dataset: its test split is the same for every recipe.
+        data_cfg = DataConfig(dataset=ckpt.dataset)
+    else:
+        raise UserError(
+            f"{path}: no recipe stored and the dataset is {ckpt.dataset!r}; `resnet eval` needs a checkpoint "
+            "written by `resnet train` or converted CIFAR weights"
+        )
     if data_dir:
-        cfg.data.data_dir = data_dir
-    data = load_dataset(cfg.data)
+        data_cfg.data_dir = data_dir
+    data = load_dataset(data_cfg)
+    outputs = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
+    if outputs != data.num_classes:
+        raise UserError(f"{path}: the model predicts {outputs} classes but {data.name} has {data.num_classes}")
     x, y = data.split(split)
     if limit is not None:
         x, y = x[:limit], y[:limit]

@@ -76,9 +76,15 @@ def layer_table(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) ->
 def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> int:
     """Multiply-adds of the convs and fc layers for one image of ``input_shape`` = (C, H, W).
 
+    A 4-d shape (N, C, H, W), as tensors have it, counts the N images of the batch.
     ``count_macs(create_model("resnet50"))`` is 3.86e9, the paper's 3.8e9 (Table 1).
     """
-    return sum(r.macs for r in layer_table(model, input_shape))
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 4:
+        return shape[0] * sum(r.macs for r in layer_table(model, shape[1:]))
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W); got {shape}")
+    return sum(r.macs for r in layer_table(model, shape))
 
 
 def format_table(rows: list[LayerRow]) -> str:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from resnet.checkpoint import Checkpoint, load_checkpoint
+from resnet.checkpoint.transfer import init_from, init_normalizer
 from resnet.config import Config, dump
 from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
@@ -101,6 +102,8 @@ def preprocessing(cfg: Config, source: Source, ckpt: Checkpoint | None) -> tuple
     if ckpt is not None:
         return ckpt.normalizer(), (Lighting.from_state_dict(ckpt.lighting) if ckpt.lighting else None)
     normalizer, lighting = source.preprocessing(cfg)
+    if cfg.model.init_from:  # fine-tuned weights see inputs normalised as in their own training
+        normalizer = init_normalizer(cfg.model.init_from, source.input_size) or normalizer
     if dist.world_size() > 1:  # every rank must use rank 0's constants (estimates from a sample could differ)
         normalizer, lighting = dist.broadcast_object((normalizer, lighting))  # type: ignore[misc]
     return normalizer, lighting
@@ -119,6 +122,8 @@ def init_state(
     torch.manual_seed(cfg.train.seed)
     kwargs = model_kwargs(cfg, len(source.classes), source.input_size[0])
     model = create_model(cfg.model.name, **kwargs).to(device)
+    if ckpt is None and cfg.model.init_from:  # fine-tuning; a resumed run has its own weights
+        init_from(cfg.model.init_from, model, cfg.model.name)
     if world > 1 and cfg.train.sync_bn:
         if device.type != "cuda":
             raise UserError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on the CPU)")
@@ -206,6 +211,7 @@ class Trainer:
             f"{'resuming' if resumed else 'training'} {cfg.model.name} on {src.name} ({sizes}) at iteration "
             f"{self.state.iteration}/{self.total}, device {rt.device}{ranks}, "
             f"{'bf16' if rt.autocast_dtype else 'fp32'}{layout}; run dir {self.run.root}"
+            + (f"; weights from {cfg.model.init_from}" if cfg.model.init_from and not resumed else "")
         )
 
     def loop(self) -> None:
