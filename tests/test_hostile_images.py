@@ -218,3 +218,17 @@ def test_pixels_of_a_readable_image_are_unchanged_by_the_safe_open(tmp_path: Pat
     arr = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "x.png")
     assert torch.equal(load_image(tmp_path / "x.png"), torch.from_numpy(arr).permute(2, 0, 1))
+
+
+def test_symbolic_link_loops_and_devices_neither_hang_nor_enter_the_index(folder: Path):
+    china = folder / "train" / "china"
+    (china / "loop").symlink_to(".")  # a folder link to itself: not followed
+    (china / "up").symlink_to("../..")
+    (china / "self.jpg").symlink_to("self.jpg")  # ELOOP when opened
+    (china / "zero.jpg").symlink_to("/dev/zero")  # endless bytes
+    (china / "gone.jpg").symlink_to("missing.jpg")
+    index = scan(folder / "train")
+    assert not any(Path(f).name in ("self.jpg", "zero.jpg", "gone.jpg") for f in index.files)
+    assert all(not f.startswith(("china/loop/", "china/up/")) for f in index.files)
+    with pytest.raises(UserError, match="zero.jpg: not a regular file"):
+        load_image(china / "zero.jpg")

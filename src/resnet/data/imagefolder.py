@@ -57,6 +57,13 @@ def _class_dirs(split_dir: Path) -> list[os.DirEntry]:
     return dirs
 
 
+def _is_regular(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()  # follows a symbolic link; a pipe, socket or device is not a file
+    except OSError:  # a link loop (ELOOP) or a vanished target: nothing to read
+        return False
+
+
 def _walk(class_dir: str, mtimes: dict[str, int], split_dir: Path) -> list[str]:
     """Image files under ``class_dir`` (recursively, sorted); records every folder's mtime in ``mtimes``.
 
@@ -71,16 +78,16 @@ def _walk(class_dir: str, mtimes: dict[str, int], split_dir: Path) -> list[str]:
             mtime = os.stat(folder).st_mtime_ns  # before listing: a change while listing shows next time
             with os.scandir(folder) as it:
                 entries = list(it)
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                elif is_image_file(e.name) and e.is_file():
-                    found.append(e.path)
         except OSError as e:
             raise UserError(
                 f"{shown(folder)}: cannot list this folder ({e.strerror}); fix its permissions or move it away"
             ) from None
         mtimes[os.path.relpath(folder, split_dir)] = mtime
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif is_image_file(e.name) and _is_regular(e):
+                found.append(e.path)
     return sorted(found)
 
 
