@@ -140,3 +140,28 @@ def test_byte_flips_in_a_batch_give_a_dict_or_one_user_error(small_batch: bytes,
         assert str(e).startswith("fuzzed:") and "\n" not in str(e)
     else:
         assert isinstance(data, dict)
+
+
+def test_a_damaged_archive_is_one_line_whatever_breaks_inside(cifar_subset: Path, tmp_path: Path, monkeypatch):
+    import tarfile
+    import zlib
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar_subset, arcname="cifar-10-batches-py")
+    blob = bytearray(archive.read_bytes())
+    blob[10 + len("cifar-10-python.tar") + 1] = 0x07  # the first deflate block gets the reserved type 11
+    archive.write_bytes(bytes(blob))
+    with pytest.raises(UserError) as e:
+        load_cifar(archive)
+    assert "not a readable CIFAR archive" in str(e.value) and "\n" not in str(e.value)
+    # Deeper in the stream a damaged block surfaces as a bare zlib.error while the members are listed.
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar_subset, arcname="cifar-10-batches-py")
+
+    def damaged(self):
+        raise zlib.error("Error -3 while decompressing data: invalid literal/lengths set")
+
+    monkeypatch.setattr(tarfile.TarFile, "getmembers", damaged)
+    with pytest.raises(UserError, match="not a readable CIFAR archive .*invalid literal"):
+        load_cifar(archive)

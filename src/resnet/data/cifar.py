@@ -110,8 +110,9 @@ class _Source:
             try:
                 self.tar = tarfile.open(root, "r:*")
                 self.members = {Path(m.name).name: m for m in self.tar.getmembers() if m.isfile()}
-            except (tarfile.TarError, EOFError, OSError) as e:
-                raise UserError(f"{root}: not a readable CIFAR archive ({e}); download it again") from None
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+                reason = " ".join(str(e).split())[:300]  # tarfile's message spans lines: one line for people
+                raise UserError(f"{root}: not a readable CIFAR archive ({reason}); download it again") from None
             self.where = str(root)
         else:
             folder = root / layout.folder if (root / layout.folder).is_dir() else root

@@ -170,7 +170,7 @@ def extract(archive: Path, dest: Path, folder: str) -> Path:
             if not final.is_dir():  # else a concurrent download got there first: the same files
                 raise
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise CorruptArchive(f"{archive}: cannot be extracted ({e})") from None
+        raise CorruptArchive(f"{archive}: cannot be extracted ({' '.join(str(e).split())[:300]})") from None
     except OSError as e:
         raise UserError(f"{archive}: cannot be extracted into {dest} ({e})") from None
     finally:
