@@ -16,8 +16,9 @@ import yaml
 
 from resnet.errors import UserError
 
-#: Largest YAML text read (characters). Our recipes and resolved configs are under 2 KiB.
-MAX_YAML_CHARS = 1 << 20
+#: Largest YAML text read (characters): recipes and resolved configs are under 2 KiB. The parser is pure Python:
+#: a list of 64 KiB took 0.7 s to parse here, one of 1 MiB 11 s (2 shared cores, load 7-15).
+MAX_YAML_CHARS = 64 * 1024
 
 
 class _NoAliasLoader(yaml.SafeLoader):
