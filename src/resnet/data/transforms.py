@@ -45,9 +45,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".
 #: Pillow formats tried when opening an image: those of the extensions above (PPM covers pgm/pbm; Pillow's
 #: JPEG opener also reads camera MPO files). Everything else (EPS, PSD, FITS, ...) is refused unparsed.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
-#: Largest image decoded, in pixels (width x height, read from the header before decoding). 64 Mpx covers
-#: 8K video frames (33 Mpx) and the largest camera photos; ImageNet's images are ~0.1-1 Mpx. Decoded as RGB
-#: that is 192 MiB, and 768 MiB as the float the antialiased resize works on, per DataLoader worker.
+#: Largest image decoded, in pixels (width x height, read from the header before decoding): 8192 x 8192,
+#: twice an 8K video frame (33 Mpx). Decoded as RGB that is 192 MiB, and 768 MiB as the float the
+#: antialiased resize works on, per DataLoader worker: bounded, where the header alone could ask for 4 Gpx.
 MAX_IMAGE_PIXELS = 64 * 2**20
 #: Largest output of one resize: 16 Mpx (192 MiB as float RGB). The widest test view is the shorter side at
 #: 640 (multiscale, section 3.4), so images up to 1:40 still work; stranger panoramas are refused.
@@ -58,7 +58,7 @@ T = TypeVar("T")
 
 
 class ImageTooLarge(UserError):
-    """An image whose decode or resize would exceed the pixel budget (the caller adds the file's name)."""
+    """An image whose decode or resize would exceed the pixel budget (:func:`load_view` names the file)."""
 
 
 def is_image_file(name: str | Path) -> bool:
@@ -91,7 +91,7 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as im:
             width, height = im.size  # from the header: nothing decoded yet
             if width * height > MAX_IMAGE_PIXELS:
-                raise UserError(
+                raise ImageTooLarge(
                     f"{shown(path)}: image of {width}x{height} pixels is larger than the {MAX_IMAGE_PIXELS >> 20} Mpx "
                     "this reader decodes; shrink it first"
                 )
@@ -134,7 +134,7 @@ def _open_regular(path: str | Path) -> IO[bytes]:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise UserError(f"{path}: not a regular file ({kind}); only image files are read")
+            raise UserError(f"{shown(path)}: not a regular file ({kind}); only image files are read")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
