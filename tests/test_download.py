@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from resnet.cli import main
+from resnet.data import download
 from resnet.data.cifar import load_cifar
-from resnet.data.download import download_dataset
+from resnet.data.download import download_dataset, fetch, md5sum
 from resnet.errors import UserError
 
 
@@ -100,3 +105,103 @@ def test_archive_with_an_escaping_member_is_refused(tmp_path: Path):
         extract(bad, tmp_path / "out", "cifar-10-batches-py")
     assert not (tmp_path / "escaped.txt").exists()
     assert list((tmp_path / "out").iterdir()) == []  # the temporary extraction folder is gone too
+
+
+# --- issue 12, item 18: downloads under faults ---------------------------------------------------------------
+
+
+@pytest.fixture()
+def slow_server(archive: tuple[Path, str]):
+    """Serves the archive after a 0.3 s pause (so two clients overlap); ``/drip`` sends one byte per 0.1 s."""
+    blob = archive[0].read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            drip = self.path.startswith("/drip")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            try:
+                if drip:
+                    for k in range(len(blob)):
+                        self.wfile.write(blob[k : k + 1])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                else:
+                    time.sleep(0.3)
+                    self.wfile.write(blob)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_mirror_url_without_md5_still_checks_the_official_md5(server: str, tmp_path: Path):
+    # The served file is named like the official archive but is not it (it is built from the subset).
+    with pytest.raises(UserError, match="does not match the expected c58f30108f718f92721af3b95e74349a"):
+        download_dataset("cifar10", tmp_path / "d", url=f"{server}/cifar-10-python.tar.gz", progress=False)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_trickling_server_hits_the_overall_deadline(slow_server: str, tmp_path: Path):
+    start = time.monotonic()
+    with pytest.raises(UserError, match="deadline"):
+        download_dataset("cifar10", tmp_path / "d", url=f"{slow_server}/drip/x.tar.gz", progress=False, deadline=1.0)
+    assert time.monotonic() - start < 20  # each byte arrives well within the 30 s read timeout
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_corrupt_cached_archive_is_fetched_again_not_reused(server: str, archive: tuple[Path, str], tmp_path: Path):
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "cifar-10-python.tar.gz").write_bytes(archive[0].read_bytes()[:5000])  # a cut earlier download
+    (archive[0].parent / "mirror.tar.gz").write_bytes(archive[0].read_bytes())
+    folder = download_dataset("cifar10", dest, url=f"{server}/mirror.tar.gz", progress=False)  # no md5 known
+    assert (folder / "data_batch_5").is_file()
+    assert md5sum(dest / "cifar-10-python.tar.gz") == archive[1]
+
+
+def test_concurrent_downloads_do_not_share_a_part_file(
+    slow_server: str, archive: tuple[Path, str], tmp_path: Path, monkeypatch
+):
+    moved, real_replace = [], os.replace
+    monkeypatch.setattr(download.os, "replace", lambda a, b: moved.append(str(a)) or real_replace(a, b))
+    dest, url, results = tmp_path / "d", f"{slow_server}/cifar-10-python.tar.gz", []
+    threads = [
+        threading.Thread(target=lambda: results.append(fetch(url, dest / "cifar-10-python.tar.gz", archive[1], False)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    parts = [m for m in moved if m.endswith(".part")]
+    assert len(results) == 2 and len(parts) == 2 and parts[0] != parts[1]
+    assert md5sum(dest / "cifar-10-python.tar.gz") == archive[1]
+    assert sorted(p.name for p in dest.iterdir()) == ["cifar-10-python.tar.gz"]
+
+
+def test_leftovers_of_a_killed_download_are_cleaned_on_the_next_start(server: str, archive, tmp_path: Path):
+    dest = tmp_path / "d"
+    dest.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, host = int(gone.stdout), socket.gethostname()
+    (dest / f".extract-@{host}@{dead}@k3j2").mkdir()
+    (dest / f".extract-@{host}@{dead}@k3j2" / "half").write_text("x")
+    (dest / f".cifar-10-python.tar.gz.@{host}@{dead}@a8b1.part").write_bytes(b"half")
+    (dest / ".cifar-10-python.tar.gz.part").write_bytes(b"from an older version")
+    os.utime(dest / ".cifar-10-python.tar.gz.part", (time.time() - 7200, time.time() - 7200))
+    live = dest / f".extract-@{host}@{os.getpid()}@live"  # a download running now: left alone
+    live.mkdir()
+    download_dataset("cifar10", dest, url=f"{server}/cifar-10-python.tar.gz", md5=archive[1], progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        ["cifar-10-batches-py", "cifar-10-python.tar.gz", live.name]
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -47,8 +46,8 @@ def test_index_sorted_classes_labels_and_extensions(folder: Path):
 def test_index_cache_is_used_and_invalidated_when_the_folder_changes(folder: Path, monkeypatch):
     first = scan(folder / "train")
     calls = []
-    real_walk = os.walk
-    monkeypatch.setattr(imagefolder.os, "walk", lambda *a, **k: calls.append(a) or real_walk(*a, **k))
+    real_walk = imagefolder._walk
+    monkeypatch.setattr(imagefolder, "_walk", lambda *a, **k: calls.append(a) or real_walk(*a, **k))
     again = scan(folder / "train")
     assert again.files == first.files and calls == []  # served from the cache: nothing walked
     time.sleep(0.01)

@@ -20,6 +20,7 @@ RANKS = {
     "io": 1,
     "paper": 1,
     "version": 1,
+    "safe_yaml": 1,
     "config": 2,
     "models": 3,
     "data": 4,

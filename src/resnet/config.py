@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from resnet.errors import UserError
+from resnet.safe_yaml import load_yaml, parse_yaml
 
 
 @dataclass
@@ -232,7 +233,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"override {text!r} is not of the form key=value (e.g. --set optim.lr=0.05)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -265,10 +266,7 @@ def load_config(name_or_path: str | None, overrides: list[str] | tuple[str, ...]
     cfg = Config()
     if name_or_path:
         path = find_config(name_or_path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        data = load_yaml(path.read_text(), str(path)) or {}
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of sections (model, data, optim, schedule, train)")
         cfg = from_dict(data, where=f"{path}: ")

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resnet.config import from_dict
+from resnet.safe_yaml import load_yaml
 from resnet.train.metrics_log import read_metrics, summarize
 
 
@@ -50,7 +49,7 @@ def read_run(name: str, root: Path) -> RunRecord:
     """The state of one run directory, from its files alone."""
     if not (root / "config.yaml").is_file():
         return RunRecord(name, root, "missing")
-    config = yaml.safe_load((root / "config.yaml").read_text())
+    config = load_yaml((root / "config.yaml").read_text(), str(root / "config.yaml"))
     cfg = from_dict(config)
     records = read_metrics(root / "metrics.jsonl") if (root / "metrics.jsonl").is_file() else []
     iteration = max((r.get("iteration", 0) for r in records), default=0)

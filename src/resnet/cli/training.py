@@ -73,7 +73,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_data_download(args: argparse.Namespace) -> int:
     from resnet.data.download import download_dataset
 
-    folder = download_dataset(args.dataset, args.to, url=args.url, md5=args.md5, progress=not args.quiet)
+    folder = download_dataset(
+        args.dataset, args.to, url=args.url, md5=args.md5, progress=not args.quiet, deadline=args.deadline
+    )
     print(f"{args.dataset} is ready in {folder}; train with --data-dir {folder}")
     return 0
 
@@ -114,4 +116,5 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--url", default=None, help="a mirror of the official archive")
     d.add_argument("--md5", default=None, help="expected md5 of the archive at --url")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--deadline", type=float, default=3600.0, help="give up after SECONDS in all (default 3600)")
     d.set_defaults(handler=cmd_data_download)

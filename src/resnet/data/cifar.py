@@ -2,7 +2,9 @@
 
 Accepts the extracted folder (``cifar-10-batches-py``), a folder containing it, or the ``.tar.gz`` archive
 itself (read in place, nothing extracted). The batches are Python-2 pickles; they are read with a
-restricted unpickler that only rebuilds numpy arrays, so a tampered file cannot run code. A loader must
+restricted, bounded unpickler (:mod:`resnet.data.cifar_pickle`) that only rebuilds numpy arrays, so a
+tampered file can neither run code nor exhaust memory. Pixels must be 0..255 and labels 0..9 (0..99), with
+as many class names as classes; anything else is refused with the file's name, never converted. A loader must
 trust the arrays, not the metadata: the shared subset keeps the official ``batches.meta`` (10000 per batch)
 but holds 1017 images per batch and no ``filenames``.
 """
@@ -10,7 +12,6 @@ but holds 1017 images per batch and no ``filenames``.
 from __future__ import annotations
 
 import io
-import pickle
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from resnet.data.cifar_pickle import MAX_BATCH_BYTES, read_pickle
 from resnet.errors import UserError
 
 
@@ -33,6 +35,7 @@ class CifarLayout:
     archive: str  # official archive name
     url: str
     md5: str  # of the official archive
+    num_classes: int
 
 
 LAYOUTS = {
@@ -46,6 +49,7 @@ LAYOUTS = {
         "cifar-10-python.tar.gz",
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "c58f30108f718f92721af3b95e74349a",
+        10,
     ),
     "cifar100": CifarLayout(
         "cifar-100-python",
@@ -57,52 +61,43 @@ LAYOUTS = {
         "cifar-100-python.tar.gz",
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "eb9058c3a382ffc7106e4002c42a8d85",
+        100,
     ),
 }
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays, and refuses every other global."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
-
-
-def read_pickle(f: BinaryIO, name: str) -> dict[str, Any]:
-    """One batch file as a dict with str keys, whichever way its keys were pickled (bytes or str)."""
+def _batch_arrays(data: dict[str, Any], layout: CifarLayout, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images N x 3 x 32 x 32 (uint8) and labels (int64), refusing values a CIFAR batch cannot hold rather
+    than converting them (uint8 would wrap 256 to 0; a label 255 would build a 256-class model)."""
     try:
-        data = _ArrayUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise UserError(
-            f"{name}: truncated or corrupt CIFAR batch ({type(e).__name__}: {e}); "
-            "download it again (resnet data download)"
-        ) from None
-    if not isinstance(data, dict):
-        raise UserError(f"{name}: not a CIFAR batch (expected a dict, got {type(data).__name__})")
-    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in data.items()}
-
-
-def _batch_arrays(data: dict[str, Any], label_key: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        x = np.asarray(data["data"], dtype=np.uint8)
-        y = np.asarray(data[label_key], dtype=np.int64)
+        x, y = np.asarray(data["data"]), np.asarray(data[layout.label_key])
     except KeyError as e:
         raise UserError(f"{name}: CIFAR batch without {e.args[0]!r}; is this the right dataset?") from None
-    if x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
-        raise UserError(f"{name}: expected N x 3072 images and N labels, got {x.shape} and {len(y)} labels")
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{name}: CIFAR images or labels are not arrays ({e})") from None
+    if x.ndim != 2 or x.shape[1] != 3072 or y.ndim != 1 or len(y) != len(x):
+        raise UserError(f"{name}: expected N x 3072 images and N labels, got {x.shape} and {y.shape} labels")
+    if x.dtype != np.uint8:
+        if x.dtype.kind not in "ui" or (x.size and (x.min() < 0 or x.max() > 255)):
+            raise UserError(f"{name}: pixel array of {x.dtype} outside 0..255; CIFAR pixels are 8-bit (uint8)")
+        x = x.astype(np.uint8)
+    if len(y) and (y.dtype.kind not in "ui" or y.min() < 0 or y.max() >= layout.num_classes):
+        bad = y[(y < 0) | (y >= layout.num_classes)][:3] if y.dtype.kind in "ui" else y[:3]
+        raise UserError(
+            f"{name}: labels must be integers 0..{layout.num_classes - 1} ({layout.num_classes} classes), "
+            f"found {', '.join(map(str, bad.tolist()))} ({y.dtype})"
+        )
     # Rows are 1024 R, 1024 G, 1024 B values, each a row-major 32x32 plane.
-    return x.reshape(-1, 3, 32, 32), y
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
+def _class_names(meta: dict[str, Any], layout: CifarLayout, name: str) -> list[str]:
+    names = meta.get(layout.names_key)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(c, (str, bytes)) for c in names):
+        raise UserError(f"{name}: no list of class names under {layout.names_key!r}; is it the official file?")
+    if len(names) != layout.num_classes:
+        raise UserError(f"{name}: {len(names)} class names for the {layout.num_classes} classes of this dataset")
+    return [c.decode("utf-8", "replace") if isinstance(c, bytes) else c for c in names]
 
 
 class _Source:
@@ -115,8 +110,9 @@ class _Source:
             try:
                 self.tar = tarfile.open(root, "r:*")
                 self.members = {Path(m.name).name: m for m in self.tar.getmembers() if m.isfile()}
-            except (tarfile.TarError, EOFError, OSError) as e:
-                raise UserError(f"{root}: not a readable CIFAR archive ({e}); download it again") from None
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+                reason = " ".join(str(e).split())[:300]  # tarfile's message spans lines: one line for people
+                raise UserError(f"{root}: not a readable CIFAR archive ({reason}); download it again") from None
             self.where = str(root)
         else:
             folder = root / layout.folder if (root / layout.folder).is_dir() else root
@@ -133,6 +129,10 @@ class _Source:
         if self.tar is not None:
             if name not in self.members:
                 raise UserError(f"{self.where}: archive has no {name}; is it the {self.layout.archive}?")
+            if self.members[name].size > MAX_BATCH_BYTES:
+                raise UserError(
+                    f"{self.where}: {name} is larger than any CIFAR batch; is it the {self.layout.archive}?"
+                )
             f = self.tar.extractfile(self.members[name])
             assert f is not None
             try:
@@ -169,11 +169,8 @@ def load_cifar(root: str | Path, dataset: str = "cifar10") -> CifarData:
         raise UserError(f"data directory {root} does not exist; pass --data-dir or run `resnet data download`")
     layout = LAYOUTS[dataset]
     src = _Source(root, layout)
-    xs, ys = zip(*(_batch_arrays(src.read(n), layout.label_key, n) for n in layout.train), strict=True)
-    test_x, test_y = _batch_arrays(src.read(layout.test), layout.label_key, layout.test)
-    meta = src.read(layout.meta)
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(layout.names_key, [])]
-    n_classes = int(max(np.max(test_y), max(int(np.max(y)) for y in ys))) + 1
-    if len(classes) < n_classes:
-        classes = [str(i) for i in range(n_classes)]
+    where = src.where
+    xs, ys = zip(*(_batch_arrays(src.read(n), layout, f"{where}/{n}") for n in layout.train), strict=True)
+    test_x, test_y = _batch_arrays(src.read(layout.test), layout, f"{where}/{layout.test}")
+    classes = _class_names(src.read(layout.meta), layout, f"{where}/{layout.meta}")
     return CifarData(np.concatenate(xs), np.concatenate(ys), test_x, test_y, classes)

@@ -1,25 +1,50 @@
 """``resnet data download``: fetch an official archive, check its md5, extract it atomically.
 
-Nothing is left half-written: the archive streams into ``DEST/.NAME.part`` and is renamed only once its
-md5 matches; extraction happens in a temporary folder inside ``DEST`` that is renamed into place in one
-step. Without a network the command fails with one line saying so.
+Nothing is left half-written: the archive streams into a ``.part`` file of its own (two downloads into
+one folder never share one) and is renamed only once its md5 matches; extraction happens in a temporary
+folder inside ``DEST`` that is renamed into place in one step. What a killed download leaves behind
+(``.part`` files, ``.extract-*`` folders) is removed on the next start, once its process is gone.
+
+- The official archive is always md5-checked, also from a mirror (``--url``) without ``--md5``: a file
+  named like the official archive must be the official archive. A differently named file without
+  ``--md5`` is checked only by extracting it (a warning says so).
+- A cached archive that fails its md5 or cannot be extracted is deleted and fetched again, never reused.
+- Every read waits at most ``timeout`` seconds, and the whole download at most ``deadline`` seconds, so a
+  server that trickles bytes cannot hold the command forever.
+
+Without a network the command fails with one line saying so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import socket
+import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
 
 from resnet.data.cifar import LAYOUTS
 from resnet.errors import UserError
+
+#: Longest a whole download may take (seconds): CIFAR-100 (161 MB) at 100 kB/s takes 27 minutes.
+DEADLINE_S = 3600.0
+#: Leftovers whose owner cannot be checked (another host, an older version) are removed after this long idle.
+STALE_AFTER_S = 3600.0
+
+
+class CorruptArchive(UserError):
+    """The archive itself is damaged (not a full disk or a permission problem): it is deleted, not reused."""
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -30,28 +55,82 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, dest: Path, md5: str | None, progress: bool = True, timeout: float = 30.0) -> Path:
+def _owner_tag() -> str:
+    """``@host@pid@`` in a temporary name says whose it is (host names hold no ``@``)."""
+    return f"@{socket.gethostname()}@{os.getpid()}@"
+
+
+def _is_stale(path: Path) -> bool:
+    """A leftover of a process that is gone (this host), or idle for an hour (another host, an old version)."""
+    owner = re.search(r"@([^@]+)@(\d+)@", path.name)
+    if owner and owner.group(1) == socket.gethostname():
+        try:
+            os.kill(int(owner.group(2)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OverflowError):
+            return False
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def clean_leftovers(dest: Path) -> list[Path]:
+    """Remove the ``.part`` files and ``.extract-*`` folders of downloads that were killed; returns them."""
+    removed = []
+    for path in dest.glob(".*"):
+        if (path.name.endswith(".part") or path.name.startswith(".extract-")) and _is_stale(path):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _stream(url: str, out: object, name: str, progress: bool, timeout: float, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+            while block := resp.read1(1 << 16):  # whatever has arrived: a trickle cannot stall the deadline
+                out.write(block)  # type: ignore[attr-defined]
+                bar.update(len(block))
+                if time.monotonic() > end:
+                    raise TimeoutError(f"not complete after the {deadline:g} s deadline")
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    md5: str | None,
+    progress: bool = True,
+    timeout: float = 30.0,
+    deadline: float = DEADLINE_S,
+) -> Path:
     """Download ``url`` to ``dest`` (atomically) and verify its md5; reuse ``dest`` if it already matches."""
     if dest.is_file() and (md5 is None or md5sum(dest) == md5):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{_owner_tag()}", suffix=".part", dir=dest.parent)
+    part = Path(tmp)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, part.open("wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while block := resp.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
+        with os.fdopen(fd, "wb") as out:
+            _stream(url, out, dest.name, progress, timeout, deadline)
             out.flush()
             os.fsync(out.fileno())
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", e)
         raise UserError(
             f"could not download {url} ({reason}); check the network, or fetch the file elsewhere and pass "
             "its path with --data-dir"
         ) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     if md5 is not None:
         got = md5sum(part)
         if got != md5:
@@ -79,22 +158,33 @@ def extract(archive: Path, dest: Path, folder: str) -> Path:
     final = dest / folder
     if final.is_dir():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=f".extract-{_owner_tag()}", dir=dest))
     try:
         with tarfile.open(archive, "r:*") as tar:
             _safe_extractall(tar, tmp)
         if not (tmp / folder).is_dir():
-            raise UserError(f"{archive}: has no {folder}/ folder; is it the right archive?")
-        os.replace(tmp / folder, final)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise UserError(f"{archive}: cannot be extracted ({e}); delete it and download again") from None
+            raise CorruptArchive(f"{archive}: has no {folder}/ folder; is it the right archive?")
+        try:
+            os.replace(tmp / folder, final)
+        except OSError:
+            if not final.is_dir():  # else a concurrent download got there first: the same files
+                raise
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise CorruptArchive(f"{archive}: cannot be extracted ({' '.join(str(e).split())[:300]})") from None
+    except OSError as e:
+        raise UserError(f"{archive}: cannot be extracted into {dest} ({e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
 def download_dataset(
-    name: str, to: str | Path, url: str | None = None, md5: str | None = None, progress: bool = True
+    name: str,
+    to: str | Path,
+    url: str | None = None,
+    md5: str | None = None,
+    progress: bool = True,
+    deadline: float = DEADLINE_S,
 ) -> Path:
     """Fetch and extract ``cifar10`` or ``cifar100`` into ``to``; returns the extracted folder.
 
@@ -102,8 +192,24 @@ def download_dataset(
     """
     if name not in LAYOUTS:
         raise UserError(f"unknown dataset {name!r}; downloadable: {', '.join(LAYOUTS)}")
+    if not deadline > 0:
+        raise UserError(f"--deadline must be a positive number of seconds, got {deadline}")
     layout = LAYOUTS[name]
     dest = Path(to).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
-    archive = fetch(url or layout.url, dest / layout.archive, md5 if url else (md5 or layout.md5), progress)
-    return extract(archive, dest, layout.folder)
+    clean_leftovers(dest)
+    if md5 is None and (url is None or Path(urllib.parse.urlparse(url).path).name == layout.archive):
+        md5 = layout.md5  # the official archive's name: it must be the official archive
+    elif md5 is None:
+        print(f"warning: no --md5 for {url}; the archive is checked only by extracting it", file=sys.stderr)
+    archive = dest / layout.archive
+    for attempt in (1, 2):
+        cached = archive.is_file()
+        fetch(url or layout.url, archive, md5, progress, deadline=deadline)
+        try:
+            return extract(archive, dest, layout.folder)
+        except CorruptArchive as e:
+            archive.unlink(missing_ok=True)  # never reused: the next attempt fetches it again
+            if not cached or attempt == 2:
+                raise UserError(f"{e}; it was deleted: run the command again to fetch it anew") from None
+    raise AssertionError("unreachable")

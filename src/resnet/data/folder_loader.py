@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from resnet.data.augment import Lighting, derive_seed, scale_crop_flip
 from resnet.data.imagefolder import FolderIndex
 from resnet.data.preprocess import Normalizer
-from resnet.data.transforms import load_image
+from resnet.data.transforms import load_view
 from resnet.errors import UserError
 
 
@@ -38,12 +38,12 @@ class TrainImages(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor | None, Any]:
         i, seed = item
+        g = torch.Generator().manual_seed(seed)
         try:
-            img = load_image(self.index.path(i), self.channels)
+            img = load_view(self.index.path(i), self.channels, lambda im: scale_crop_flip(im, g, self.scale, self.size))
         except UserError as e:
             return None, str(e)
-        g = torch.Generator().manual_seed(seed)
-        return scale_crop_flip(img, g, self.scale, self.size), self.index.labels[i]
+        return img, self.index.labels[i]
 
 
 class SeededSampler(DistributedSampler):

@@ -3,8 +3,8 @@
 The paper subtracts "the per-pixel mean" (a mean *image*, section 3.4) and uses AlexNet's PCA lighting, whose
 axes come from the covariance of the training pixels. Both are estimated from a fixed random sample of
 training images, each taken as the test-time view (shorter side 256, centre 224 crop), so the mean image
-is the mean of what the network sees. The result is cached next to the file index and, like all
-preprocessing, saved with every checkpoint.
+is the mean of what the network sees. The result is cached next to the file index, keyed on the sampled
+files' sizes and modification times, and, like all preprocessing, saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from resnet.data.augment import Lighting
 from resnet.data.imagefolder import FolderIndex, cache_dir
 from resnet.data.preprocess import ImageMoments, Normalizer
-from resnet.data.transforms import center_crop, load_image, resize_shorter
+from resnet.data.transforms import center_crop, load_view, resize_shorter
 from resnet.errors import UserError
 from resnet.io import atomic_write
 
@@ -33,21 +33,29 @@ class _CenterViews(Dataset):
         return len(self.picks)
 
     def __getitem__(self, k: int) -> torch.Tensor | None:
-        try:
-            img = load_image(self.index.path(self.picks[k]), self.channels)
+        try:  # the test view ("center" protocol)
+            path = self.index.path(self.picks[k])
+            return load_view(path, self.channels, lambda im: center_crop(resize_shorter(im, self.resize), self.size))
         except UserError:
             return None
-        return center_crop(resize_shorter(img, self.resize), self.size)  # the test view ("center" protocol)
 
 
 def _drop_unreadable(batch: list[torch.Tensor | None]) -> list[torch.Tensor]:
     return [x for x in batch if x is not None]
 
 
-def _key(index: FolderIndex, samples: int, resize: int, size: int, channels: int) -> str:
-    h = hashlib.sha1(f"{index.root.resolve()}|{len(index)}|{samples}|{resize}|{size}|{channels}".encode())
-    for f in index.files[:: max(1, len(index) // 1000)]:
-        h.update(f.encode())
+def _key(index: FolderIndex, picks: list[int], samples: int, resize: int, size: int, channels: int) -> str:
+    """Keyed on what the statistics describe: the settings and every sampled file's name, size and mtime
+    (a file replaced by another of the same name changes its mtime), one ``stat`` per sampled image."""
+    h = hashlib.sha1(f"{len(index)}|{samples}|{resize}|{size}|{channels}".encode())
+    h.update(os.fsencode(index.root.resolve()))
+    for i in picks:
+        path = index.path(i)
+        try:
+            st = os.stat(path)
+            h.update(os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(os.fsencode(path) + b"|missing\n")
     return h.hexdigest()
 
 
@@ -64,7 +72,10 @@ def estimate_stats(
     use_cache: bool = True,
 ) -> tuple[Normalizer, Lighting]:
     """(normaliser, lighting) from ``samples`` training images (all of them if fewer), cached on disk."""
-    key = _key(index, samples, resize, size, channels)
+    g = torch.Generator().manual_seed(0)
+    n = min(samples, len(index))
+    picks = sorted(torch.randperm(len(index), generator=g)[:n].tolist())
+    key = _key(index, picks, samples, resize, size, channels)
     cache = cache_dir() / "stats" / f"{key}-{kind}.pt"
     if use_cache and cache.is_file():
         try:
@@ -74,9 +85,6 @@ def estimate_stats(
             return Normalizer.from_state_dict(state["normalizer"]), lighting
         except (RuntimeError, KeyError, OSError, UserError):
             pass  # rebuilt below
-    g = torch.Generator().manual_seed(0)
-    n = min(samples, len(index))
-    picks = sorted(torch.randperm(len(index), generator=g)[:n].tolist())
     loader = DataLoader(
         _CenterViews(index, picks, resize, size, channels),
         batch_size=64,

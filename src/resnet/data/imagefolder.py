@@ -2,9 +2,10 @@
 
 Labels match torchvision's ``ImageFolder`` (classes sorted by directory name, files sorted within a class),
 so ImageNet's class indices line up with torchvision's weights. Listing 1.28M files takes minutes on a
-network disk, so each split's file index is cached (``~/.cache/resnet/index``, or ``$RESNET_CACHE``); the
-cache is keyed on the split directory and the modification time of every class directory, which changes
-whenever a file is added, removed or renamed in it, so a changed folder is re-scanned automatically.
+network disk, so each split's file index is cached (``~/.cache/resnet/index``, or ``$RESNET_CACHE``) with
+the modification time of every folder it lists, nested ones included. A folder's mtime changes whenever
+a file is added, removed or renamed in it, so checking them (one ``stat`` per folder, no listing) tells
+whether the cache still describes the folder; if not, it is re-scanned.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file
+from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file, shown
 from resnet.errors import UserError
 from resnet.io import atomic_write_text
 
@@ -41,23 +42,75 @@ class FolderIndex:
 
 
 def _class_dirs(split_dir: Path) -> list[os.DirEntry]:
-    with os.scandir(split_dir) as it:
-        return sorted((e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
-
-
-def _fingerprint(split_dir: Path, dirs: list[os.DirEntry]) -> str:
-    h = hashlib.sha1(str(split_dir.resolve()).encode())
-    h.update(str(split_dir.stat().st_mtime_ns).encode())
+    try:
+        with os.scandir(split_dir) as it:
+            dirs = sorted((e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        raise UserError(f"{shown(split_dir)}: cannot list this folder ({e.strerror}); check its permissions") from None
     for e in dirs:
-        h.update(f"{e.name}:{e.stat().st_mtime_ns}".encode())
-    return h.hexdigest()
+        try:
+            e.name.encode("utf-8")
+        except UnicodeEncodeError:  # the name becomes a class name in checkpoints, reports and predictions
+            raise UserError(
+                f"{shown(e.path)}: class folder name is not valid UTF-8; rename it (it becomes the class's name)"
+            ) from None
+    return dirs
+
+
+def _is_regular(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()  # follows a symbolic link; a pipe, socket or device is not a file
+    except OSError:  # a link loop (ELOOP) or a vanished target: nothing to read
+        return False
+
+
+def _walk(class_dir: str, mtimes: dict[str, int], split_dir: Path) -> list[str]:
+    """Image files under ``class_dir`` (recursively, sorted); records every folder's mtime in ``mtimes``.
+
+    Only regular files count (a named pipe called ``x.jpg`` would block a reader forever); symbolic links to
+    folders are not followed, so a link loop cannot recurse. A folder that cannot be listed is an error, not
+    an empty class.
+    """
+    found, stack = [], [class_dir]
+    while stack:
+        folder = stack.pop()
+        try:
+            mtime = os.stat(folder).st_mtime_ns  # before listing: a change while listing shows next time
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            raise UserError(
+                f"{shown(folder)}: cannot list this folder ({e.strerror}); fix its permissions or move it away"
+            ) from None
+        mtimes[os.path.relpath(folder, split_dir)] = mtime
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif is_image_file(e.name) and _is_regular(e):
+                found.append(e.path)
+    return sorted(found)
+
+
+def _cached(cache: Path, split_dir: Path, classes: list[str]) -> FolderIndex | None:
+    """The cached index if every folder it was built from is unchanged (one stat per folder, no listing)."""
+    try:
+        data = json.loads(cache.read_text())
+        if data.get("classes") != classes:
+            return None
+        for rel, mtime in data["folders"].items():
+            if os.stat(split_dir / rel).st_mtime_ns != mtime:
+                return None
+        return FolderIndex(split_dir, classes, data["files"], data["labels"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, OSError):
+        return None  # a damaged or outdated cache is rebuilt
 
 
 def scan(split_dir: Path, classes: list[str] | None = None, use_cache: bool = True) -> FolderIndex:
     """Index ``split_dir/<class>/<files>`` (one level of class folders, files found recursively inside).
 
     ``classes`` fixes the label order (the training split's) so a validation folder that lacks a class
-    still gets the training labels; a class folder unknown to it is an error.
+    still gets the training labels; a class folder unknown to it is an error, and so is one without images
+    (as with torchvision's ``ImageFolder``).
     """
     if not split_dir.is_dir():
         raise UserError(f"no image folder at {split_dir}; expected ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg")
@@ -69,30 +122,26 @@ def scan(split_dir: Path, classes: list[str] | None = None, use_cache: bool = Tr
     unknown = sorted(set(names) - set(classes))
     if unknown:
         raise UserError(f"{split_dir} has class folders the training split lacks: {', '.join(unknown[:5])}")
-    key = _fingerprint(split_dir, dirs)
+    key = hashlib.sha1(os.fsencode(split_dir.resolve()) + b"\0" + json.dumps(classes).encode()).hexdigest()
     cache = cache_dir() / "index" / f"{key}.json"
-    if use_cache and cache.is_file():
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("classes") == classes:
-                return FolderIndex(split_dir, classes, data["files"], data["labels"])
-        except (json.JSONDecodeError, KeyError, OSError):
-            pass  # a damaged cache is rebuilt below
+    if use_cache and cache.is_file() and (index := _cached(cache, split_dir, classes)) is not None:
+        return index
     label_of = {c: i for i, c in enumerate(classes)}
+    mtimes = {".": split_dir.stat().st_mtime_ns}
     files, labels = [], []
     for e in dirs:
-        found = []
-        for parent, subdirs, fnames in os.walk(e.path):
-            subdirs.sort()
-            found += [os.path.join(parent, f) for f in fnames if is_image_file(f)]
-        for f in sorted(found):
-            files.append(os.path.relpath(f, split_dir))
-            labels.append(label_of[e.name])
-    if not files:
-        raise UserError(f"{split_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        found = _walk(e.path, mtimes, split_dir)
+        if not found:
+            raise UserError(
+                f"{shown(e.path)}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); add some or "
+                "remove the folder"
+            )
+        files += [os.path.relpath(f, split_dir) for f in found]
+        labels += [label_of[e.name]] * len(found)
     if use_cache:
         try:
-            atomic_write_text(cache, json.dumps({"classes": classes, "files": files, "labels": labels}))
+            index_data = {"classes": classes, "folders": mtimes, "files": files, "labels": labels}
+            atomic_write_text(cache, json.dumps(index_data))
         except OSError:
             pass  # a read-only home directory only costs the next start a re-scan
     return FolderIndex(split_dir, classes, files, labels)

@@ -13,11 +13,22 @@ Decoding is Pillow's. Every mode ends up as 8-bit RGB (or 8-bit grayscale for 1-
 - 16-bit integers (``I;16*``, and ``I``, Pillow's mode for 16-bit PNGs): scaled 0..65535 -> 0..255;
 - 32-bit floats (``F``): Pillow's conversion (clipped to 0..255);
 - the EXIF orientation tag is applied, so phone photos come out upright.
+
+Hostile files are refused with their name before they cost anything: only regular files are opened (a
+named pipe called ``x.jpg`` would block a reader forever), only the formats of :data:`IMAGE_EXTENSIONS`
+are tried whatever the file is called (Pillow would otherwise try 40-odd parsers, EPS through Ghostscript),
+the size in the header is checked against :data:`MAX_IMAGE_PIXELS` before any pixel is decoded, and no
+resize may produce more than :data:`MAX_RESIZE_PIXELS` (a 1 x 20000 PNG of 100 bytes would otherwise
+become a 256 x 5,120,000 float image, 16 GB).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +40,25 @@ from resnet.errors import UserError
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 #: File name endings read as images (case-insensitive), by training, evaluation and ``predict`` alike.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+
+#: Pillow formats tried when opening an image: those of the extensions above (PPM covers pgm/pbm; Pillow's
+#: JPEG opener also reads camera MPO files). Everything else (EPS, PSD, FITS, ...) is refused unparsed.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+#: Largest image decoded, in pixels (width x height, read from the header before decoding): 8192 x 8192,
+#: twice an 8K video frame (33 Mpx). Decoded as RGB that is 192 MiB, and 768 MiB as the float the
+#: antialiased resize works on, per DataLoader worker: bounded, where the header alone could ask for 4 Gpx.
+MAX_IMAGE_PIXELS = 64 * 2**20
+#: Largest output of one resize: 16 Mpx (192 MiB as float RGB). The widest test view is the shorter side at
+#: 640 (multiscale, section 3.4), so images up to 1:40 still work; stranger panoramas are refused.
+MAX_RESIZE_PIXELS = 16 * 2**20
+
+
+T = TypeVar("T")
+
+
+class ImageTooLarge(UserError):
+    """An image whose decode or resize would exceed the pixel budget (:func:`load_view` names the file)."""
 
 
 def is_image_file(name: str | Path) -> bool:
@@ -58,19 +88,59 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     try:
-        with Image.open(path) as im:
+        with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as im:
+            width, height = im.size  # from the header: nothing decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageTooLarge(
+                    f"{shown(path)}: image of {width}x{height} pixels is larger than the {MAX_IMAGE_PIXELS >> 20} Mpx "
+                    "this reader decodes; shrink it first"
+                )
             im.load()  # decode now, so a truncated file fails here and not later
             array = _to_8bit(ImageOps.exif_transpose(im), channels)
+    except UserError:
+        raise
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise UserError(f"{shown(path)}: no such file") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise UserError(f"{shown(path)}: not an image in a format read here ({', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, Image.DecompressionBombError) as e:
         # Pillow reports truncated and corrupt data as OSError, some format plugins as SyntaxError.
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: unreadable image ({reason[:160]})") from None
+        raise UserError(f"{shown(path)}: unreadable image ({reason[:160]})") from None
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def load_view(path: str | Path, channels: int, make: Callable[[torch.Tensor], T]) -> T:
+    """``make(load_image(path, channels))``, where a pixel-budget refusal of ``make`` (a resize) also names the file."""
+    img = load_image(path, channels)
+    try:
+        return make(img)
+    except ImageTooLarge as e:
+        raise ImageTooLarge(f"{shown(path)}: {e}") from None
+
+
+def shown(path: str | Path) -> str:
+    """A path as it can be printed and logged: bytes that are not UTF-8 (a file name from another system,
+    kept by Python as lone surrogates) are shown as ``\\xNN`` escapes instead of failing the write."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _open_regular(path: str | Path) -> IO[bytes]:
+    """The file opened for reading if it is a regular file (checked on the open descriptor, so a file swapped
+    for a FIFO in between cannot slip through); non-blocking, so opening a FIFO does not wait for a writer."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise UserError(f"{shown(path)}: not a regular file ({kind}); only image files are read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -87,6 +157,12 @@ def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     if tuple(img.shape[-2:]) == tuple(size):
         return img
+    if size[0] * size[1] > MAX_RESIZE_PIXELS:
+        h, w = img.shape[-2:]
+        raise ImageTooLarge(
+            f"a {w}x{h} image resized to {size[1]}x{size[0]} is larger than the {MAX_RESIZE_PIXELS >> 20} Mpx "
+            "allowed (an extreme aspect ratio?); crop it first"
+        )
     batch = img if img.ndim == 4 else img.unsqueeze(0)
     out = F.interpolate(batch.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
     if img.dtype == torch.uint8:

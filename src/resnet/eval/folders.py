@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnet.data.imagefolder import FolderIndex
 from resnet.data.preprocess import Normalizer
-from resnet.data.transforms import load_image
+from resnet.data.transforms import load_view
 from resnet.errors import UserError
 from resnet.eval.metrics import EvalResult, per_class_error
 from resnet.eval.views import MULTISCALE_SIZES, views
@@ -44,10 +44,14 @@ class ViewImages(Dataset):
     def __getitem__(self, k: int) -> tuple[list[torch.Tensor] | None, int, str]:
         i = self.picks[k]
         try:
-            img = load_image(self.index.path(i), self.channels)
+            vs = load_view(
+                self.index.path(i),
+                self.channels,
+                lambda im: views(im, self.protocol, self.resize, self.size, self.scales),
+            )
         except UserError as e:
             return None, self.index.labels[i], str(e)
-        return views(img, self.protocol, self.resize, self.size, self.scales), self.index.labels[i], ""
+        return vs, self.index.labels[i], ""
 
 
 def _collate(batch: list) -> list:
@@ -89,8 +93,10 @@ def folder_scores(
     resize: int = 256,
     size: int = 224,
     scales: tuple[int, ...] = MULTISCALE_SIZES,
+    strict: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Averaged scores (images x classes), labels, and the unreadable files left out."""
+    """Averaged scores (images x classes), labels, and the unreadable files left out (``strict``: an
+    unreadable file is an error instead, as ``data.strict_decode`` asks of training)."""
     if scores not in ("softmax", "logits"):
         raise UserError(f"unknown score averaging {scores!r}; choose softmax or logits")
     views(torch.zeros(3, 8, 8, dtype=torch.uint8), protocol, 8, 8, (8,))  # validates the protocol name
@@ -115,6 +121,8 @@ def folder_scores(
         for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress):
             for vs, label, err in batch:
                 if vs is None:
+                    if strict:
+                        raise UserError(f"{err} (data.strict_decode is on; turn it off to skip such files)")
                     skipped.append(err)
                     continue
                 with autocast or contextlib.nullcontext():

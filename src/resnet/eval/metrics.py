@@ -18,7 +18,10 @@ class EvalResult:
     skipped: list[str] = field(default_factory=list)  # unreadable images left out (image folders)
 
     def as_record(self) -> dict[str, Any]:
-        return {"loss": self.loss, "error": self.error, "top5_error": self.top5_error, "n": self.n}
+        record = {"loss": self.loss, "error": self.error, "top5_error": self.top5_error, "n": self.n}
+        if self.skipped:  # unreadable images left out: the error is over n images, not the whole split
+            record["skipped"] = len(self.skipped)
+        return record
 
 
 def topk_wrong(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> torch.Tensor:

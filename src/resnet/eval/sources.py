@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ def evaluate_split(
     if isinstance(source, FolderSource):
         if split != "val" or source.val is None:
             raise UserError(f"image folders have a val split only (ROOT/val), not {split!r}")
-        return evaluate_folder(
+        res = evaluate_folder(
             model,
             source.val,
             normalizer,
@@ -43,7 +44,17 @@ def evaluate_split(
             resize=cfg.data.eval_resize,
             size=cfg.data.crop,
             autocast=autocast or contextlib.nullcontext(),
+            strict=cfg.data.strict_decode,
         )
+        if res.skipped:  # never silently: the error is over fewer images than the split holds
+            more = f" and {len(res.skipped) - 3} more" if len(res.skipped) > 3 else ""
+            named = "; ".join(res.skipped[:3])
+            print(
+                f"warning: {split}: left out {len(res.skipped)} unreadable image(s): {named}{more}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return res
     x, y = source.device_split(split, device)
     return evaluate(
         model,

@@ -88,6 +88,7 @@ def _evaluate_folder(
         resize=cfg.data.eval_resize if cfg else 256,
         size=ckpt.input_size[-1],
         progress=True,
+        strict=cfg.data.strict_decode if cfg else False,
     )
     return res, index.classes
 

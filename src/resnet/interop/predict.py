@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from resnet.checkpoint import Checkpoint
-from resnet.data.transforms import is_image_file, load_image
+from resnet.data.transforms import is_image_file, load_view
 from resnet.errors import UserError
 from resnet.eval.views import views as test_views
 from resnet.interop.convert import load_any
@@ -134,7 +134,7 @@ class Predictor:
                 names, views = [], []
                 for path in paths[start : start + batch_size]:
                     try:
-                        views.append(self.views(load_image(path, self.channels), protocol))
+                        views.append(load_view(path, self.channels, lambda im: self.views(im, protocol)))
                         names.append(str(path))
                     except UserError as e:
                         report.skipped.append((str(path), str(e)))
