@@ -16,22 +16,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from resnet.cli.experiments import _add_demo, _add_reproduce
-from resnet.cli.interop import _add_interop
-from resnet.cli.recipes import HelpFormatter, _add_recipes
-from resnet.cli.training import _add_train
-from resnet.cli.zoo import _add_models
-from resnet.errors import UserError
 
-#: Subcommand registrars, in the order ``resnet --help`` lists them.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo,
-    _add_models,
-    _add_recipes,
-    _add_train,
-    _add_reproduce,
-    _add_interop,
-]
+def registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommand registrars, in the order ``resnet --help`` lists them.
+
+    Imported here rather than at the top so that importing this module runs next to nothing: a Ctrl-C that
+    lands while Python starts the command then meets :func:`main`'s handler, not a traceback.
+    """
+    from resnet.cli.experiments import _add_demo, _add_reproduce
+    from resnet.cli.interop import _add_interop
+    from resnet.cli.recipes import _add_recipes
+    from resnet.cli.training import _add_train
+    from resnet.cli.zoo import _add_models
+
+    return [_add_demo, _add_models, _add_recipes, _add_train, _add_reproduce, _add_interop]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in REGISTRARS:
+    for register in registrars():
         register(sub)
     _show_defaults(parser)
     return parser
@@ -52,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
     """Every subcommand's ``--help`` shows its flags' defaults (set here once, for all registrars)."""
+    from resnet.cli.recipes import HelpFormatter
+
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -99,6 +99,8 @@ def _silence_stdout() -> None:
 
 
 def _run(argv: list[str]) -> int:
+    from resnet.errors import UserError
+
     parser = build_parser()
     hint = _suggest_command(parser, argv)
     if hint:
