@@ -27,9 +27,10 @@ def registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from resnet.cli.interop import _add_interop
     from resnet.cli.recipes import _add_recipes
     from resnet.cli.training import _add_train
+    from resnet.cli.views import _add_plot
     from resnet.cli.zoo import _add_models
 
-    return [_add_demo, _add_models, _add_recipes, _add_train, _add_reproduce, _add_interop]
+    return [_add_demo, _add_models, _add_recipes, _add_train, _add_plot, _add_reproduce, _add_interop]
 
 
 def build_parser() -> argparse.ArgumentParser:

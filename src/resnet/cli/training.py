@@ -52,8 +52,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from resnet.cli.views import check_confusion_target, eval_document, write_confusion
     from resnet.interop.evaluate import evaluate_checkpoint, format_eval
 
+    check_confusion_target(args.confusion)  # before minutes of evaluation, not after
     report = evaluate_checkpoint(
         args.run,
         split=args.split,
@@ -64,7 +66,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
     )
+    written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
+    if args.json:
+        import json
+
+        print(json.dumps(eval_document(report, written), indent=2))
+        return 0
     print(format_eval(report))
+    for path in written:
+        print(f"confusion matrix: {path}")
     return 0
 
 
@@ -125,6 +135,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="decode workers (image folders; default: the run's)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument(
+        "--confusion",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PNG",
+        help="also write the confusion matrix as PNG and CSV (default file: RUN_DIR/confusion-SPLIT.png)",
+    )
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")
