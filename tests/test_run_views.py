@@ -126,3 +126,16 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     labels, predicted = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 2, 0, 2])
     m = confusion_matrix(predicted, labels, 4)
     assert m.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+
+
+def test_default_error_axis_shows_where_runs_end_not_their_first_iterations(runs):
+    from resnet.analysis.curves import Curves, _default_ylim
+
+    def run(final: float) -> Curves:
+        return Curves(
+            "r", Path("r"), "resnet20", ([100, 500], [90.0, final / 4]), {"test": ([100, 500], [85.0, final])}
+        )
+
+    assert _default_ylim([run(3.6), run(6.7)], "test") == (0.0, 20.0)  # the paper's Fig. 6 axis
+    assert _default_ylim([run(13.0)], "test") == (0.0, 40.0)
+    assert _default_ylim([read_curves(runs[0])], "test") == (0.0, 100.0)  # 12 iterations: still near chance

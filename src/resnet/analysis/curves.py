@@ -82,17 +82,14 @@ def _axis_scale(last_iteration: int) -> tuple[float, str]:
 
 
 def _default_ylim(runs: Sequence[Curves], split: str) -> tuple[float, float]:
-    """0 to a little above the curves once past their first tenth: the paper's figures cut the first
-    iterations' near-chance errors off (Fig. 6 shows 0-20%), which would otherwise squash the interesting part."""
-    tops = []
-    for c in runs:
-        for xs, ys in (c.train, c.evals.get(split, ([], []))):
-            if not xs:
-                continue
-            cut = xs[-1] * 0.1
-            tops += [y for x, y in zip(xs, ys, strict=True) if x >= cut] or ys
-    top = max(tops, default=100.0)
-    return 0.0, min(100.0, max(1.0, top * 1.15))
+    """0 to 2.5x the highest final error (at least 20%, at most 100%), rounded up to 10%.
+
+    The paper's figures show where the runs end up and how they differ (Fig. 6 spans 0-20%), cutting the
+    first iterations' near-chance errors off the top; a short run that is still near chance gets 0-100%.
+    """
+    finals = [ys[-1] for c in runs for _, ys in (c.train, c.evals.get(split, ([], []))) if ys]
+    top = max(20.0, 2.5 * max(finals, default=40.0))
+    return 0.0, min(100.0, 10.0 * math.ceil(top / 10.0))
 
 
 def plot_runs(
@@ -135,7 +132,7 @@ def plot_runs(
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes[0]:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=scale == 1.0))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=scale == 1.0, steps=[1, 2, 5, 10]))
         ax.set_xlabel(xlabel)
         ax.set_ylim(*(ylim or _default_ylim(runs, split)))
         ax.set_xlim(left=0)
