@@ -76,10 +76,16 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     recipe = str(Path(source) / "config.yaml") if from_run else source
     cfg = load_config(recipe, overrides_of(args))
     out = Path(args.out) if args.out else (Path(source) if from_run else default_run_dir(source, cfg))
+    recorded_in = Path(source) / "config.yaml" if from_run and args.data_dir is None else None
     if cfg.data.data_dir is None:
         recorded = (recorded_config(out) or {}).get("data") or {}
         if isinstance(recorded, dict) and recorded.get("data_dir"):
-            cfg.data.data_dir = str(recorded["data_dir"])
+            cfg.data.data_dir, recorded_in = str(recorded["data_dir"]), out / "config.yaml"
+    if recorded_in and cfg.data.data_dir and not Path(cfg.data.data_dir).expanduser().exists():
+        raise UserError(
+            f"the data folder {cfg.data.data_dir} recorded in {recorded_in} does not exist (any more); "
+            "pass --data-dir with its new place"
+        )
     return cfg, out, from_run
 
 

@@ -74,6 +74,9 @@ def plan_run(cfg: Config, out: str | Path) -> Plan:
     if sc.warmup_lr is not None:
         warmup = f"lr {sc.warmup_lr:g} until the running training error is below {sc.warmup_until_error:g}%"
     notes = []
+    beyond = [m for m in schedule.milestones if m >= total] if sc.kind == "steps" else []
+    if beyond:
+        notes.append(f"milestones at {', '.join(f'{m:,}' for m in beyond)} lie beyond the last iteration ({total:,})")
     if total > 0 and source.sizes["train"] < cfg.train.batch_size:
         notes.append(f"only {source.sizes['train']} training images for a batch of {cfg.train.batch_size}")
     return Plan(
