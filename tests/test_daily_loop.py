@@ -91,6 +91,15 @@ def test_a_run_directory_refuses_a_changed_recipe_and_a_plain_folder_is_explaine
     assert res.returncode == 0, res.stderr[-2000:]
     res = resnet("train", str(tmp_path / "r"), "--set", "optim.lr=0.05")
     assert res.returncode == 2 and "different recipe" in res.stderr and "optim.lr" in res.stderr
+    # A run whose data folder has moved since: the message names the record and the way out.
+    moved = tmp_path / "moved"
+    printed = resnet("train", "cifar10/resnet20", "--data-dir", str(tmp_path / "gone"), "--print-config")
+    moved.mkdir()
+    (moved / "config.yaml").write_text(printed.stdout)
+    res = resnet("train", str(moved))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert f"{tmp_path / 'gone'} recorded in {moved / 'config.yaml'} does not exist" in res.stderr
+    assert "pass --data-dir" in res.stderr
 
 
 def test_resume_hint_under_torchrun_is_the_torchrun_command(tmp_path: Path):

@@ -76,7 +76,8 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     recipe = str(Path(source) / "config.yaml") if from_run else source
     cfg = load_config(recipe, overrides_of(args))
     out = Path(args.out) if args.out else (Path(source) if from_run else default_run_dir(source, cfg))
-    recorded_in = Path(source) / "config.yaml" if from_run and args.data_dir is None else None
+    given = args.data_dir is not None or any(s.strip().startswith("data.data_dir=") for s in args.set or [])
+    recorded_in = Path(source) / "config.yaml" if from_run and not given else None
     if cfg.data.data_dir is None:
         recorded = (recorded_config(out) or {}).get("data") or {}
         if isinstance(recorded, dict) and recorded.get("data_dir"):
