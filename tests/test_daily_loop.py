@@ -216,3 +216,22 @@ def test_ctrl_c_at_any_moment_prints_no_traceback(marker: str, cifar_subset: Pat
     res = interrupted_at(marker, *args, "--iterations", "40")
     assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr[-3000:]
     assert res.returncode in (130, 128 + signal.SIGINT), res.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("command", "marker"),
+    [
+        ("eval", "resnet.interop.evaluate"),  # reading the checkpoint and the data, then evaluating
+        ("eval", "resnet.data.datasets"),  # loading the digits for the evaluation
+        ("plot", "matplotlib.pyplot"),  # drawing
+    ],
+)
+def test_ctrl_c_while_evaluating_or_plotting_prints_no_traceback(command: str, marker: str, tmp_path: Path):
+    from resnet.train.loop import fit
+
+    from conftest import tiny_overrides
+
+    fit(load_config(None, tiny_overrides(**{"schedule.iterations": 4})), tmp_path / "r", echo=False)
+    res = interrupted_at(marker, command, str(tmp_path / "r"))
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr[-3000:]
+    assert res.returncode == 130, res.stderr[-3000:]
