@@ -16,13 +16,20 @@ Quick use::
 No weights are ever downloaded.
 """
 
-from resnet.checkpoint import Checkpoint, load_checkpoint
-from resnet.interop.convert import convert_file
-from resnet.interop.library import create_model, from_pretrained, load, save_pretrained
-from resnet.models import ResNet, list_models, model_info
-from resnet.models.complexity import count_macs, count_params
-from resnet.models.features import FeatureExtractor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from resnet.version import __version__
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use (below)
+    from resnet.checkpoint import Checkpoint, load_checkpoint
+    from resnet.interop.convert import convert_file
+    from resnet.interop.library import create_model, from_pretrained, load, save_pretrained
+    from resnet.models import ResNet, list_models, model_info
+    from resnet.models.complexity import count_macs, count_params
+    from resnet.models.features import FeatureExtractor
 
 __all__ = [
     "Checkpoint",
@@ -40,3 +47,34 @@ __all__ = [
     "model_info",
     "save_pretrained",
 ]
+
+#: Where the public names live. They are imported on first use, so ``import resnet`` (and with it every
+#: ``resnet`` command) starts without importing torch: a Ctrl-C during that import is then the command's to
+#: handle ("interrupted", status 130), not a traceback from the package's import.
+_LAZY = {
+    "Checkpoint": "resnet.checkpoint",
+    "load_checkpoint": "resnet.checkpoint",
+    "convert_file": "resnet.interop.convert",
+    "create_model": "resnet.interop.library",
+    "from_pretrained": "resnet.interop.library",
+    "load": "resnet.interop.library",
+    "save_pretrained": "resnet.interop.library",
+    "ResNet": "resnet.models",
+    "list_models": "resnet.models",
+    "model_info": "resnet.models",
+    "count_macs": "resnet.models.complexity",
+    "count_params": "resnet.models.complexity",
+    "FeatureExtractor": "resnet.models.features",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'resnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

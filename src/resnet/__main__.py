@@ -1,5 +1,8 @@
 """``python -m resnet`` runs the command-line interface."""
 
-from resnet.cli import main
+try:
+    from resnet.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python starts: as quiet as one during the command itself
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

@@ -32,6 +32,10 @@ class ModelConfig:
     init_from: str | None = None
 
 
+#: Every value ``data.dataset`` takes: the in-memory array datasets, then image folders (ImageNet's layout).
+DATASET_KINDS = ("cifar10", "cifar100", "digits", "synthetic", "imagefolder")
+
+
 @dataclass
 class DataConfig:
     dataset: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic | imagefolder
@@ -279,6 +283,7 @@ def load_config(name_or_path: str | None, overrides: list[str] | tuple[str, ...]
 def validate(cfg: Config) -> None:
     """Cross-field checks with messages that say what to change."""
     choices = {
+        "data.dataset": (cfg.data.dataset, DATASET_KINDS),
         "data.normalize": (cfg.data.normalize, ("pixel_mean", "channel_mean_std")),
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "true", "false")),

@@ -16,20 +16,21 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from resnet.cli.experiments import _add_demo, _add_reproduce
-from resnet.cli.interop import _add_interop
-from resnet.cli.training import _add_train
-from resnet.cli.zoo import _add_models
-from resnet.errors import UserError
 
-#: Subcommand registrars, in the order ``resnet --help`` lists them.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo,
-    _add_models,
-    _add_train,
-    _add_reproduce,
-    _add_interop,
-]
+def registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommand registrars, in the order ``resnet --help`` lists them.
+
+    Imported here rather than at the top so that importing this module runs next to nothing: a Ctrl-C that
+    lands while Python starts the command then meets :func:`main`'s handler, not a traceback.
+    """
+    from resnet.cli.experiments import _add_demo, _add_reproduce
+    from resnet.cli.interop import _add_interop
+    from resnet.cli.recipes import _add_recipes
+    from resnet.cli.training import _add_train
+    from resnet.cli.views import _add_plot
+    from resnet.cli.zoo import _add_models
+
+    return [_add_demo, _add_models, _add_recipes, _add_train, _add_plot, _add_reproduce, _add_interop]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in REGISTRARS:
+    for register in registrars():
         register(sub)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's ``--help`` shows its flags' defaults (set here once, for all registrars)."""
+    from resnet.cli.recipes import HelpFormatter
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.formatter_class = HelpFormatter
+                _show_defaults(child)
 
 
 def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
@@ -58,8 +71,37 @@ def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``resnet`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``resnet`` console script; returns the exit status.
+
+    Ctrl-C at any moment ends with "interrupted" and status 130, never a traceback (training itself stops
+    gracefully, see :mod:`resnet.train.signals`); a closed pipe (``resnet summary resnet152 | head``) ends
+    quietly with status 0.
+    """
+    try:
+        status = _run(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a reader that went away shows up here, not in Python's shutdown
+        return status
+    except KeyboardInterrupt:
+        print("resnet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not report the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _run(argv: list[str]) -> int:
+    from resnet.errors import UserError
+
     parser = build_parser()
     hint = _suggest_command(parser, argv)
     if hint:
@@ -72,11 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = ["resnet", *argv]  # recorded in run directories and used in resume hints
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        raise
     except (UserError, ValueError, OSError) as e:
         if os.environ.get("RESNET_DEBUG"):
             raise
         print(f"resnet: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resnet: interrupted", file=sys.stderr)
-        return 130

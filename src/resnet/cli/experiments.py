@@ -42,7 +42,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="plain vs residual nets on real digits: the degradation problem in minutes")
     p.add_argument("--out", default="runs/demo", help="where runs and the report go (finished runs are reused)")
     p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR-style depths 6n+2 to compare")
-    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--iterations", type=int, default=500, help="training iterations of every run")
     p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel (one process each)")
     p.set_defaults(handler=cmd_demo)
 
@@ -83,11 +83,16 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None, help="shorten the schedule (the report says so)")
     p.add_argument("--only", nargs="+", default=None, help="train only these nets or runs, e.g. resnet56")
     p.add_argument("--seeds", type=int, default=1, help="runs per net; Table 6 reports best and mean±std")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: each recipe's)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (CPU)")
     p.add_argument("--report-only", action="store_true", help="re-make the report from existing runs")
     p.add_argument("--with-110", action="store_true", help="cifar-fig6: add plain-110 and ResNet-110")
     p.add_argument("--with-1202", action="store_true", help="cifar-table6: add ResNet-1202")
-    p.add_argument("--protocol", default="10crop", choices=("center", "10crop", "multiscale"))
+    p.add_argument(
+        "--protocol",
+        default="10crop",
+        choices=("center", "10crop", "multiscale"),
+        help="ImageNet test views for the final errors (section 3.4)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every run")
     p.set_defaults(handler=cmd_reproduce)

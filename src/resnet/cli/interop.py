@@ -120,7 +120,7 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes listed per image")
     p.add_argument(
         "--protocol", choices=("center", "10crop"), default="center", help="test views (10crop: ImageNet nets)"
     )
@@ -130,7 +130,7 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with onnxruntime) or TorchScript")
     p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX)")
     p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
     p.set_defaults(handler=cmd_export)

@@ -3,38 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
+from resnet.cli.recipes import HelpFormatter
+from resnet.errors import UserError
+
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.config import load_config
-    from resnet.train.loop import TrainingInterrupted, fit
+    from resnet.cli.recipes import format_recipes
+    from resnet.cli.rundirs import resolve_target, resume_command
 
-    overrides = list(args.set or [])
-    for flag, key in (
-        ("data_dir", "data.data_dir"),
-        ("iterations", "schedule.iterations"),
-        ("seed", "train.seed"),
-        ("device", "train.device"),
-        ("checkpoint_every", "train.checkpoint_every"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_config(args.config, overrides)
-    out = args.out or default_run_dir(args.config, cfg)
+    if args.list:
+        print(format_recipes())
+        return 0
+    if not args.config:
+        raise UserError(
+            "name a recipe or a run directory, e.g. `resnet train cifar10/resnet20 --data-dir D` or "
+            "`resnet train runs/cifar10-resnet20`; `resnet recipes` lists the recipes"
+        )
+    cfg, out, _ = resolve_target(args)
+    if args.print_config:
+        from resnet.config import dump
+
+        print(dump(cfg), end="")
+        return 0
+    if args.dry_run:
+        from resnet.train.plan import format_plan, plan_run
+
+        print(format_plan(plan_run(cfg, out)))
+        return 0
     from resnet.train import distributed
+    from resnet.train.loop import TrainingInterrupted, fit
 
     try:
         fit(cfg, out, argv=args.argv)
     except TrainingInterrupted as e:
-        resume = args.argv if args.out else [*args.argv, "--out", str(out)]
         if distributed.is_main():
             print(
                 f"resnet: stopped by {e.signal_name} at iteration {e.iteration}; checkpoint written to "
-                f"{Path(out) / 'checkpoint.pt'}. Resume with: {shlex.join(resume)}",
+                f"{Path(out) / 'checkpoint.pt'}. Resume with: {resume_command(Path(out))}",
                 file=sys.stderr,
             )
         return e.exit_code
@@ -43,19 +51,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_run_dir(config: str | None, cfg: object) -> Path:
-    """``runs/<recipe>`` for ``configs/cifar10/resnet56.yaml`` (or a file elsewhere): runs/cifar10-resnet56."""
-    if not config:
-        return Path("runs") / "default"
-    path = Path(config)
-    stem = path.stem if path.suffix else path.name
-    parent = path.parent.name if path.parent.name not in ("", ".", "configs") else ""
-    return Path("runs") / (f"{parent}-{stem}" if parent else stem)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    from resnet.cli.views import check_confusion_target, eval_document, write_confusion
     from resnet.interop.evaluate import evaluate_checkpoint, format_eval
 
+    check_confusion_target(args.confusion)  # before minutes of evaluation, not after
     report = evaluate_checkpoint(
         args.run,
         split=args.split,
@@ -66,7 +66,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
     )
+    written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
+    if args.json:
+        import json
+
+        print(json.dumps(eval_document(report, written), indent=2))
+        return 0
     print(format_eval(report))
+    for path in written:
+        print(f"confusion matrix: {path}")
     return 0
 
 
@@ -81,20 +89,43 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a recipe (resumes an existing run directory)")
-    p.add_argument("config", help="recipe: a YAML path or a name such as cifar10/resnet56")
-    p.add_argument("--data-dir", default=None, help="dataset folder or archive")
+    p = sub.add_parser(
+        "train",
+        help="train a recipe, or continue a run directory",
+        description="Train a recipe into a run directory; an existing run directory is resumed from its "
+        "checkpoint. `resnet train RUN_DIR` continues a run with everything it recorded (recipe, data folder, "
+        "overrides).",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="a recipe name such as cifar10/resnet56 (`resnet recipes` lists them), a YAML file, or a run directory",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="dataset folder or archive (default: the recipe's, or the run directory's)"
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<recipe>); an existing one is resumed")
     p.add_argument("--iterations", type=int, default=None, help="total iterations (schedule.iterations)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=None, help="seed of init, data order and augmentation (train.seed)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the recipes and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved recipe (YAML) and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve data, model and schedule, print them and exit without training or writing a run directory",
+    )
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("eval", help="top-1 and per-class error of a run or checkpoint")
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--data-dir", default=None, help="dataset folder (default: the one recorded in the checkpoint's recipe)"
+    )
     p.add_argument("--split", default="test", choices=("val", "test"), help="image folders: always val")
     p.add_argument(
         "--protocol",
@@ -104,14 +135,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many images")
     p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="decode workers (image folders; default: the run's)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument(
+        "--confusion",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PNG",
+        help="also write the confusion matrix as PNG and CSV (default file: RUN_DIR/confusion-SPLIT.png)",
+    )
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     d = data_sub.add_parser("download", help="fetch, md5-check and extract an official archive")
-    d.add_argument("dataset", choices=("cifar10", "cifar100"))
+    d.add_argument("dataset", choices=("cifar10", "cifar100"), help="which official archive")
     d.add_argument("--to", default="data", help="destination folder (default ./data)")
     d.add_argument("--url", default=None, help="a mirror of the official archive")
     d.add_argument("--md5", default=None, help="expected md5 of the archive at --url")

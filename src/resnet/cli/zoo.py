@@ -42,6 +42,13 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="model name, e.g. resnet50 or resnet56")
     p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="shortcut option (residual nets)")
     p.add_argument("--bottleneck-stride", choices=("1x1", "3x3"), default=None, help="ImageNet nets only")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None)
+    p.add_argument("--num-classes", type=int, default=None, help="classes of the fc layer (default: the model's)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        default=None,
+        help="input image shape (default: the native size, 3 32 32 or 3 224 224)",
+    )
     p.set_defaults(handler=cmd_summary)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet.config import DataConfig
+from resnet.config import DATASET_KINDS, DataConfig
 from resnet.errors import UserError
 
 ARRAY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
@@ -110,6 +110,7 @@ def load_dataset(cfg: DataConfig) -> ArrayDataset:
     elif cfg.dataset == "synthetic":
         train_x, train_y, test_x, test_y, classes = synthetic_arrays(cfg.synthetic_size)
     else:
-        raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(ARRAY_DATASETS)}")
+        hint = " (image folders train through `resnet train`)" if cfg.dataset == "imagefolder" else ""
+        raise UserError(f"unknown dataset {cfg.dataset!r}{hint}; choose one of {', '.join(DATASET_KINDS)}")
     tr_x, tr_y, val_x, val_y = holdout(train_x, train_y, cfg.val_fraction)
     return ArrayDataset(cfg.dataset, tr_x, tr_y, val_x, val_y, test_x, test_y, classes)

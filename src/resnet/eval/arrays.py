@@ -34,7 +34,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=images.device)
-    wrong1, wrong5 = [], []
+    wrong1, wrong5, predicted = [], [], []
     try:
         for x, y in eval_batches(images, labels, batch_size, normalizer):
             if channels_last:
@@ -45,6 +45,7 @@ def evaluate(
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             wrong1.append(topk_wrong(logits, y, 1))
             wrong5.append(topk_wrong(logits, y, 5))
+            predicted.append(logits.argmax(dim=1))
     finally:
         model.train(was_training)
     n = len(labels)
@@ -58,4 +59,6 @@ def evaluate(
         error=100.0 * w1.float().mean().item(),
         top5_error=100.0 * w5.float().mean().item(),
         per_class=per_class_error(w1.cpu(), labels.cpu(), k),
+        predictions=torch.cat(predicted).cpu(),
+        labels=labels.cpu(),
     )

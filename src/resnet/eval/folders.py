@@ -150,4 +150,6 @@ def evaluate_folder(model: nn.Module, index: FolderIndex, normalizer: Normalizer
         top5_error=100.0 * wrong5.float().mean().item(),
         per_class=per_class_error(wrong1, y, s.shape[1]),
         skipped=skipped,
+        predictions=top5[:, 0].clone(),
+        labels=y,
     )

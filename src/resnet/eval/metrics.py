@@ -16,6 +16,15 @@ class EvalResult:
     top5_error: float
     per_class: list[float] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unreadable images left out (image folders)
+    # Per image: the top-1 predicted class and the true one (CPU int64), for confusion matrices.
+    predictions: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    labels: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def confusion(self, num_classes: int) -> torch.Tensor:
+        """Counts of (true class, predicted class): row i is class i's images, column j what they were called."""
+        if self.predictions is None or self.labels is None:
+            raise ValueError("this result holds no per-image predictions")
+        return confusion_matrix(self.predictions, self.labels, num_classes)
 
     def as_record(self) -> dict[str, Any]:
         record = {"loss": self.loss, "error": self.error, "top5_error": self.top5_error, "n": self.n}
@@ -29,6 +38,12 @@ def topk_wrong(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> torch.
     k = min(k, logits.shape[-1])
     top = logits.topk(k, dim=-1).indices
     return ~(top == target[:, None]).any(dim=-1)
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """num_classes x num_classes int64 counts; rows are true classes, columns predicted ones."""
+    flat = labels.long().cpu() * num_classes + predictions.long().cpu()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def per_class_error(wrong: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
