@@ -36,7 +36,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.models import create_model
 from resnet.train.runtime import Runtime
 from resnet.train.schedule import LRSchedule
-from resnet.train.state import model_kwargs
+from resnet.train.state import build_optimizer, model_kwargs
 
 
 class StackedSGD:
@@ -114,7 +114,7 @@ class MultiSeedTrainer:
         if len(set(seeds)) != len(seeds) or not seeds:
             raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
         self.cfg, self.seeds, self.rt, self.dtype = cfg, list(seeds), rt, dtype
-        kwargs = model_kwargs(cfg, num_classes, images.shape[1])
+        self.kwargs = kwargs = model_kwargs(cfg, num_classes, images.shape[1])
         models = []
         for seed in self.seeds:
             torch.manual_seed(seed)  # as init_state: the same He initialisation as the single run
@@ -131,6 +131,7 @@ class MultiSeedTrainer:
         spe = self.loaders[0].steps_per_epoch
         self.schedules = [LRSchedule(cfg.schedule, cfg.optim.lr, rt.device, spe) for _ in self.seeds]
         self.iteration = 0
+        self.last_lrs = self.lrs()  # each replica's lr of the last step (what a single run logs and saves)
         self.warmup_ended: dict[int, int] = {}  # seed -> iteration its warm-up ended
 
     def lrs(self) -> list[float]:
@@ -144,7 +145,8 @@ class MultiSeedTrainer:
         else:
             x = torch.stack([b[0].contiguous() for b in batches])
         x, y = x.to(self.dtype), torch.stack([b[1] for b in batches])
-        lr = torch.tensor(self.lrs(), dtype=torch.float64, device=self.rt.device)
+        self.last_lrs = self.lrs()
+        lr = torch.tensor(self.last_lrs, dtype=torch.float64, device=self.rt.device)
         self.stack.train()
         with self.rt.autocast():
             logits = self.stack.forward(x)
@@ -174,3 +176,30 @@ class MultiSeedTrainer:
     def replica_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Replica ``k``'s model state_dict (load it into ``create_model(cfg.model.name, ...)``)."""
         return self.stack.state_dict(k)
+
+    def replica_model(self, k: int) -> tuple[nn.Module, torch.optim.SGD]:
+        """Replica ``k`` as the single run's objects: its model, and ``build_optimizer``'s SGD holding its
+        momentum and lr (whose ``state_dict`` is what a single run's checkpoint holds)."""
+        model = create_model(self.cfg.model.name, **self.kwargs).to(self.rt.device)
+        model.load_state_dict(self.replica_state_dict(k))
+        opt = build_optimizer(self.cfg, model, self.rt.device)
+        for p, buf in zip(model.parameters(), self.optimizer.buffers, strict=True):
+            if buf is not None:
+                opt.state[p]["momentum_buffer"] = buf[k].detach().clone()
+        opt.param_groups[0]["lr"] = self.last_lrs[k]
+        return model, opt
+
+    def load_replica(self, k: int, model: dict[str, torch.Tensor], training: dict[str, Any]) -> None:
+        """Replica ``k`` from a single run's checkpoint (its model state_dict and TrainState dict)."""
+        with torch.no_grad():
+            for name, t in {**self.stack.params, **self.stack.buffers}.items():
+                t[k].copy_(model[name])
+            moments = training["optimizer"]["state"]
+            for i, p in enumerate(self.optimizer.params):
+                if i in moments and "momentum_buffer" in moments[i]:
+                    if self.optimizer.buffers[i] is None:
+                        self.optimizer.buffers[i] = torch.zeros_like(p)
+                    self.optimizer.buffers[i][k].copy_(moments[i]["momentum_buffer"])  # type: ignore[index]
+        self.schedules[k].load_state_dict(training["schedule"])
+        self.loaders[k].load_state_dict(training["loader"])
+        self.last_lrs[k] = training["optimizer"]["param_groups"][0]["lr"]
