@@ -84,3 +84,37 @@ def test_a_nan_in_one_seed_stops_all_and_keeps_their_last_good_checkpoints(tmp_p
     with pytest.raises(NonFiniteLoss, match=r"seed [01]: (loss became (nan|inf)|the weights became NaN/Inf)"):
         fit_seeds(boom, {0: tmp_path / "a", 1: tmp_path / "b"}, echo=False)
     assert load(tmp_path / "a")["iteration"] == load(tmp_path / "b")["iteration"] == 10
+
+
+def test_reproduce_table6_with_batched_seeds(cifar_subset: Path, tmp_path: Path):
+    from resnet.cli import main
+
+    args = ["reproduce", "cifar-table6", "--data-dir", str(cifar_subset), "--iterations", "3", "--only", "resnet20",
+            "--seeds", "2", "--batch-seeds", "--out", str(tmp_path), "--set", "train.batch_size=16"]  # fmt: skip
+    assert main(args) == 0
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["resnet20-s0-it3", "resnet20-s1-it3"]
+    for seed in (0, 1):
+        assert load(runs / f"resnet20-s{seed}-it3")["config"]["train"]["seed"] == seed
+    assert "batched_seeds" in (runs / "resnet20-s1-it3" / "summary.json").read_text()
+    assert "(mean±std)" in (tmp_path / "cifar-table6/REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("bad", ["0,x", "1,1"])
+def test_train_seeds_flag_errors_are_one_line(tmp_path: Path, bad: str, capsys):
+    from resnet.cli import main
+
+    assert main(["train", "cifar10/resnet20", "--seeds", bad, "--out", str(tmp_path / "r")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--seeds" in err
+
+
+def test_train_command_with_seeds_writes_one_run_directory_per_seed(tmp_path: Path):
+    from resnet.cli import main
+
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text("description: tiny\n")
+    sets = [a for s in tiny_overrides(**{"schedule.iterations": 4}) for a in ("--set", s)]
+    assert main(["train", str(recipe_file), "--seeds", "3,5", "--out", str(tmp_path / "r"), *sets]) == 0
+    for seed in (3, 5):
+        assert load(tmp_path / f"r-s{seed}")["config"]["train"]["seed"] == seed
