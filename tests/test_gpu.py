@@ -116,7 +116,8 @@ def test_resume_on_cuda_continues_the_run(tmp_path: Path, exact_fp32, graph: str
 
 def test_graph_replay_equals_the_uncaptured_step(cifar_subset: Path, exact_fp32):
     images, labels, norm = cifar_arrays(cifar_subset)
-    cfg = ScheduleConfig(iterations=40, milestones=[60], warmup_lr=0.01, warmup_until_error=88.0, warmup_window=10)
+    # Threshold above 100%: the warm-up ends at the first check (iteration 10), inside the graph's replays.
+    cfg = ScheduleConfig(iterations=40, milestones=[60], warmup_lr=0.01, warmup_until_error=101.0, warmup_window=10)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     runs = []
     for capture in (False, True):
@@ -133,7 +134,7 @@ def test_graph_replay_equals_the_uncaptured_step(cifar_subset: Path, exact_fp32)
         runs.append((step.read_back(), window.values[:40].clone(), model.state_dict()))
     torch.backends.cudnn.deterministic = False
     (ended_eager, losses_eager, eager), (ended_graph, losses_graph, graph) = runs
-    assert ended_eager == ended_graph and ended_eager is not None
+    assert ended_eager == ended_graph and ended_eager is not None and ended_eager[0] == 10
     assert torch.allclose(losses_eager, losses_graph, rtol=1e-5)
     assert relative(eager, graph) < 1e-5
 
@@ -166,7 +167,7 @@ def test_several_seeds_at_once_on_cuda(cifar_subset: Path):
     cfg = subset_recipe(cifar_subset)
     rt = Runtime(CUDA, torch.bfloat16, True)
     multi = MultiSeedTrainer(cfg, [0, 1, 2], images.to(CUDA), labels.to(CUDA), norm, rt, 10)
-    records = multi.run(30)
-    first = torch.tensor(records[0]["loss"])
+    records = multi.run(60)
+    first = torch.tensor([r["loss"] for r in records[:5]]).mean(0)
     last = torch.tensor([r["loss"] for r in records[-5:]]).mean(0)
     assert torch.isfinite(last).all() and (last < first).all(), (first, last)

@@ -132,6 +132,7 @@ class MultiSeedTrainer:
         self.schedules = [LRSchedule(cfg.schedule, cfg.optim.lr, rt.device, spe) for _ in self.seeds]
         self.iteration = 0
         self.last_lrs = self.lrs()  # each replica's lr of the last step (what a single run logs and saves)
+        self._lr: torch.Tensor | None = None
         self.warmup_ended: dict[int, int] = {}  # seed -> iteration its warm-up ended
 
     def lrs(self) -> list[float]:
@@ -145,8 +146,10 @@ class MultiSeedTrainer:
         else:
             x = torch.stack([b[0].contiguous() for b in batches])
         x, y = x.to(self.dtype), torch.stack([b[1] for b in batches])
-        self.last_lrs = self.lrs()
-        lr = torch.tensor(self.last_lrs, dtype=torch.float64, device=self.rt.device)
+        lrs = self.lrs()
+        if lrs != self.last_lrs or self._lr is None:  # rebuilt only when it changes: a host->device copy waits
+            self._lr = torch.tensor(lrs, dtype=torch.float64, device=self.rt.device)
+        self.last_lrs, lr = lrs, self._lr
         self.stack.train()
         with self.rt.autocast():
             logits = self.stack.forward(x)
@@ -203,3 +206,4 @@ class MultiSeedTrainer:
         self.schedules[k].load_state_dict(training["schedule"])
         self.loaders[k].load_state_dict(training["loader"])
         self.last_lrs[k] = training["optimizer"]["param_groups"][0]["lr"]
+        self._lr = None
