@@ -26,6 +26,7 @@ from resnet.data.sources import ArraySource, open_source
 from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
 from resnet.io import DirLock, atomic_write_text
+from resnet.train import distributed as dist
 from resnet.train.console import Console
 from resnet.train.loop import check_model, read_resume_point, resolve_device
 from resnet.train.meters import StepClock
@@ -47,6 +48,12 @@ class SeedRuns:
 
     def __init__(self, cfg: Config, outs: dict[int, Path], argv: list[str] | None, echo: bool) -> None:
         self.cfg, self.seeds = cfg, list(outs)
+        if cfg.train.compile != "off" or cfg.train.cuda_graph == "true":
+            raise UserError(
+                "several seeds as one step run eagerly; train.compile and train.cuda_graph are for single runs"
+            )
+        if dist.launched_by_torchrun():
+            raise UserError("several seeds as one step run in one process; start it without torchrun")
         self.runs = {s: RunDir(Path(o)) for s, o in outs.items()}
         self.rt = resolve_device(cfg)
         check_model(cfg)
