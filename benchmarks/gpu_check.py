@@ -281,6 +281,12 @@ def bench_resnet50(sizes: Sizes, device: torch.device, clock: Clock) -> list[Row
 
 
 def run_gpu_tests(timeout: float) -> Row:
+    subset = Path(os.environ.get("RESNET_CIFAR_SUBSET", ROOT.parent / "shared/data/cifar10-subset/cifar-10-batches-py"))
+    missing = (
+        "" if (subset / "test_batch").is_file() else "; CIFAR subset not found (RESNET_CIFAR_SUBSET): its tests skip"
+    )
+    if missing:
+        print(f"warning: no CIFAR-10 subset at {subset}; set RESNET_CIFAR_SUBSET, or the tests on real data skip")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     if importlib.util.find_spec("pytest") is not None:
         cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"]
@@ -293,7 +299,7 @@ def run_gpu_tests(timeout: float) -> Row:
     tail = (done.stdout.strip().splitlines() or ["no output"])[-1]
     if done.returncode != 0:
         print(done.stdout[-6000:], done.stderr[-3000:], sep="\n")
-    return Row("gpu tests (pytest -m gpu)", "tests/test_gpu.py", None, "", note=tail.strip("= "))
+    return Row("gpu tests (pytest -m gpu)", "tests/test_gpu.py", None, "", note=tail.strip("= ") + missing)
 
 
 def table(rows: list[Row]) -> str:

@@ -17,7 +17,9 @@ everything the step reads or changes lives on the device at a fixed place:
 - loss and wrong counts: written into the :class:`LossWindow` at a device cursor.
 
 On the CPU (``train.cuda_graph=true`` there) the same step function runs uncaptured with the eager step's
-for-loop SGD: the weights equal the eager step's exactly (tests/test_graphed.py).
+for-loop SGD: the weights equal the eager step's exactly (tests/test_graphed.py). Under DDP the capture
+follows PyTorch's recipe for DDP graphs (11 eager iterations on a side stream first, so its gradient
+buckets are settled); that path has not run on several GPUs yet.
 """
 
 from __future__ import annotations
