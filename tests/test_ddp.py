@@ -121,3 +121,16 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path: Path):
     res = torchrun(tmp_path / "sync", ["train.sync_bn=true"])
     assert res.returncode != 0
     assert "resnet: error: train.sync_bn needs CUDA" in res.stderr
+
+
+def test_the_capturable_step_under_ddp_matches_one_process(tmp_path: Path):
+    # train.cuda_graph=true on the CPU: the same step uncaptured, with DDP's gradient all-reduce inside it and
+    # the warm-up check (all-reducing the running error) outside it; the warm-up ends where one process's does.
+    res = torchrun(tmp_path / "graph", ["train.cuda_graph=true"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "graph" / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == STEPS and ckpt["schedule"]["warmup_ended_at"] == 10
+    ref = reference_params(load_config(None, overrides()))
+    for name, p in ref.items():
+        torch.testing.assert_close(ckpt["model"][name], p.detach(), rtol=1e-4, atol=1e-5, msg=name)
+    assert "capturable step" in (tmp_path / "graph" / "train.log").read_text()

@@ -97,6 +97,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: str = "auto"  # auto (on CUDA) | true | false
     compile: str = "off"  # off | default | reduce-overhead | max-autotune (torch.compile mode)
+    # Replay forward + backward + SGD as one CUDA graph (resnet.train.graphed): "true" captures on CUDA and
+    # runs the same step uncaptured on the CPU; "auto" is off until the GPU check has measured it.
+    cuda_graph: str = "auto"  # auto | true | false
     log_every: int = 100  # iterations between training log lines / metrics records
     eval_every: int = 2_000  # iterations between val/test evaluations (curves of Fig. 6)
     checkpoint_every: int = 2_000  # iterations between checkpoints (also written at the end and on signal)
@@ -127,6 +130,7 @@ RESUMABLE_KEYS = frozenset(
         "data.data_dir",
         "train.device",
         "train.compile",
+        "train.cuda_graph",
         "train.log_every",
         "train.eval_every",
         "train.checkpoint_every",
@@ -288,12 +292,23 @@ def validate(cfg: Config) -> None:
         "train.precision": (cfg.train.precision, ("auto", "fp32", "bf16")),
         "train.channels_last": (cfg.train.channels_last, ("auto", "true", "false")),
         "train.compile": (cfg.train.compile, ("off", "default", "reduce-overhead", "max-autotune")),
+        "train.cuda_graph": (cfg.train.cuda_graph, ("auto", "true", "false")),
         "schedule.kind": (cfg.schedule.kind, ("steps", "plateau")),
         "schedule.milestone_unit": (cfg.schedule.milestone_unit, ("iterations", "epochs")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"config key {key!r} is {value!r}; choose one of {', '.join(allowed)}")
+    if cfg.train.cuda_graph == "true" and cfg.train.compile != "off":
+        raise UserError(
+            "train.cuda_graph=true and train.compile both change how the step runs; choose one "
+            "(compile mode reduce-overhead uses CUDA graphs itself)"
+        )
+    if cfg.train.cuda_graph == "true" and cfg.data.dataset == "imagefolder":
+        raise UserError(
+            "train.cuda_graph=true needs the device-resident loader (cifar10, cifar100, digits, synthetic), "
+            "not image folders; use --set train.cuda_graph=false"
+        )
     if cfg.schedule.iterations < 1 or cfg.train.batch_size < 1 or (cfg.schedule.epochs or 1) < 1:
         raise UserError("schedule.iterations, schedule.epochs and train.batch_size must be positive")
     if not cfg.data.crop <= cfg.data.scale_min <= cfg.data.scale_max:

@@ -57,6 +57,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         only=args.only,
         seeds=args.seeds,
+        batch_seeds=args.batch_seeds,
         device=args.device,
         jobs=args.jobs,
         report_only=args.report_only,
@@ -83,6 +84,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None, help="shorten the schedule (the report says so)")
     p.add_argument("--only", nargs="+", default=None, help="train only these nets or runs, e.g. resnet56")
     p.add_argument("--seeds", type=int, default=1, help="runs per net; Table 6 reports best and mean±std")
+    p.add_argument("--batch-seeds", action="store_true", help="train each net's seeds together as one step")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: each recipe's)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (CPU)")
     p.add_argument("--report-only", action="store_true", help="re-make the report from existing runs")

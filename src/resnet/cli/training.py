@@ -37,7 +37,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnet.train.loop import TrainingInterrupted, fit
 
     try:
-        fit(cfg, out, argv=args.argv)
+        if args.seeds:
+            from resnet.train.multiseed_fit import fit_seeds
+
+            fit_seeds(cfg, {s: f"{out}-s{s}" for s in parse_seeds(args.seeds, args.seed)}, argv=args.argv)
+        else:
+            fit(cfg, out, argv=args.argv)
     except TrainingInterrupted as e:
         if distributed.is_main():
             print(
@@ -49,6 +54,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.cleanup()
     return 0
+
+
+def parse_seeds(text: str, seed: int | None) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2] (distinct, not with --seed)."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise UserError(f"--seeds takes comma-separated integers (e.g. 0,1,2,3,4), got {text!r}") from None
+    if seed is not None or len(set(seeds)) != len(seeds):
+        raise UserError("--seeds takes distinct seeds and replaces --seed (each seed gets OUT-s<seed>)")
+    return seeds
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -109,6 +125,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<recipe>); an existing one is resumed")
     p.add_argument("--iterations", type=int, default=None, help="total iterations (schedule.iterations)")
     p.add_argument("--seed", type=int, default=None, help="seed of init, data order and augmentation (train.seed)")
+    p.add_argument("--seeds", default=None, help="several seeds as one step, e.g. 0,1,2,3,4: run dirs OUT-s<seed>")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")

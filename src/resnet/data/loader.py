@@ -103,6 +103,12 @@ class DeviceLoader:
             self.epoch, self.step = self.epoch + 1, 0
         return x, y
 
+    def next_into(self, x_buf: torch.Tensor, y_buf: torch.Tensor) -> None:
+        """``next()`` written into fixed buffers (a captured CUDA graph reads its input from fixed addresses)."""
+        x, y = self.next()
+        x_buf.copy_(x)
+        y_buf.copy_(y)
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "step": self.step, "seed": self.seed}
 

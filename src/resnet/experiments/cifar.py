@@ -7,14 +7,17 @@ hands the run directories to :mod:`resnet.analysis.cifar` for the report.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from resnet.analysis.cifar import fig6_report, fig7_report, table6_report
 from resnet.analysis.report import RunRecord, read_run
+from resnet.config import load_config
 from resnet.errors import UserError
 from resnet.experiments.registry import Options, experiment
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.paper import CIFAR_ITERATIONS
+from resnet.train.multiseed_fit import fit_seeds
 
 
 def cifar_models(experiment: str, opts: Options) -> list[str]:
@@ -73,6 +76,27 @@ def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: boo
     return specs
 
 
+def train_batched(specs: list[RunSpec], on_done: Callable[[dict], None]) -> None:
+    """Each net's unfinished seeds as one step (``fit_seeds``), net after net. Seeds that are finished (e.g.
+    seed 0 of a net Fig. 6 trained) are left alone; a net whose runs stand at different points trains its
+    seeds one by one instead."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.recipe, []).append(spec)
+    for recipe, group in groups.items():
+        pending = [s for s in group if read_run(s.name, s.out).status != "finished"]
+        started = {(s.out / "checkpoint.pt").is_file() for s in pending}
+        if len(pending) < 2 or len(started) > 1:
+            train_runs(pending, echo=True, on_done=on_done)
+            continue
+        overrides = [o for o in pending[0].overrides if not o.startswith("train.seed=")]
+        cfg = load_config(recipe, overrides)
+        outs = {int(s.name.rsplit("-s", 1)[1]): s.out for s in pending}
+        argv = ["resnet", "train", recipe, *overrides, "--seeds", ",".join(map(str, outs))]
+        for seed, summary in fit_seeds(cfg, outs, argv=argv).items():
+            on_done({"name": next(s.name for s in pending if s.out == outs[seed]), **summary})
+
+
 def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]:
     specs = cifar_specs(cifar_models(experiment, opts), opts, seeds)
     if not opts.report_only:
@@ -84,7 +108,10 @@ def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]
             )
 
         print(f"{experiment}: {len(specs)} run(s) in {opts.out / 'runs'}")
-        train_runs(specs, jobs=opts.jobs, echo=True, on_done=announce)
+        if opts.batch_seeds and seeds > 1:
+            train_batched(specs, announce)
+        else:
+            train_runs(specs, jobs=opts.jobs, echo=True, on_done=announce)
     every = cifar_specs(
         cifar_models(experiment, opts), dataclasses.replace(opts, only=None), seeds, longest_first=False
     )

@@ -23,6 +23,7 @@ class Options:
     iterations: int | None = None
     only: list[str] | None = None
     seeds: int = 1
+    batch_seeds: bool = False  # train each net's seeds as one step (resnet.train.multiseed_fit)
     device: str | None = None
     jobs: int = 1
     report_only: bool = False

@@ -30,6 +30,7 @@ from resnet.io import DirLock, atomic_write_text
 from resnet.models import create_model
 from resnet.train import distributed as dist
 from resnet.train.console import Console
+from resnet.train.graphed import WARMUP_ITERS, WARMUP_ITERS_DDP, GraphedStep, use_cuda_graph
 from resnet.train.meters import LossWindow
 from resnet.train.metrics_log import MetricsLog, summarize
 from resnet.train.rundir import RunDir, check_resumable, record_invocation
@@ -191,6 +192,12 @@ class Trainer:
         self.console = Console(
             run.log if self.main else None, self.total, state.iteration, enabled=self.main, progress=progress, echo=echo
         )
+        self.graph: GraphedStep | None = None
+        if use_cuda_graph(cfg, state.loader):
+            self.graph = GraphedStep(
+                self.net, state.optimizer, state.schedule, state.loader, rt, self.window,
+                capture=rt.device.type == "cuda", warmup_iters=WARMUP_ITERS_DDP if self.world > 1 else WARMUP_ITERS,
+            )  # fmt: skip
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP across ranks, then ``torch.compile`` if the recipe asks for it."""
@@ -207,6 +214,8 @@ class Trainer:
         sizes = ", ".join(f"{n} {split}" for split, n in src.sizes.items() if n)
         ranks = f" x {self.world} ranks" if self.world > 1 else ""
         layout = ", channels_last" if rt.channels_last else ""
+        if self.graph is not None:
+            layout += ", CUDA graph" if self.graph.capture else ", capturable step (uncaptured)"
         self.console.log(
             f"{'resuming' if resumed else 'training'} {cfg.model.name} on {src.name} ({sizes}) at iteration "
             f"{self.state.iteration}/{self.total}, device {rt.device}{ranks}, "
@@ -221,9 +230,11 @@ class Trainer:
         s.start_clock()
         with stop:
             while s.iteration < self.total:
-                lr = s.schedule.lr(s.iteration)
-                wrong = self.step(lr)
-                self.check_warmup(wrong)
+                lr = None if self.graph is not None else s.schedule.lr(s.iteration)
+                if lr is None:
+                    self.graph_step()
+                else:
+                    self.check_warmup(self.step(lr))
                 at_end = s.iteration == self.total
                 if s.iteration % every.log_every == 0 or at_end:
                     self.log(lr)
@@ -248,6 +259,22 @@ class Trainer:
         self.state.iteration += 1
         return wrong
 
+    def graph_step(self) -> None:
+        """One iteration of the captured step; its lr stays on the device (read at log points: lr None)."""
+        reduce = (lambda t: dist.all_reduce_sum(t.clone()) / self.world) if self.world > 1 else None
+        self.graph.run(self.state.iteration, reduce)  # type: ignore[union-attr]
+        self.window.filled += 1
+        self.state.iteration += 1
+
+    def read_graph(self) -> None:
+        """The captured step's warm-up state back into the schedule; log the warm-up's end if it happened."""
+        if self.graph is None:
+            return
+        ended = self.graph.read_back()
+        if ended is not None:
+            self.check_finite()
+            self.warmup_ended(*ended)
+
     def check_warmup(self, wrong: torch.Tensor) -> None:
         """ResNet-110/1202: end the warm-up once the running training error is below the threshold."""
         schedule, it = self.state.schedule, self.state.iteration
@@ -257,7 +284,9 @@ class Trainer:
         if not schedule.observe(it, wrong.double() * (100.0 / self.window.per_rank), reduce):
             return
         self.check_finite()
-        running = schedule.last_running_error
+        self.warmup_ended(it, schedule.last_running_error)
+
+    def warmup_ended(self, it: int, running: float) -> None:
         if self.main:
             self.metrics.add({"iteration": it, "event": "warmup_end", "running_error": running})
         self.console.log(
@@ -280,11 +309,14 @@ class Trainer:
     def _kept(self) -> str:
         return f"the last good checkpoint stays in {self.run.checkpoint}" if self.run.checkpoint.is_file() else "none"
 
-    def log(self, lr: float) -> None:
-        """One training record for the iterations since the last one."""
+    def log(self, lr: float | None) -> None:
+        """One training record for the iterations since the last one (``lr`` None: read the device's)."""
         if self.window.filled == 0:
             return
         self.check_finite()
+        self.read_graph()
+        if lr is None:
+            lr = self.graph.last_lr()  # type: ignore[union-attr]
         rec = self.window.record(self.state.iteration, lr)
         if self.main:
             self.metrics.add(rec)  # type: ignore[arg-type]
@@ -293,6 +325,7 @@ class Trainer:
     def evaluate(self) -> None:
         """Val/test errors on rank 0; a plateau schedule then drops the lr on every rank at once."""
         self.check_finite()
+        self.read_graph()  # a plateau schedule asks whether the warm-up is over
         self.window.clock.pause()  # img/s counts training steps only
         s, errors = self.state, {}
         if self.main:
@@ -327,7 +360,10 @@ class Trainer:
 
     def describe(self) -> Checkpoint:
         """The typed checkpoint of the current state."""
+        self.read_graph()
         train = self.state.state_dict()
+        if self.graph is not None:
+            train["optimizer"] = self.graph.host_optimizer_state(train["optimizer"])
         return Checkpoint(
             model_name=self.cfg.model.name,
             model_kwargs=self.kwargs,

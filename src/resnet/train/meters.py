@@ -51,10 +51,20 @@ class LossWindow:
         self.filled = 0
         self.per_rank, self.world = per_rank_batch, world
         self.clock = StepClock()
+        self.cursor: torch.Tensor | None = None  # the next row on the device, for a captured step
 
     def add(self, loss: torch.Tensor, wrong: torch.Tensor) -> None:
         self.values[self.filled, 0], self.values[self.filled, 1] = loss, wrong
         self.filled += 1
+
+    def add_on_device(self, loss: torch.Tensor, wrong: torch.Tensor) -> None:
+        """``add`` with the row index kept on the device, so a CUDA graph can replay it; the caller counts
+        ``filled`` on the host after each replay (see :mod:`resnet.train.graphed`)."""
+        if self.cursor is None:
+            self.cursor = torch.zeros(1, dtype=torch.int64, device=self.values.device)
+        row = torch.stack([loss.detach().double(), wrong.double()]).view(1, 2)
+        self.values.index_copy_(0, self.cursor, row)
+        self.cursor.add_(1)
 
     def first_nonfinite(self) -> tuple[int, float] | None:
         """(position in the window, loss) of the first NaN/Inf loss on any rank, or None (one host sync)."""
@@ -86,4 +96,6 @@ class LossWindow:
             "img_per_s": images / max(seconds, 1e-9),
         }
         self.filled = 0
+        if self.cursor is not None:
+            self.cursor.zero_()
         return rec

@@ -51,6 +51,10 @@ class LRSchedule:
         if self.warming_up:
             assert self.cfg.warmup_lr is not None
             return self.cfg.warmup_lr
+        return self.lr_after_warmup(iteration)
+
+    def lr_after_warmup(self, iteration: int) -> float:
+        """The lr at ``iteration`` once the warm-up is over (a captured step picks between the two on the device)."""
         if self.cfg.kind == "plateau":
             k = len(self.drops)
         else:
