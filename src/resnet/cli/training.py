@@ -15,7 +15,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     for flag, key in (
         ("data_dir", "data.data_dir"),
-        ("iterations", "schedule.iterations"),
         ("seed", "train.seed"),
         ("device", "train.device"),
         ("checkpoint_every", "train.checkpoint_every"),
@@ -23,6 +22,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.iterations is not None:
+        overrides = shortened(args.config, overrides, args.iterations)
     cfg = load_config(args.config, overrides)
     out = args.out or default_run_dir(args.config, cfg)
     from resnet.train import distributed
@@ -41,6 +42,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.cleanup()
     return 0
+
+
+def shortened(config: str | None, overrides: list[str], iterations: int) -> list[str]:
+    """``--iterations N``: the recipe's schedule scaled to N (as ``reproduce --iterations`` does), under the
+    keys the user set explicitly, which win."""
+    from resnet.config import load_config, parse_override, shortened_schedule
+
+    if iterations < 1:
+        from resnet.errors import UserError
+
+        raise UserError(f"--iterations must be positive, got {iterations}")
+    given = {parse_override(o)[0] for o in overrides}
+    scaled = shortened_schedule(load_config(config, overrides), iterations)
+    keep = [f"{k}={v}" for k, v in scaled.items() if k not in given and k != "schedule.iterations"]
+    return [*keep, *overrides, f"schedule.iterations={iterations}"]
 
 
 def default_run_dir(config: str | None, cfg: object) -> Path:

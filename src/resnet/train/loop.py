@@ -33,7 +33,7 @@ from resnet.train.meters import LossWindow
 from resnet.train.metrics_log import MetricsLog, summarize
 from resnet.train.rundir import RunDir, check_resumable, record_invocation
 from resnet.train.runtime import Runtime, resolve_runtime
-from resnet.train.schedule import LRSchedule, total_iterations
+from resnet.train.schedule import LRSchedule, describe_schedule, total_iterations
 from resnet.train.signals import StopSignals
 from resnet.train.state import TrainState, build_optimizer, model_kwargs
 from resnet.train.step import train_one_step
@@ -205,7 +205,8 @@ class Trainer:
         self.console.log(
             f"{'resuming' if resumed else 'training'} {cfg.model.name} on {src.name} ({sizes}) at iteration "
             f"{self.state.iteration}/{self.total}, device {rt.device}{ranks}, "
-            f"{'bf16' if rt.autocast_dtype else 'fp32'}{layout}; run dir {self.run.root}"
+            f"{'bf16' if rt.autocast_dtype else 'fp32'}{layout}; run dir {self.run.root}; "
+            + describe_schedule(cfg, self.state.loader.steps_per_epoch)
         )
 
     def loop(self) -> None:
