@@ -67,3 +67,66 @@ def test_tiny_recipe_still_has_its_validation_split():
     assert cfg.data.val_fraction == 0.1
     with pytest.raises(UserError, match="val_fraction"):
         load_config(None, tiny_overrides(**{"data.val_fraction": 1.0}))
+
+
+def test_recompute_bn_is_the_equal_weight_average_of_batch_statistics():
+    import torch
+    from torch import nn
+
+    from resnet.eval.bn import recompute_bn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    batches = [torch.randn(8, 3, 6, 6) * (k + 1) + k for k in range(5)]
+    twin, used = recompute_bn(model, iter(batches), 3)
+    assert used == 3 and not twin.training
+    with torch.no_grad():
+        feats = [model[0](x) for x in batches[:3]]
+    mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    torch.testing.assert_close(twin[1].running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(twin[1].running_var, var, rtol=1e-4, atol=1e-5)
+    assert twin[1].momentum == model[1].momentum  # restored: the copy is an ordinary model again
+    torch.testing.assert_close(model[1].running_mean, torch.zeros(4))  # the original is untouched
+    with pytest.raises(UserError, match="no BatchNorm"):
+        recompute_bn(nn.Linear(2, 2), iter([torch.zeros(1, 2)]), 1)
+
+
+def test_eval_recompute_bn_changes_the_buffers_and_reports_both_numbers(tmp_path: Path, capsys):
+    import torch
+
+    from resnet.checkpoint import load_checkpoint
+    from resnet.eval.bn import recompute_bn, training_batches
+    from resnet.interop.evaluate import evaluate_checkpoint
+    from resnet.train.loop import fit
+
+    fit(load_config(None, tiny_overrides()), tmp_path / "r", echo=False)
+    assert main(["eval", str(tmp_path / "r"), "--recompute-bn", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "(BN statistics: moving averages, as trained)" in out
+    assert "(BN statistics: averages over 5 training batches)" in out
+    report = evaluate_checkpoint(tmp_path / "r", recompute_bn=5)
+    assert report["recomputed_bn"]["result"].loss != pytest.approx(report["result"].loss)  # other statistics
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    model = ckpt.build_model("r")
+    from resnet.data.datasets import load_dataset
+
+    train_x = torch.from_numpy(load_dataset(ckpt.recipe("r").data).train_x)
+    twin, used = recompute_bn(model, training_batches(train_x, ckpt.normalizer(), 32), 5)
+    before, after = model.state_dict(), twin.state_dict()
+    moved = [k for k in before if k.endswith("running_mean") and not torch.allclose(before[k], after[k])]
+    assert used == 5 and len(moved) == len([k for k in before if k.endswith("running_mean")])
+
+
+def test_the_recipe_key_reports_recomputed_bn_beside_the_moving_average(tmp_path: Path):
+    from resnet.train.loop import fit
+    from resnet.train.metrics_log import read_metrics
+
+    summary = fit(load_config(None, tiny_overrides(**{"train.recompute_bn": 4})), tmp_path / "r", echo=False)
+    bn = summary["recomputed_bn"]
+    assert bn["batches"] == 4 and set(bn) >= {"val_error", "test_error"}
+    assert summary["test_error"] is not None  # the moving-average result stays the headline
+    fit(load_config(None, tiny_overrides(**{"train.recompute_bn": 4})), tmp_path / "r", echo=False)  # finished
+    events = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r.get("event") == "recomputed_bn"]
+    assert len(events) == 1  # not recomputed for a run that is already done
+    assert "BN statistics averaged over 4 training batches" in (tmp_path / "r" / "train.log").read_text()

@@ -81,6 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scores=args.scores,
         device=args.device,
         workers=args.workers,
+        recompute_bn=args.recompute_bn,
     )
     print(format_eval(report))
     return 0
@@ -120,6 +121,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None, help="decode workers (image folders; default: the run's)")
+    p.add_argument(
+        "--recompute-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also evaluate with BN statistics averaged over N training batches (the paper's released models)",
+    )
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")

@@ -28,6 +28,7 @@ from resnet.eval.sources import evaluate_split
 from resnet.io import DirLock, atomic_write_text
 from resnet.models import create_model
 from resnet.train import distributed as dist
+from resnet.train.bn_average import check_supported, recomputed_bn_event
 from resnet.train.console import Console
 from resnet.train.meters import LossWindow
 from resnet.train.metrics_log import MetricsLog, summarize
@@ -59,6 +60,7 @@ def fit(
     check_model(cfg)  # a misspelt model fails before thousands of images are decoded
     ckpt = read_resume_point(run, cfg)
     source = open_source(cfg)  # before touching the run directory: a bad --data-dir leaves nothing behind
+    check_supported(cfg, source)
     normalizer, lighting = preprocessing(cfg, source, ckpt)
     state, kwargs = init_state(cfg, source, normalizer, lighting, rt, ckpt)
     with contextlib.ExitStack() as held:
@@ -337,9 +339,27 @@ class Trainer:
             training=train,
         )
 
+    def average_bn(self) -> None:
+        """``train.recompute_bn``: the final errors with averaged BN statistics, once per finished run."""
+        done = [r for r in self.metrics.records if r.get("event") == "recomputed_bn"]
+        if (
+            done
+            and done[-1]["iteration"] == self.state.iteration
+            and done[-1]["requested"] == self.cfg.train.recompute_bn
+        ):
+            return
+        event = recomputed_bn_event(self.cfg, self.source, self.state.model, self.normalizer, self.rt,  # type: ignore[arg-type]
+                                    self.state.iteration)  # fmt: skip
+        self.metrics.add(event)
+        errors = ", ".join(f"{k.split('_')[0]} error {v:.2f}%" for k, v in event.items() if k.endswith("_error"))
+        self.console.log(f"iter {self.state.iteration:>6}  BN statistics averaged over {event['batches']} "
+                         f"training batches: {errors}")  # fmt: skip
+
     def finish(self) -> dict[str, Any]:
         """Write summary.json (final errors, the val-selected one, time, data sizes) and close the logs."""
         s = self.state
+        if self.main and self.cfg.train.recompute_bn and s.iteration >= self.total:
+            self.average_bn()
         summary = summarize(self.metrics.records, self.cfg.model.name, s.iteration)
         summary["train_seconds"] = s.train_seconds()
         summary["target_iterations"] = self.total
