@@ -68,17 +68,21 @@ def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: boo
 
 
 @functools.lru_cache(maxsize=8)
-def _training_images(overrides: tuple[str, ...]) -> int:
+def _training_images(overrides: tuple[str, ...], required: bool) -> int | None:
     try:
-        return len(load_dataset(load_config("cifar10/resnet20", overrides).data).train_x)
+        return len(load_dataset(load_config("cifar10/resnet20", list(overrides)).data).train_x)
     except UserError as e:
+        if not required:
+            return None
         raise UserError(f"{e} (runs and reports are kept apart by training-set size, so it is needed)") from None
 
 
-def training_images(opts: Options) -> int:
-    """How many images the runs train on (after any validation hold-out), read from the data itself."""
+def training_images(opts: Options) -> int | None:
+    """How many images the runs train on (after any validation hold-out), read from the data itself; None
+    when no --data-dir was given and no default one exists (``--report-only`` on the paper's 50k then)."""
     overrides = [f"data.data_dir={opts.data_dir}"] if opts.data_dir else []
-    return _training_images(tuple(overrides + [o for o in opts.sets if o.startswith("data.")]))
+    sets = tuple(overrides + [o for o in opts.sets if o.startswith("data.")])
+    return _training_images(sets, bool(opts.data_dir))
 
 
 def scope_suffix(opts: Options) -> str:
@@ -87,7 +91,8 @@ def scope_suffix(opts: Options) -> str:
     Runs and reports of different lengths or data live side by side instead of overwriting each other.
     """
     n, images = opts.iterations, training_images(opts)
-    return (f"-it{n}" if n and n != CIFAR_ITERATIONS else "") + (f"-n{images}" if images != CIFAR_TRAIN_IMAGES else "")
+    size = f"-n{images}" if images is not None and images != CIFAR_TRAIN_IMAGES else ""
+    return (f"-it{n}" if n and n != CIFAR_ITERATIONS else "") + size
 
 
 def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]:

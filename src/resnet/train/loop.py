@@ -185,9 +185,9 @@ class Trainer:
         self.total = total_iterations(cfg.schedule, state.loader.steps_per_epoch)
         self.net = self._wrap(state.model)
         self.window = LossWindow(cfg.train.log_every, rt.device, cfg.train.batch_size // self.world, self.world)
-        self.console = Console(
-            run.log if self.main else None, self.total, state.iteration, enabled=self.main, progress=progress, echo=echo
-        )
+        log = run.log if self.main else None
+        self.console = Console(log, self.total, state.iteration, enabled=self.main, progress=progress, echo=echo,
+                               batch_size=cfg.train.batch_size)  # fmt: skip
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP across ranks, then ``torch.compile`` if the recipe asks for it."""
@@ -243,6 +243,7 @@ class Trainer:
         loss, wrong = train_one_step(self.net, self.state.optimizer, x, y, lr, self.rt.autocast())
         self.window.add(loss, wrong)
         self.state.iteration += 1
+        self.console.tick()
         return wrong
 
     def check_warmup(self, wrong: torch.Tensor) -> None:
