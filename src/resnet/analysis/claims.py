@@ -60,11 +60,11 @@ def compare(
         f"{SHOWN} unless {deeper}'s {quantity} is above {shallower}'s by more than {margin_text}, then {CONTRADICTED}"
         if expect == "not higher"
         else f"{SHOWN} when {deeper}'s {quantity} is {'above' if expect == 'higher' else 'below'} {shallower}'s by "
-        f"more than {margin_text}; {CONTRADICTED} when it is off by that much the other way; {INCONCLUSIVE} otherwise"
+        f"more than {margin_text}; {CONTRADICTED} when it is off by that much the other way"
     )
     criterion = (
-        f"{rule}; {INCONCLUSIVE} when a run is missing or incomplete, or the shallower net's error is still above "
-        f"{STILL_NEAR_CHANCE:g}% (not yet learning; chance is 90%)"
+        f"{rule}; {INCONCLUSIVE} otherwise, and whenever a run is missing or incomplete or the shallower net's "
+        f"error is still above {STILL_NEAR_CHANCE:g}% (not yet learning; chance is 90%)"
     )
     missing = [n for n in (deeper, shallower) if n not in errors or math.isnan(errors[n][0])]
     if missing or unfinished:

@@ -44,7 +44,8 @@ class Console:
         if self.bar is None:
             return
         self.bar.update(iterations)
-        rate = self.bar.format_dict.get("rate")
+        fd = self.bar.format_dict  # tqdm's smoothed rate appears after its first redraw; until then n / elapsed
+        rate = fd.get("rate") or ((fd["n"] - fd.get("initial", 0)) / fd["elapsed"] if fd["elapsed"] > 0 else None)
         speed = f"{rate * self.batch_size:,.0f} img/s" if rate and self.batch_size else ""
         self.bar.set_postfix_str(" ".join(t for t in (speed, self.stats) if t), refresh=False)
 
