@@ -42,6 +42,8 @@ def evaluate_checkpoint(
     ``recompute_bn`` > 0 also evaluates a copy whose BN statistics are averaged over that many training
     batches (:mod:`resnet.eval.bn`); the report then holds both results.
     """
+    if recompute_bn < 0:
+        raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
     ckpt = load_checkpoint(path)
     model = ckpt.build_model(str(path)).to(local_device(device))
     cfg = ckpt.recipe(str(path))
