@@ -71,6 +71,7 @@ def test_error_curves_follow_the_data_and_responses_go_log_over_decades(tmp_path
         plots.plot_responses({"plain-20": [1.0, 0.9], "ResNet-20": [0.8, 0.7]}, tmp_path / "c.png")
     finally:
         plots.save = real_save
+    assert all(ax.get_legend() is not None for ax in captured["a.png"])  # every panel names its curves
     (lo, hi), _ = captured["a.png-lims"][0]
     assert 80 < lo < 88 and 92 < hi <= 100  # a 20-iteration run near 90% is on the axes (not a fixed 0-30%)
     assert {scale for _, scale in captured["b.png-lims"]} == {"log"}  # 0.05 .. 2 spans decades

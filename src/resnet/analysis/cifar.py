@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from resnet.analysis.claims import Verdict, compare, final_error, ratio_verdict, render
+from resnet.analysis.claims import STILL_NEAR_CHANCE, Verdict, compare, final_error, ratio_verdict, render
 from resnet.analysis.plots import plot_error_curves, plot_responses, pyplot, save
 from resnet.analysis.report import (
     RunRecord,
@@ -251,6 +251,7 @@ def _degradation_verdicts(runs: list[RunRecord], errors: dict[str, tuple[float, 
 def fig7_report(runs: list[RunRecord], out: Path, data_dir: str | None = None) -> Path:
     """Fig. 7: std of every 3x3 layer's response on the test set, from the runs' final checkpoints."""
     stds: dict[str, list[float]] = {}
+    test_errors: dict[str, float | None] = {}
     for r in runs:
         if not r.done:
             continue
@@ -265,6 +266,7 @@ def fig7_report(runs: list[RunRecord], out: Path, data_dir: str | None = None) -
         layer_std = response_stds(ckpt.build_model(where), test_x, ckpt.normalizer())
         label = ("plain-" if r.name.startswith("plain") else "ResNet-") + str(_depth(_model(r)))
         stds[label] = list(layer_std.values())
+        test_errors[label] = r.summary.get("test_error")
     plot_responses(stds, out / "fig7.png", title="Std of layer responses (3x3 conv + BN), CIFAR-10 test set")
     width = max((len(v) for v in stds.values()), default=0)
     write_csv(
@@ -297,7 +299,7 @@ than their plain counterparts ... deeper ResNet has smaller magnitudes of respon
 
 {markdown_table(headers, rows)}
 
-{render(_responses_verdicts(stds, [row[0] for row in rows]))}
+{render(_responses_verdicts(stds, [row[0] for row in rows], test_errors))}
 
 ## Runs
 {metadata(runs)}
@@ -308,14 +310,17 @@ than their plain counterparts ... deeper ResNet has smaller magnitudes of respon
     return report
 
 
-def _responses_verdicts(stds: dict[str, list[float]], labels: list[str]) -> list[Verdict]:
+def _responses_verdicts(
+    stds: dict[str, list[float]], labels: list[str], test_errors: dict[str, float | None]
+) -> list[Verdict]:
     """Fig. 7's two claims on the mean response std: ResNet below its plain twin; deeper ResNet below shallower."""
     tol = 0.05
     mean = {k: sum(v) / len(v) for k, v in stds.items() if v}
     criterion = (
         f"shown when the ratio of mean response stds is below {1 - tol:g}, contradicted when above {1 + tol:g}, "
-        "inconclusive in between (responses after BN start near 1 in every net, so short runs land there) or "
-        "when a run is missing or incomplete"
+        "inconclusive in between, when a run is missing or incomplete, or when a net's test error is still above "
+        f"{STILL_NEAR_CHANCE:g}% (an untrained net's responses say nothing about residual functions, and its BN "
+        "running statistics are still far from the data's)"
     )
 
     def verdict(claim: str, a: str, b: str) -> Verdict:
@@ -323,6 +328,10 @@ def _responses_verdicts(stds: dict[str, list[float]], labels: list[str]) -> list
             gone = ", ".join(n for n in (a, b) if n not in mean)
             return Verdict(claim, "inconclusive", f"{gone}: no finished run", criterion)
         ratio = mean[a] / mean[b]
+        untrained = [f"{n} {test_errors[n]:.1f}%" for n in (a, b) if (test_errors.get(n) or 100.0) > STILL_NEAR_CHANCE]
+        if untrained:
+            evidence = f"{a} / {b} = {ratio:.2f}, but test error {', '.join(untrained)}: too short to tell"
+            return Verdict(claim, "inconclusive", evidence, criterion)
         return ratio_verdict(claim, f"{a} / {b} = {mean[a]:.3f} / {mean[b]:.3f} = {ratio:.2f}", ratio, tol, criterion)
 
     verdicts = []

@@ -55,6 +55,8 @@ def plot_error_curves(
     leaves a 20-iteration run's curves, near 90%, off the axes); a series with few points gets markers, so a
     single evaluation still shows.
     """
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -72,10 +74,12 @@ def plot_error_curves(
         ax.set_title(panel)
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
-    if ylim or seen:
-        axes[0][0].set_ylim(*(ylim or _data_range(seen)))  # the axes share y
+        if xscale == 1.0:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations: no "2.5"
         if runs:
             ax.legend(title=f"bold: {eval_split}, dashed: train", fontsize=8, title_fontsize=8)
+    if ylim or seen:
+        axes[0][0].set_ylim(*(ylim or _data_range(seen)))  # the axes share y
     axes[0][0].set_ylabel("error (%)")
     if title:
         fig.suptitle(title)
