@@ -62,8 +62,9 @@ def compare(
         else f"{SHOWN} when {deeper}'s {quantity} is {'above' if expect == 'higher' else 'below'} {shallower}'s by "
         f"more than {margin_text}; {CONTRADICTED} when it is off by that much the other way"
     )
+    otherwise = "" if expect == "not higher" else " otherwise, and"
     criterion = (
-        f"{rule}; {INCONCLUSIVE} otherwise, and whenever a run is missing or incomplete or the shallower net's "
+        f"{rule}; {INCONCLUSIVE}{otherwise} whenever a run is missing or incomplete or the shallower net's "
         f"error is still above {STILL_NEAR_CHANCE:g}% (not yet learning; chance is 90%)"
     )
     missing = [n for n in (deeper, shallower) if n not in errors or math.isnan(errors[n][0])]

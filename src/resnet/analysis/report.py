@@ -184,7 +184,7 @@ def applicable_config(config: dict[str, Any]) -> dict[str, Any]:
     d, sc, tr = cfg.data, cfg.schedule, cfg.train
     skip = {"description"}
     if d.dataset != "imagefolder":
-        skip |= {f"data.{k}" for k in FOLDER_ONLY} | {"train.eval_limit"}
+        skip |= {f"data.{k}" for k in FOLDER_ONLY} | {"train.eval_limit", "model.bottleneck_stride"}
     if d.dataset != "synthetic":
         skip.add("data.synthetic_size")
     if d.dataset in ("digits", "synthetic"):
