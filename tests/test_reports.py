@@ -122,3 +122,16 @@ def test_demo_console_and_report_agree_and_the_report_gives_verdicts(tmp_path: P
         assert f"| {value} |" in row  # the console's number is the report's
     assert report.count("Criterion:") == 2 and re.search(r"- \*\*(shown|contradicted|inconclusive)\*\*", report)
     assert "`schedule.warmup_lr`: 0.01" in report and "scale_min" not in report and "lighting" not in report
+
+
+def test_fig7_verdicts_need_trained_nets():
+    from resnet.analysis.cifar import _responses_verdicts
+
+    stds = {"plain-20": [2.0, 2.0], "ResNet-20": [1.0, 1.0], "ResNet-56": [0.5, 0.5]}
+    labels = ["plain-20", "ResNet-20", "ResNet-56"]
+    trained = _responses_verdicts(stds, labels, {"plain-20": 9.0, "ResNet-20": 8.5, "ResNet-56": 7.0})
+    assert [v.word for v in trained] == ["shown", "shown"]
+    early = _responses_verdicts(stds, labels, {"plain-20": 90.0, "ResNet-20": 81.0, "ResNet-56": 7.0})
+    assert [v.word for v in early] == ["inconclusive", "inconclusive"] and "too short to tell" in early[0].evidence
+    bigger = _responses_verdicts({**stds, "ResNet-20": [3.0, 3.0]}, labels, dict.fromkeys(labels, 8.0))
+    assert [v.word for v in bigger] == ["contradicted", "shown"]
