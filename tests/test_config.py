@@ -27,7 +27,7 @@ def test_cifar_recipes_are_the_paper_s(name: str):
     assert cfg.schedule.milestones == [32_000, 48_000] and cfg.schedule.iterations == 64_000
     assert cfg.schedule.gamma == 0.1
     assert cfg.data.normalize == "pixel_mean" and cfg.data.pad == 4 and cfg.data.augment and cfg.data.flip
-    assert cfg.data.val_fraction == 0.1
+    assert cfg.data.val_fraction == 0.0  # section 4.2: all 50k training images
     deep = name.endswith(("110", "1202"))
     assert (cfg.schedule.warmup_lr == 0.01) == deep
     if deep:

@@ -74,11 +74,12 @@ def test_stop_then_resume_by_run_directory_from_anywhere(cifar_subset: Path, tmp
     cfg = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
     assert cfg["data"]["data_dir"] == str(tmp_path / "data") and cfg["model"]["name"] == "resnet8"
 
-    # The original command works again without --data-dir (here extending the run to 64 iterations).
+    # The original command works again without --data-dir (the run is finished: it trains nothing more).
+    # (--iterations scales the milestones too, so extending a run goes through --set schedule.iterations.)
     again = [a for a in first if a not in ("--data-dir", "data")]
-    res = resnet(*[("64" if a == "60" else a) for a in again], cwd=tmp_path)
+    res = resnet(*again, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert iteration(tmp_path / "run") == 64
+    assert iteration(tmp_path / "run") == 60
     commands = [i["command"] for i in json.loads((tmp_path / "run/run.json").read_text())["invocations"]]
     assert commands[1] == "resnet train ../run" and len(commands) == 3
 
@@ -162,8 +163,8 @@ def test_dry_run_resolves_data_model_and_schedule_and_writes_nothing(cifar_subse
     res = resnet("train", "cifar10/resnet110", "--data-dir", str(cifar_subset), "--out", str(out), "--dry-run")
     assert res.returncode == 0, res.stderr
     text = res.stdout
-    assert "4,577 train, 508 val, 1,017 test" in text and "1,727,962 parameters" in text
-    assert "64,000 iterations of batch 128" in text and "(35 iterations each)" in text
+    assert "5,085 train, 1,017 test" in text and "1,727,962 parameters" in text  # all 5,085: no val hold-out
+    assert "64,000 iterations of batch 128" in text and "(39 iterations each)" in text
     assert "divided at iterations 32,000 (lr 0.01), 48,000 (lr 0.001)" in text
     assert "warm-up:    lr 0.01 until the running training error is below 80%" in text
     assert not out.exists()

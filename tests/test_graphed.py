@@ -12,10 +12,10 @@ from resnet.config import Config, ScheduleConfig, load_config
 from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
-from resnet.errors import UserError
+from resnet.errors import NonFiniteLoss, UserError
 from resnet.models import create_model
 from resnet.train.graphed import GraphedStep
-from resnet.train.loop import NonFiniteLoss, fit
+from resnet.train.loop import fit
 from resnet.train.meters import LossWindow
 from resnet.train.runtime import Runtime
 from resnet.train.schedule import LRSchedule

@@ -123,10 +123,11 @@ def test_lighting_statistics_follow_the_pca():
     pixels = torch.randn(200_000, 3, generator=g) @ mix
     light = Lighting.fit(pixels, std=0.1)
     cov = torch.cov(pixels.T.double())
-    # eigvec columns are orthonormal and diagonalise the covariance; eigval are the stds along them.
+    # eigvec columns are orthonormal and diagonalise the covariance; eigval are its eigenvalues (AlexNet's
+    # lambda_i, variances), not their square roots.
     torch.testing.assert_close(light.eigvec.T @ light.eigvec, torch.eye(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(
-        (light.eigvec.T.double() @ cov @ light.eigvec.double()).diagonal().sqrt().float(),
+        (light.eigvec.T.double() @ cov @ light.eigvec.double()).diagonal().float(),
         light.eigval,
         rtol=1e-4,
         atol=1e-6,
@@ -137,6 +138,44 @@ def test_lighting_statistics_follow_the_pca():
     expected = light.eigvec @ torch.diag((0.1 * light.eigval) ** 2) @ light.eigvec.T
     torch.testing.assert_close(torch.cov(shifts.T), expected, rtol=0.05, atol=1e-6)
     assert shifts.mean(dim=0).abs().max() < 0.002
+
+
+def test_standard_lighting_has_alexnet_s_magnitude():
+    """fb.resnet.torch: shift = eigvec @ (alpha * eigval), alpha ~ N(0, 0.1), eigval 0.2175, 0.0188, 0.0045."""
+    light = Lighting.imagenet()
+    x = torch.zeros(40_000, 3, 1, 1)
+    light(x, torch.Generator().manual_seed(0))
+    shifts = x.flatten(1).double()
+    # Along each principal axis the per-image shift has std 0.1 * eigval (the old square-root convention gave
+    # 0.047, 0.014, 0.0067: 2-15x more); summed over channels, sqrt(0.01 * sum eigval^2) = 0.0218.
+    along = shifts @ light.eigvec.double()
+    torch.testing.assert_close(along.std(dim=0), torch.tensor([0.02175, 0.00188, 0.00045]).double(), rtol=0.03, atol=0)
+    assert shifts.square().sum(dim=1).mean().sqrt().item() == pytest.approx(0.02184, rel=0.02)
+
+
+def test_lighting_state_of_the_old_square_root_convention_is_squared_back():
+    light = Lighting.imagenet()
+    new = Lighting.from_state_dict(light.state_dict())
+    torch.testing.assert_close(new.eigval, light.eigval)
+    old = {"eigval": light.eigval.sqrt(), "eigvec": light.eigvec, "std": 0.1}  # as earlier versions stored it
+    torch.testing.assert_close(Lighting.from_state_dict(old).eigval, light.eigval)
+
+
+def test_folder_runs_use_the_standard_axes_unless_asked_to_estimate(folder: Path):
+    from resnet.config import load_config
+    from resnet.data.sources import open_source
+
+    base = ["data.dataset=imagefolder", f"data.data_dir={folder}", "data.crop=32", "data.scale_min=40",
+            "data.scale_max=48", "data.eval_resize=40", "data.mean_samples=100", "data.workers=0"]  # fmt: skip
+    cfg = load_config(None, base)
+    _, light = open_source(cfg).preprocessing(cfg)
+    torch.testing.assert_close(light.eigval, torch.tensor([0.2175, 0.0188, 0.0045]))
+    cfg = load_config(None, [*base, "data.lighting_axes=estimated"])
+    _, estimated = open_source(cfg).preprocessing(cfg)
+    # variances of [0, 1] pixels: three channels hold at most 3 x 0.25 in all
+    assert not torch.allclose(estimated.eigval, light.eigval) and 0 < estimated.eigval.sum() <= 0.75
+    with pytest.raises(UserError, match="lighting_axes"):
+        load_config(None, [*base, "data.lighting_axes=pca"])
 
 
 def test_mean_image_is_the_mean_of_the_centre_views(folder: Path):

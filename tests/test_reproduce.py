@@ -36,8 +36,8 @@ def fake_run(
     root.mkdir(parents=True)
     cfg = load_config(f"cifar10/{model}", [f"schedule.iterations={iterations}"])
     (root / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    records = [
-        {"iteration": it, "split": "train", "loss": 1.0, "error": train_err + 10, "lr": 0.1}
+    records = [  # the last tenth at the final training error, earlier ones 10 points above
+        {"iteration": it, "split": "train", "loss": 1.0, "error": train_err + 10 * (it < 0.9 * done), "lr": 0.1}
         for it in range(100, done, 100)
     ]
     records.append({"iteration": done, "split": "train", "loss": 0.1, "error": train_err, "lr": 0.001})
@@ -66,9 +66,14 @@ def test_fig6_report_from_recorded_metrics_with_a_partial_experiment(tmp_path: P
     assert "Not a reproduction" not in text  # full schedule, full data
     assert "| plain56 | 6.50 | 12.00 | - | finished |" in text
     assert "| resnet20 | 1.20 | 8.40 | 8.75 | finished |" in text
-    assert "| resnet56 | 9.00 | 11.00 | 6.97 | partial (30000/64000 it.) |" in text
+    # an incomplete run has no final numbers, and is never compared as if final
+    assert "| resnet56 | - | - | 6.97 | incomplete (30000/64000 it.) |" in text
     assert "| resnet32 | - | - | 7.51 | not run |" in text
-    assert "plain-56 vs plain-20: final training error +5.00 points" in text
+    assert "- **shown**: the deeper plain net has higher training error" in text
+    assert "plain56 6.50% vs plain20 1.50% (+5.00 points; margin 1.00)" in text
+    assert "- **inconclusive**: the deeper ResNet has lower training error" in text and "resnet56 incomplete" in text
+    assert text.count("Criterion: ") == 2
+    assert "Trained on 45,000 training images, 5,000 held out for validation" in text
     assert "abc123" in text and "NVIDIA H100" in text
     assert (tmp_path / "cifar-fig6/fig6.png").stat().st_size > 10_000
     assert (tmp_path / "cifar-fig6/fig6.csv").read_text().startswith("net,final training error %")
@@ -174,9 +179,16 @@ def test_a_real_shortened_experiment_on_the_subset(cifar_subset: Path, tmp_path:
         "train.batch_size=16",
     ]
     assert main(args) == 0
-    text = (tmp_path / "cifar-table6/REPORT.md").read_text()
+    # runs and report are named by length and training-set size, so other settings never overwrite them
+    text = (tmp_path / "cifar-table6-it3-n5085/REPORT.md").read_text()
     assert "**Not a reproduction.**" in text and "(mean±std)" in text
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["resnet20-s0-it3", "resnet20-s1-it3"]
+    assert "Trained on all 5,085 training images, no validation split" in text
+    assert "best val" not in text  # no validation split: no such column
+    assert "- **inconclusive**: resnet110 has lower test error than resnet20" in text and "resnet110 not run" in text
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["resnet20-s0-it3-n5085", "resnet20-s1-it3-n5085"]
+    out = capsys.readouterr().out
+    assert "| resnet20 | 0.27M | 8.75 |" in out and "[inconclusive]" not in out and "**inconclusive**" in out
     # A second call reuses the finished runs and trains nothing.
     assert main(args) == 0
     assert "3 iterations" in capsys.readouterr().out
@@ -225,4 +237,4 @@ def test_table6_leaves_unfinished_runs_out_of_the_numbers(tmp_path: Path):
     fake_run(runs / "resnet56-s1", "resnet56", iterations=64_000, done=20_000, train_err=9.0, test_err=15.0)
     report = reproduce("cifar-table6", Options(out=tmp_path, report_only=True, seeds=2))
     row = next(line for line in report.read_text().splitlines() if line.startswith("| resnet56"))
-    assert "| 7.00 |" in row and "15.00" not in row and "| 1 |" in row and "partial (20000/64000 it.)" in row
+    assert "| 7.00 |" in row and "15.00" not in row and "| 1 |" in row and "incomplete (20000/64000 it.)" in row

@@ -18,8 +18,8 @@ from resnet import io as io_mod
 from resnet.checkpoint import storage as ckpt_mod
 from resnet.cli import main
 from resnet.config import ScheduleConfig, load_config
-from resnet.errors import UserError
-from resnet.train.loop import NonFiniteLoss, fit
+from resnet.errors import NonFiniteLoss, UserError
+from resnet.train.loop import fit
 from resnet.train.metrics_log import read_metrics
 from resnet.train.schedule import LRSchedule
 
@@ -324,7 +324,7 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_pa
 def test_extending_a_finished_run_drops_its_old_summary(tmp_path: Path, monkeypatch):
     fit(load_config(None, tiny_overrides(**{"schedule.iterations": 4})), tmp_path / "r", echo=False)
     assert (tmp_path / "r/summary.json").is_file()
-    import resnet.train.loop as train_mod
+    import resnet.train.trainer as train_mod
 
     def broken(*a, **k):
         raise RuntimeError("simulated crash")

@@ -11,8 +11,18 @@ from pathlib import Path
 
 import torch
 
+from resnet.analysis.claims import STILL_NEAR_CHANCE, Verdict, compare, final_error, ratio_verdict, render
 from resnet.analysis.plots import plot_error_curves, plot_responses, pyplot, save
-from resnet.analysis.report import RunRecord, markdown_table, mean_std, metadata, scope_caveat, write_csv
+from resnet.analysis.report import (
+    RunRecord,
+    has_validation,
+    markdown_table,
+    mean_std,
+    metadata,
+    scope_caveat,
+    training_set_note,
+    write_csv,
+)
 from resnet.analysis.response_std import response_stds
 from resnet.checkpoint import load_checkpoint
 from resnet.data.datasets import load_dataset
@@ -23,7 +33,7 @@ from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES, TABLE6, TABLE6_RE
 
 def _header(title: str, runs: list[RunRecord]) -> str:
     caveat = scope_caveat(runs, CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES)
-    return f"# {title}\n\n" + (caveat + "\n\n" if caveat else "")
+    return f"# {title}\n\n" + (caveat + "\n\n" if caveat else "") + training_set_note(runs)
 
 
 def _model(run: RunRecord) -> str:
@@ -39,17 +49,10 @@ def table6_report(runs: list[RunRecord], out: Path) -> Path:
     by_model: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_model.setdefault(_model(r), []).append(r)
-    headers = [
-        "model",
-        "params (paper)",
-        "paper error %",
-        "ours: final test error %",
-        "difference",
-        "ours: test error at best val %",
-        "runs",
-        "status",
-    ]
-    rows, points = [], []
+    with_val = has_validation(runs)  # no validation split: no "best validation" column, rather than a fake one
+    headers = ["model", "params (paper)", "paper error %", "ours: final test error %", "difference"]
+    headers += ["ours: test error at best val %"] * with_val + ["runs", "status"]
+    rows, points, finals_by_model = [], [], {}
     for model, rs in by_model.items():
         depth = _depth(model)
         paper_params, paper_err = TABLE6[depth]
@@ -58,8 +61,9 @@ def table6_report(runs: list[RunRecord], out: Path) -> Path:
         selected = [r.summary["test_error_at_best_val"] for r in done if r.summary.get("test_error_at_best_val")]
         status = ", ".join(sorted({r.label() for r in rs if r.label()})) or "finished"
         if not finals:
-            rows.append([model, f"{paper_params}M", paper_err, None, None, None, 0, status])
+            rows.append([model, f"{paper_params}M", paper_err, None, None, *[None] * with_val, 0, status])
             continue
+        finals_by_model[model] = finals
         if len(finals) > 1:
             m, s = mean_std(finals)
             ours = f"{min(finals):.2f} (best); {m:.2f}±{s:.2f} (mean±std)"
@@ -67,25 +71,28 @@ def table6_report(runs: list[RunRecord], out: Path) -> Path:
         else:
             ours, diff = f"{finals[0]:.2f}", finals[0] - paper_err
         sel = f"{mean_std(selected)[0]:.2f}" if selected else None
-        rows.append([model, f"{paper_params}M", paper_err, ours, f"{diff:+.2f}", sel, len(done), status])
+        rows.append([model, f"{paper_params}M", paper_err, ours, f"{diff:+.2f}", *[sel] * with_val, len(done), status])
         points.append((depth, min(finals), paper_err))
     write_csv(out / "table6.csv", headers, rows)
+    verdicts = _depth_verdicts(by_model, finals_by_model)
     _plot_table6(points, out / "table6.png")
     paper110 = "{:.2f}±{:.2f}".format(*TABLE6_RESNET110_MEAN_STD)
     text = (
         _header("Table 6: CIFAR-10 test error of ResNets", runs)
         + f"""The paper's recipe (section 4.2):
 batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations, weight decay 1e-4, momentum
-0.9, per-pixel mean subtraction, pad-4 random crop and flip, option A shortcuts, trained on 45k images with
-5k held out for validation. ResNet-110 warms up at lr 0.01 until the training error is below 80%. With
-several seeds (`--seeds K`) we give the best and mean±std, as the paper does for ResNet-110 ({paper110}).
+0.9, per-pixel mean subtraction, pad-4 random crop and flip, option A shortcuts, trained on all 50k training
+images. ResNet-110 warms up at lr 0.01 until the training error is below 80%. With several seeds
+(`--seeds K`) we give the best and mean±std, as the paper does for ResNet-110 ({paper110}).
 
 ![test error by depth](table6.png)
 
 {markdown_table(headers, rows)}
 
-"final test error" is the error after the last iteration; "at best val" is the test error at the
-evaluation with the lowest validation error (selection never looks at the test set).
+"final test error" is the error after the last iteration of a finished run (incomplete runs are left out of
+the numbers){VAL_NOTE if with_val else ""}.
+
+{render(verdicts)}
 
 ## Runs
 {metadata(runs)}
@@ -96,14 +103,71 @@ evaluation with the lowest validation error (selection never looks at the test s
     return report
 
 
+VAL_NOTE = (
+    '; "at best val" is the test error at the evaluation with the lowest validation error (selection never '
+    "looks at the test set)"
+)
+
+
+QUANTITY = "final test error (mean over seeds)"
+
+
+def _depth_verdicts(by_model: dict[str, list[RunRecord]], finals: dict[str, list[float]]) -> list[Verdict]:
+    """Table 6's claims: deeper ResNets do better up to 110 layers; ResNet-1202 is worse (overfitting)."""
+    # the mean over seeds, and its standard error where there are several
+    errors = {
+        m: (mean_std(v)[0], mean_std(v)[1] / len(v) ** 0.5 if len(v) > 1 else float("nan")) for m, v in finals.items()
+    }
+    unfinished = {
+        m for m, rs in by_model.items() if not any(r.done for r in rs) and any(r.status == "partial" for r in rs)
+    }
+    models = sorted(by_model, key=_depth)
+    upto110 = [m for m in models if _depth(m) <= 110]
+    verdicts = []
+    if len(upto110) >= 2:
+        lo, hi = upto110[0], upto110[-1]
+        claim = f"{hi} has lower test error than {lo} (Table 6: deeper is better up to 110 layers)"
+        verdicts.append(
+            compare(
+                claim,
+                hi,
+                lo,
+                errors,
+                expect="lower",
+                floor=0.5,
+                quantity=QUANTITY,
+                unfinished=sorted({lo, hi} & unfinished),
+            )
+        )
+    if "resnet1202" in by_model and "resnet110" in by_model:
+        claim = "resnet1202 has higher test error than resnet110 (section 4.2: overfitting)"
+        pair = {"resnet1202", "resnet110"}
+        verdicts.append(
+            compare(
+                claim,
+                "resnet1202",
+                "resnet110",
+                errors,
+                expect="higher",
+                floor=0.5,
+                quantity=QUANTITY,
+                unfinished=sorted(pair & unfinished),
+            )
+        )
+    return verdicts
+
+
 def _plot_table6(points: list[tuple[int, float, float]], path: Path) -> None:
+    from matplotlib.ticker import NullLocator
+
     fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
     if points:
         depths = [p[0] for p in points]
         ax.plot(depths, [p[2] for p in points], "o--", label="paper (Table 6)")
         ax.plot(depths, [p[1] for p in points], "s-", label="ours (best run)")
         ax.set_xscale("log")
-        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.xaxis.set_minor_locator(NullLocator())  # the log axis' own minor labels (2x10^1, ...) overlap ours
+        ax.set_xticks(depths, [str(d) for d in depths], fontsize=8)
     ax.set_xlabel("depth")
     ax.set_ylabel("test error (%)")
     ax.grid(True, alpha=0.3)
@@ -117,26 +181,29 @@ def fig6_report(runs: list[RunRecord], out: Path) -> Path:
     for r in runs:
         kind = "plain" if r.name.startswith("plain") else "ResNet"
         if r.records:
-            panels[kind][f"{kind}-{_depth(_model(r))}"] = r.records
+            suffix = "" if r.done else " (incomplete)"
+            panels[kind][f"{kind}-{_depth(_model(r))}{suffix}"] = r.records
     target = max((r.target or 0 for r in runs), default=CIFAR_ITERATIONS)
     long = target >= 10_000
     title = "CIFAR-10: plain (left) vs ResNet (right); dashed: training error, bold: test error"
     plot_error_curves(
         panels,
         out / "fig6.png",
-        ylim=(0, 30),
         xscale=1e4 if long else 1.0,
         xlabel="iter. (1e4)" if long else "iteration",
         title=title,
     )
     headers = ["net", "final training error %", "final test error %", "paper test error % (Table 6)", "status"]
-    rows = []
+    rows, errors = [], {}
     for r in runs:
         m = _model(r)
         paper = TABLE6[_depth(m)][1] if m.startswith("resnet") and _depth(m) in TABLE6 else None
-        rows.append([m, r.summary.get("train_error"), r.summary.get("test_error"), paper, r.label() or "finished"])
+        if r.done:  # an incomplete run has no final error: its interim numbers are never shown as final
+            errors[m] = final_error(r.records)
+        train = round(errors[m][0], 2) if m in errors else None
+        test = r.summary.get("test_error") if r.done else None
+        rows.append([m, train, test, paper, r.label() or "finished"])
     write_csv(out / "fig6.csv", headers, rows)
-    verdict = _degradation_verdict(runs)
     text = (
         _header("Fig. 6: training on CIFAR-10, plain nets vs ResNets", runs)
         + f"""The paper's
@@ -148,7 +215,10 @@ shows them only as curves).
 
 {markdown_table(headers, rows)}
 
-{verdict}
+"final training error" is the mean of the training records over the last 5% of a finished run (at least
+five records; one record is one logging window of mini-batches, too noisy alone); incomplete runs have none.
+
+{render(_degradation_verdicts(runs, errors))}
 
 ## Runs
 {metadata(runs)}
@@ -159,21 +229,29 @@ shows them only as curves).
     return report
 
 
-def _degradation_verdict(runs: list[RunRecord]) -> str:
-    err = {_model(r): r.summary.get("train_error") for r in runs if r.summary.get("train_error") is not None}
-    lines = []
-    for kind, claim in (("plain", "deeper plain nets train worse"), ("resnet", "deeper ResNets do not")):
-        depths = sorted(_depth(m) for m in err if m.startswith(kind))
-        if len(depths) >= 2:
-            lo, hi = depths[0], depths[-1]
-            delta = err[f"{kind}{hi}"] - err[f"{kind}{lo}"]
-            lines.append(f"- {kind}-{hi} vs {kind}-{lo}: final training error {delta:+.2f} points (paper: {claim}).")
-    return "\n".join(lines) or "Not enough finished runs for a comparison yet."
+def _degradation_verdicts(runs: list[RunRecord], errors: dict[str, tuple[float, float]]) -> list[Verdict]:
+    """Fig. 6's two claims, on the deepest and the shallowest net of each kind the experiment planned."""
+    planned = {_model(r) for r in runs}
+    unfinished = {_model(r) for r in runs if r.status == "partial"}
+    verdicts = []
+    for kind, expect, claim in (
+        ("plain", "higher", "the deeper plain net has higher training error (the degradation problem, section 4.2)"),
+        ("resnet", "lower", "the deeper ResNet has lower training error (Fig. 6 right: ResNets gain from depth)"),
+    ):
+        models = sorted((m for m in planned if m.startswith(kind)), key=_depth)
+        if len(models) < 2:
+            continue
+        lo, hi = models[0], models[-1]
+        verdicts.append(
+            compare(claim, hi, lo, errors, expect=expect, floor=1.0, unfinished=sorted({lo, hi} & unfinished))
+        )
+    return verdicts
 
 
 def fig7_report(runs: list[RunRecord], out: Path, data_dir: str | None = None) -> Path:
     """Fig. 7: std of every 3x3 layer's response on the test set, from the runs' final checkpoints."""
     stds: dict[str, list[float]] = {}
+    test_errors: dict[str, float | None] = {}
     for r in runs:
         if not r.done:
             continue
@@ -188,6 +266,7 @@ def fig7_report(runs: list[RunRecord], out: Path, data_dir: str | None = None) -
         layer_std = response_stds(ckpt.build_model(where), test_x, ckpt.normalizer())
         label = ("plain-" if r.name.startswith("plain") else "ResNet-") + str(_depth(_model(r)))
         stds[label] = list(layer_std.values())
+        test_errors[label] = r.summary.get("test_error")
     plot_responses(stds, out / "fig7.png", title="Std of layer responses (3x3 conv + BN), CIFAR-10 test set")
     width = max((len(v) for v in stds.values()), default=0)
     write_csv(
@@ -220,7 +299,7 @@ than their plain counterparts ... deeper ResNet has smaller magnitudes of respon
 
 {markdown_table(headers, rows)}
 
-{_responses_verdict(stds)}
+{render(_responses_verdicts(stds, [row[0] for row in rows], test_errors))}
 
 ## Runs
 {metadata(runs)}
@@ -231,16 +310,37 @@ than their plain counterparts ... deeper ResNet has smaller magnitudes of respon
     return report
 
 
-def _responses_verdict(stds: dict[str, list[float]]) -> str:
+def _responses_verdicts(
+    stds: dict[str, list[float]], labels: list[str], test_errors: dict[str, float | None]
+) -> list[Verdict]:
+    """Fig. 7's two claims on the mean response std: ResNet below its plain twin; deeper ResNet below shallower."""
+    tol = 0.05
     mean = {k: sum(v) / len(v) for k, v in stds.items() if v}
-    lines = []
+    criterion = (
+        f"shown when the ratio of mean response stds is below {1 - tol:g}, contradicted when above {1 + tol:g}, "
+        "inconclusive in between, when a run is missing or incomplete, or when a net's test error is still above "
+        f"{STILL_NEAR_CHANCE:g}% (an untrained net's responses say nothing about residual functions, and its BN "
+        "running statistics are still far from the data's)"
+    )
+
+    def verdict(claim: str, a: str, b: str) -> Verdict:
+        if a not in mean or b not in mean:
+            gone = ", ".join(n for n in (a, b) if n not in mean)
+            return Verdict(claim, "inconclusive", f"{gone}: no finished run", criterion)
+        ratio = mean[a] / mean[b]
+        untrained = [f"{n} {test_errors[n]:.1f}%" for n in (a, b) if (test_errors.get(n) or 100.0) > STILL_NEAR_CHANCE]
+        if untrained:
+            evidence = f"{a} / {b} = {ratio:.2f}, but test error {', '.join(untrained)}: too short to tell"
+            return Verdict(claim, "inconclusive", evidence, criterion)
+        return ratio_verdict(claim, f"{a} / {b} = {mean[a]:.3f} / {mean[b]:.3f} = {ratio:.2f}", ratio, tol, criterion)
+
+    verdicts = []
     for d in (20, 56):
-        p, r = mean.get(f"plain-{d}"), mean.get(f"ResNet-{d}")
-        if p and r:
-            lines.append(f"- ResNet-{d} / plain-{d} mean response std: {r / p:.2f} (the paper: below 1).")
-    res = [(int(k.split("-")[1]), v) for k, v in mean.items() if k.startswith("ResNet")]
+        if f"plain-{d}" in labels and f"ResNet-{d}" in labels:
+            claim = f"ResNet-{d} has smaller responses than plain-{d} (section 4.2)"
+            verdicts.append(verdict(claim, f"ResNet-{d}", f"plain-{d}"))
+    res = sorted(int(k.split("-")[1]) for k in labels if k.startswith("ResNet"))
     if len(res) >= 2:
-        res.sort()
-        seq = ", ".join(f"ResNet-{d}: {v:.3f}" for d, v in res)
-        lines.append(f"- mean std by depth: {seq} (the paper: smaller for deeper ResNets).")
-    return "\n".join(lines) or "No finished runs yet."
+        lo, hi = f"ResNet-{res[0]}", f"ResNet-{res[-1]}"
+        verdicts.append(verdict(f"the deeper {hi} has smaller responses than {lo} (section 4.2)", hi, lo))
+    return verdicts

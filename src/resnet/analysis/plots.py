@@ -51,29 +51,46 @@ def plot_error_curves(
     """One panel per entry of ``panels`` (e.g. {"plain": {...}, "ResNet": {...}}), each a {label: records}.
 
     Training error is dashed and thin, ``eval_split`` error bold. ``xscale`` divides iterations for the axis
-    (1e4 gives the paper's "iter. (1e4)").
+    (1e4 gives the paper's "iter. (1e4)"). The y-range follows the data unless ``ylim`` is given (a fixed 0-30%
+    leaves a 20-iteration run's curves, near 90%, off the axes); a series with few points gets markers, so a
+    single evaluation still shows.
     """
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    seen: list[float] = []
     for ax, (panel, runs) in zip(axes[0], panels.items(), strict=True):
         for i, (label, records) in enumerate(runs.items()):
             color = palette[i % len(palette)]
             xs, ys = _series(records, "train")
-            ax.plot([x / xscale for x in xs], ys, "--", color=color, linewidth=1.0, alpha=0.9)
-            xs, ys = _series(records, eval_split)
-            ax.plot([x / xscale for x in xs], ys, "-", color=color, linewidth=2.2, label=label)
+            ax.plot([x / xscale for x in xs], ys, "--", color=color, linewidth=1.0, alpha=0.9,
+                    marker="." if len(xs) < 30 else None)  # fmt: skip
+            xs2, ys2 = _series(records, eval_split)
+            ax.plot([x / xscale for x in xs2], ys2, "-", color=color, linewidth=2.2, label=label,
+                    marker="o" if len(xs2) < 30 else None)  # fmt: skip
+            seen += ys + ys2
         ax.set_title(panel)
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
-        if ylim:
-            ax.set_ylim(*ylim)
+        if xscale == 1.0:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations: no "2.5"
         if runs:
             ax.legend(title=f"bold: {eval_split}, dashed: train", fontsize=8, title_fontsize=8)
+    if ylim or seen:
+        axes[0][0].set_ylim(*(ylim or _data_range(seen)))  # the axes share y
     axes[0][0].set_ylabel("error (%)")
     if title:
         fig.suptitle(title)
     return save(fig, out)
+
+
+def _data_range(values: Sequence[float], lo: float = 0.0, hi: float = 100.0) -> tuple[float, float]:
+    """The span of ``values`` with a 5% margin (at least half a point), kept inside [lo, hi]."""
+    a, b = min(values), max(values)
+    pad = max(0.05 * (b - a), 0.5)
+    return max(lo, a - pad), min(hi, b + pad)
 
 
 def plot_responses(responses: Mapping[str, Sequence[float]], out: str | Path, *, title: str | None = None) -> Path:
@@ -85,8 +102,12 @@ def plot_responses(responses: Mapping[str, Sequence[float]], out: str | Path, *,
         bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), style, label=label, linewidth=1.4)
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
+    values = [v for stds in responses.values() for v in stds if v > 0]
+    log = bool(values) and max(values) / min(values) >= 10  # spans a decade or more: a linear axis hides the rest
     for ax in (top, bottom):
-        ax.set_ylabel("std")
+        ax.set_ylabel("std (log scale)" if log else "std")
+        if log:
+            ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         if responses:
             ax.legend(fontsize=8)

@@ -25,7 +25,7 @@ from resnet.train.metrics_log import read_metrics, summarize
 class RunRecord:
     name: str
     root: Path
-    status: str  # "finished" | "partial" | "missing"
+    status: str  # "finished" | "partial" (stopped before its target iteration: incomplete) | "missing"
     iteration: int = 0
     target: int | None = None  # schedule.iterations of the run
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -41,7 +41,7 @@ class RunRecord:
         if self.status == "missing":
             return "not run"
         if self.status == "partial":
-            return f"partial ({self.iteration}/{self.target} it.)"
+            return f"incomplete ({self.iteration}/{self.target} it.)"
         return ""
 
 
@@ -121,6 +121,31 @@ def metadata(runs: Sequence[RunRecord]) -> str:
     )
 
 
+def training_set_note(runs: Sequence[RunRecord]) -> str:
+    """Which images the runs trained on: all of the training set, or with a validation hold-out."""
+    sizes = sorted(
+        {
+            (r.summary["data"]["train"], r.summary["data"].get("val", 0))
+            for r in runs
+            if isinstance(r.summary.get("data"), dict)
+        }
+    )
+    if not sizes:
+        return ""
+    parts = [
+        f"{t:,} training images, {v:,} held out for validation (`data.val_fraction`)"
+        if v
+        else f"all {t:,} training images, no validation split (section 4.2's protocol)"
+        for t, v in sizes
+    ]
+    return "Trained on " + "; ".join(parts) + ".\n\n"
+
+
+def has_validation(runs: Sequence[RunRecord]) -> bool:
+    """Whether any run held out a validation split (otherwise "best validation" columns are left out)."""
+    return any(r.summary.get("best_val_error") is not None for r in runs)
+
+
 def scope_caveat(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> str | None:
     """A plain statement when the runs are shortened or on a subset: they are then not a reproduction."""
     short = sorted({r.target for r in runs if r.target and r.target < full_iterations})
@@ -144,3 +169,38 @@ def scope_caveat(runs: Sequence[RunRecord], full_iterations: int, full_train: in
         + " and ".join(notes)
         + ". The numbers show the method at work on a smaller budget; they are not comparable to the paper's."
     )
+
+
+#: Keys that only mean something for image folders (section 3.4's pipeline).
+FOLDER_ONLY = ("scale_min", "scale_max", "crop", "eval_resize", "lighting", "lighting_axes", "mean_samples",
+               "workers", "strict_decode")  # fmt: skip
+
+
+def applicable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The dotted keys of a run's config that apply to it: no image-folder keys on an array dataset, no
+    warm-up thresholds without a warm-up, no plateau settings on a step schedule, and so on."""
+    cfg = from_dict(config)
+    d, sc, tr = cfg.data, cfg.schedule, cfg.train
+    skip = {"description"}
+    if d.dataset != "imagefolder":
+        skip |= {f"data.{k}" for k in FOLDER_ONLY} | {"train.eval_limit", "model.bottleneck_stride"}
+    if d.dataset != "synthetic":
+        skip.add("data.synthetic_size")
+    if d.dataset in ("digits", "synthetic"):
+        skip.add("data.data_dir")
+    if not d.augment:
+        skip |= {"data.pad", "data.flip", "data.lighting", "data.lighting_axes"}
+    if sc.warmup_lr is None:
+        skip |= {"schedule.warmup_until_error", "schedule.warmup_window"}
+    if sc.kind == "steps":
+        skip |= {"schedule.plateau_patience", "schedule.plateau_min_delta"}
+    else:
+        skip |= {"schedule.milestones", "schedule.milestone_unit"}
+    if sc.epochs is None:
+        skip.add("schedule.epochs")
+    if not tr.recompute_bn:
+        skip.add("train.recompute_bn")
+    skip |= {"train.sync_bn", "train.tensorboard"} if not (tr.sync_bn or tr.tensorboard) else set()
+    flat = {f"{section}.{k}": v for section, keys in cfg.to_dict().items() if isinstance(keys, dict)
+            for k, v in keys.items()}  # fmt: skip
+    return {k: v for k, v in flat.items() if k not in skip}

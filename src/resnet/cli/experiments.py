@@ -24,8 +24,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         report = run_demo(args.out, depths=depths, iterations=args.iterations, jobs=args.jobs)
     except TrainingInterrupted as e:
         return stopped(e, args.argv)
+    print(key_results(report))
     print(f"report: {report} (plot: {report.parent / 'curves.png'})")
     return 0
+
+
+def key_results(report: Path) -> str:
+    """The report's key table (its first markdown table) and its verdicts, for the terminal."""
+    lines = report.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    table: list[str] = []
+    if start is not None:
+        for line in lines[start:]:
+            if not line.startswith("|"):
+                break
+            if not line.startswith("|---"):
+                table.append(line)
+    caveat = [line.lstrip("> ") for line in lines if line.startswith("> **Not a reproduction")]
+    verdicts = [line for line in lines if line.startswith("- **") and "Criterion:" in line]
+    verdicts = [v.split(". Criterion:")[0] for v in verdicts]  # the criteria stay in the report
+    return "\n".join([*caveat, *table, *verdicts])
 
 
 def stopped(e: TrainingInterrupted, argv: list[str]) -> int:
@@ -72,6 +90,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         report = reproduce(args.experiment, opts)
     except TrainingInterrupted as e:
         return stopped(e, args.argv)
+    print(key_results(report))
     print(f"report: {report}")
     return 0
 

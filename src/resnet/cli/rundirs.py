@@ -15,13 +15,12 @@ from typing import Any
 
 import yaml
 
-from resnet.config import Config, load_config
+from resnet.config import Config, load_config, parse_override, shortened_schedule
 from resnet.errors import UserError
 
 #: Shortcut flags of ``resnet train`` and the config keys they set.
 FLAG_KEYS = (
     ("data_dir", "data.data_dir"),
-    ("iterations", "schedule.iterations"),
     ("seed", "train.seed"),
     ("device", "train.device"),
     ("checkpoint_every", "train.checkpoint_every"),
@@ -45,6 +44,17 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
             value = os.path.abspath(os.path.expanduser(value))
         overrides.append(f"{key}={value}")
     return overrides
+
+
+def shortened(recipe: str | None, overrides: list[str], iterations: int) -> list[str]:
+    """``--iterations N``: the recipe's schedule scaled to N (milestones, eval/log/checkpoint intervals, as
+    ``reproduce --iterations`` does), under the keys the user set explicitly, which win."""
+    if iterations < 1:
+        raise UserError(f"--iterations must be positive, got {iterations}")
+    given = {parse_override(o)[0] for o in overrides}
+    scaled = shortened_schedule(load_config(recipe, overrides), iterations)
+    keep = [f"{k}={v}" for k, v in scaled.items() if k not in given and k != "schedule.iterations"]
+    return [*keep, *overrides, f"schedule.iterations={iterations}"]
 
 
 def recorded_config(run_dir: Path) -> dict[str, Any] | None:
@@ -74,7 +84,10 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
             "pass a recipe (`resnet recipes` lists them) or the run directory `resnet train` wrote"
         )
     recipe = str(Path(source) / "config.yaml") if from_run else source
-    cfg = load_config(recipe, overrides_of(args))
+    overrides = overrides_of(args)
+    if getattr(args, "iterations", None) is not None:
+        overrides = shortened(recipe, overrides, args.iterations)
+    cfg = load_config(recipe, overrides)
     out = Path(args.out) if args.out else (Path(source) if from_run else default_run_dir(source, cfg))
     given = args.data_dir is not None or any(s.strip().startswith("data.data_dir=") for s in args.set or [])
     recorded_in = Path(source) / "config.yaml" if from_run and not given else None

@@ -33,8 +33,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(format_plan(plan_run(cfg, out)))
         return 0
+    from resnet.errors import TrainingInterrupted
     from resnet.train import distributed
-    from resnet.train.loop import TrainingInterrupted, fit
+    from resnet.train.loop import fit
 
     try:
         if args.seeds:
@@ -81,6 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scores=args.scores,
         device=args.device,
         workers=args.workers,
+        recompute_bn=args.recompute_bn,
     )
     written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
     if args.json:
@@ -162,6 +164,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="PNG",
         help="also write the confusion matrix as PNG and CSV (default file: RUN_DIR/confusion-SPLIT.png)",
+    )
+    p.add_argument(
+        "--recompute-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also evaluate with BN statistics averaged over N training batches (the paper's released models)",
     )
     p.set_defaults(handler=cmd_eval)
 

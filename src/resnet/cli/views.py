@@ -93,6 +93,11 @@ def eval_document(report: dict, written: list[Path]) -> dict:
         "per_class_error": {name: num(e) for name, e in zip(report["classes"], res.per_class, strict=False)},
         "skipped": list(res.skipped),
     }
+    bn = report.get("recomputed_bn")
+    if bn:  # --recompute-bn: the same errors with BN statistics averaged over training batches
+        r = bn["result"]
+        doc["recomputed_bn"] = {"batches": bn["batches"], "top1_error": num(r.error), "top5_error": num(r.top5_error),
+                                "loss": num(r.loss)}  # fmt: skip
     if written:
         doc["confusion"] = {"png": str(written[0]), "csv": str(written[1])}
     return doc

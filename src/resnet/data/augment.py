@@ -46,16 +46,26 @@ def scale_crop_flip(
     return out.contiguous()
 
 
+#: The ImageNet RGB covariance in the [0, 1] pixel convention, as fb.resnet.torch ships it (datasets/imagenet.lua,
+#: from AlexNet's training set): eigenvalues (variances along the principal axes) and eigenvectors (columns).
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
 @dataclass
 class Lighting:
     """AlexNet's PCA colour augmentation, applied to a normalised float batch on its device.
 
-    ``eigvec`` (3 x 3, columns) are the eigenvectors of the RGB covariance of training pixels in [0, 1];
-    ``eigval`` (3) are the square roots of its eigenvalues, the std along each principal axis. That is the
-    convention of the constants everyone uses for ImageNet (AlexNet's, via Caffe and fb.resnet.torch:
-    55.46, 4.79, 1.15 in 0..255 units); the covariance eigenvalues themselves would be in squared units.
-    The shift is added after mean subtraction (it is a per-image constant, so the order does not matter)
-    and divided by the normaliser's std when there is one.
+    AlexNet (section 4.1) adds ``[p1, p2, p3] [a1 l1, a2 l2, a3 l3]^T`` to every pixel, ``p_i`` and ``l_i`` the
+    eigenvectors and *eigenvalues* of the 3 x 3 RGB covariance of the training pixels, ``a_i ~ N(0, std)``
+    drawn once per image. ``eigvec`` holds the eigenvectors as columns and ``eigval`` the eigenvalues, for
+    pixels in [0, 1] (fb.resnet.torch's convention: 0.2175, 0.0188, 0.0045 on ImageNet). The shift is added
+    after mean subtraction (it is a per-image constant, so the order does not matter) and divided by the
+    normaliser's std when there is one.
     """
 
     eigval: torch.Tensor
@@ -63,12 +73,17 @@ class Lighting:
     std: float = 0.1
 
     @classmethod
+    def imagenet(cls, std: float = 0.1) -> Lighting:
+        """The standard constants (fb.resnet.torch's, AlexNet's ImageNet axes): the default for every recipe."""
+        return cls(torch.tensor(IMAGENET_EIGVAL), torch.tensor(IMAGENET_EIGVEC), std)
+
+    @classmethod
     def fit(cls, pixels: torch.Tensor, std: float = 0.1) -> Lighting:
-        """From an ``N x 3`` sample of RGB pixel values in [0, 1]."""
+        """Axes estimated from an ``N x 3`` sample of RGB pixel values in [0, 1] (eigenvalues, not their roots)."""
         x = pixels.double()
         cov = torch.cov(x.T)
         eigval, eigvec = torch.linalg.eigh(cov)
-        return cls(eigval.clamp_min(0).sqrt().float(), eigvec.float(), std)
+        return cls(eigval.clamp_min(0).float(), eigvec.float(), std)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Add one random colour shift per image of the ``N x 3 x H x W`` batch ``x`` (in place and returned)."""
@@ -82,8 +97,14 @@ class Lighting:
         return x.add_(shift[:, :, None, None])
 
     def state_dict(self) -> dict:
-        return {"eigval": self.eigval, "eigvec": self.eigvec, "std": self.std}
+        # "eigval_kind" marks the convention: files written before it existed held the square roots.
+        return {"eigval": self.eigval, "eigvec": self.eigvec, "std": self.std, "eigval_kind": "variance"}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Lighting:
-        return cls(state["eigval"].float(), state["eigvec"].float(), float(state["std"]))
+        """Reads both conventions: the square roots an older version stored are squared back (2-12x too strong
+        per axis otherwise), so an old checkpoint resumes with the standard magnitude."""
+        eigval = state["eigval"].float()
+        if state.get("eigval_kind") != "variance":
+            eigval = eigval.square()
+        return cls(eigval, state["eigvec"].float(), float(state["std"]))

@@ -4,7 +4,10 @@ The paper subtracts "the per-pixel mean" (a mean *image*, section 3.4) and uses 
 axes come from the covariance of the training pixels. Both are estimated from a fixed random sample of
 training images, each taken as the test-time view (shorter side 256, centre 224 crop), so the mean image
 is the mean of what the network sees. The result is cached next to the file index, keyed on the sampled
-files' sizes and modification times, and, like all preprocessing, saved with every checkpoint.
+files' sizes and modification times, and, like all preprocessing, saved with every checkpoint. Caches
+written before the lighting fix hold the square roots of the eigenvalues; :meth:`Lighting.from_state_dict`
+recognises them (no ``eigval_kind``) and squares them back, so they stay valid. Recipes use these estimated
+axes only with ``data.lighting_axes: estimated``.
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ class FolderSource:
             lighting_std=d.lighting,
             workers=d.workers,
         )
+        if d.lighting_axes == "standard" and self.input_size[0] == 3:
+            lighting = Lighting.imagenet(d.lighting)  # AlexNet's axes, as every ImageNet reproduction uses them
         return normalizer, (lighting if d.augment and d.lighting > 0 else None)
 
     def train_stream(

@@ -7,16 +7,18 @@ hands the run directories to :mod:`resnet.analysis.cifar` for the report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 from resnet.analysis.cifar import fig6_report, fig7_report, table6_report
 from resnet.analysis.report import RunRecord, read_run
-from resnet.config import load_config
+from resnet.config import load_config, shortened_schedule
+from resnet.data.datasets import load_dataset
 from resnet.errors import UserError
 from resnet.experiments.registry import Options, experiment
 from resnet.experiments.runner import RunSpec, train_runs
-from resnet.paper import CIFAR_ITERATIONS
+from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES
 from resnet.train.multiseed_fit import fit_seeds
 
 
@@ -37,27 +39,18 @@ def cifar_models(experiment: str, opts: Options) -> list[str]:
 def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: bool = True) -> list[RunSpec]:
     """One RunSpec per (model, seed); shortened schedules get their own run directories."""
     n = opts.iterations
-    suffix = f"-it{n}" if n and n != CIFAR_ITERATIONS else ""
+    suffix = scope_suffix(opts)
     base: list[str] = []
     if opts.data_dir:
         base.append(f"data.data_dir={opts.data_dir}")
     if opts.device:
         base.append(f"train.device={opts.device}")
-    if n:
-        # The paper's schedule evaluates 32 times (every 2000); very short runs evaluate at least 50 apart,
-        # or evaluation (15k images) would cost more than training.
-        evals = max(n // 32, min(n, 50))
-        base += [
-            f"schedule.iterations={n}",
-            f"schedule.milestones=[{n // 2}, {n * 3 // 4}]",
-            f"train.eval_every={evals}",
-            f"train.log_every={max(1, min(100, n // 64))}",
-            f"train.checkpoint_every={max(evals, n // 8)}",
-        ]
     specs = []
     # Longest first, so parallel workers finish together; reports keep the paper's order.
     order = sorted(models, key=lambda m: -int("".join(c for c in m if c.isdigit()))) if longest_first else models
     for model in order:
+        # The one scaling `resnet train --iterations` uses too (milestones at N/2 and 3N/4, ...).
+        scaled = [f"{k}={v}" for k, v in shortened_schedule(load_config(f"cifar10/{model}"), n).items()] if n else []
         for seed in range(seeds):
             name = f"{model}-s{seed}"
             specs.append(
@@ -65,7 +58,7 @@ def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: boo
                     name,
                     f"cifar10/{model}",
                     opts.out / "runs" / f"{name}{suffix}",
-                    (*base, f"train.seed={seed}", *opts.sets),
+                    (*base, *scaled, f"train.seed={seed}", *opts.sets),
                 )
             )
     if opts.only:
@@ -97,6 +90,34 @@ def train_batched(specs: list[RunSpec], on_done: Callable[[dict], None]) -> None
             on_done({"name": next(s.name for s in pending if s.out == outs[seed]), **summary})
 
 
+@functools.lru_cache(maxsize=8)
+def _training_images(overrides: tuple[str, ...], required: bool) -> int | None:
+    try:
+        return len(load_dataset(load_config("cifar10/resnet20", list(overrides)).data).train_x)
+    except UserError as e:
+        if not required:
+            return None
+        raise UserError(f"{e} (runs and reports are kept apart by training-set size, so it is needed)") from None
+
+
+def training_images(opts: Options) -> int | None:
+    """How many images the runs train on (after any validation hold-out), read from the data itself; None
+    when no --data-dir was given and no default one exists (``--report-only`` on the paper's 50k then)."""
+    overrides = [f"data.data_dir={opts.data_dir}"] if opts.data_dir else []
+    sets = tuple(overrides + [o for o in opts.sets if o.startswith("data.")])
+    return _training_images(sets, bool(opts.data_dir))
+
+
+def scope_suffix(opts: Options) -> str:
+    """``-it20-n5085`` for 20 iterations on 5,085 training images; empty for the paper's 64k on 50k.
+
+    Runs and reports of different lengths or data live side by side instead of overwriting each other.
+    """
+    n, images = opts.iterations, training_images(opts)
+    size = f"-n{images}" if images is not None and images != CIFAR_TRAIN_IMAGES else ""
+    return (f"-it{n}" if n and n != CIFAR_ITERATIONS else "") + size
+
+
 def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]:
     specs = cifar_specs(cifar_models(experiment, opts), opts, seeds)
     if not opts.report_only:
@@ -120,14 +141,15 @@ def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]
 
 @experiment("cifar-table6")
 def cifar_table6(opts: Options) -> Path:
-    return table6_report(run_cifar("cifar-table6", opts, seeds=opts.seeds), opts.out / "cifar-table6")
+    runs = run_cifar("cifar-table6", opts, seeds=opts.seeds)
+    return table6_report(runs, opts.out / f"cifar-table6{scope_suffix(opts)}")
 
 
 @experiment("cifar-fig6")
 def cifar_fig6(opts: Options) -> Path:
-    return fig6_report(run_cifar("cifar-fig6", opts), opts.out / "cifar-fig6")
+    return fig6_report(run_cifar("cifar-fig6", opts), opts.out / f"cifar-fig6{scope_suffix(opts)}")
 
 
 @experiment("fig7")
 def fig7(opts: Options) -> Path:
-    return fig7_report(run_cifar("fig7", opts), opts.out / "fig7", opts.data_dir)
+    return fig7_report(run_cifar("fig7", opts), opts.out / f"fig7{scope_suffix(opts)}", opts.data_dir)

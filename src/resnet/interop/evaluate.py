@@ -18,6 +18,8 @@ from resnet.data.datasets import load_dataset
 from resnet.data.imagefolder import scan
 from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
+from resnet.eval.bn import recompute_bn as recompute_bn_stats
+from resnet.eval.bn import training_batches
 from resnet.eval.folders import evaluate_folder
 from resnet.eval.metrics import EvalResult
 from resnet.interop.convert import load_any
@@ -35,20 +37,34 @@ def evaluate_checkpoint(
     scores: str = "softmax",
     device: str = "auto",
     workers: int | None = None,
+    recompute_bn: int = 0,
 ) -> dict[str, Any]:
-    """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict."""
+    """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict.
+
+    ``recompute_bn`` > 0 also evaluates a copy whose BN statistics are averaged over that many training
+    batches (:mod:`resnet.eval.bn`); the report then holds both results.
+    """
+    if recompute_bn < 0:
+        raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
     # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
     # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
     foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)
     ckpt = load_any(path).checkpoint if foreign else load_checkpoint(path)
     model = ckpt.build_model(str(path)).to(local_device(device))
     cfg = ckpt.recipe(str(path))
+    recomputed = None
     if ckpt.dataset in ("imagefolder", "imagenet"):
+        if recompute_bn:
+            raise UserError("--recompute-bn works on CIFAR/digits runs for now (image folders are not supported)")
         split = "val"  # image folders hold a val split only
         res, classes = _evaluate_folder(ckpt, cfg, model, data_dir, protocol, limit, scores, workers)
     else:
-        res, classes = _evaluate_arrays(ckpt, cfg, model, path, split, data_dir, protocol, limit)
+        res, classes, _ = _evaluate_arrays(ckpt, cfg, model, path, split, data_dir, protocol, limit)
+        if recompute_bn:
+            bn_res, _, used = _evaluate_arrays(ckpt, cfg, model, path, split, data_dir, protocol, limit, recompute_bn)
+            recomputed = {"result": bn_res, "batches": used}
     return {
+        "recomputed_bn": recomputed,
         "checkpoint": str(path),
         "model": ckpt.model_name,
         "iteration": ckpt.iteration,
@@ -102,7 +118,9 @@ def _evaluate_arrays(
     data_dir: str | None,
     protocol: str | None,
     limit: int | None,
-) -> tuple[EvalResult, list[str]]:
+    recompute_bn: int = 0,
+) -> tuple[EvalResult, list[str], int]:
+    """The error on ``split``, the class names, and the batches BN statistics were averaged over (0: none)."""
     if protocol not in (None, "center"):
         raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
     if cfg is not None:
@@ -124,11 +142,17 @@ def _evaluate_arrays(
     x, y = data.split(split)
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    dev = next(model.parameters()).device
+    dev, used = next(model.parameters()).device, 0
+    if recompute_bn:  # the equal-weight average over training batches of the run's batch size
+        batch = cfg.train.batch_size if cfg is not None else 128  # converted weights: the paper's CIFAR batch
+        batches = training_batches(torch.from_numpy(data.train_x).to(dev), ckpt.normalizer(), batch)
+        model, used = recompute_bn_stats(model, batches, recompute_bn)
+        if used < recompute_bn:
+            print(f"note: the training set holds {used} batches of {batch}; averaged over those")
     res = evaluate(
         model, torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev), ckpt.normalizer(), num_classes=data.num_classes
     )
-    return res, data.classes
+    return res, data.classes, used
 
 
 def format_eval(report: dict[str, Any]) -> str:
@@ -136,6 +160,15 @@ def format_eval(report: dict[str, Any]) -> str:
     lines = [
         f"{report['model']} at iteration {report['iteration']}, {report['split']} split ({res.n} images)",
         f"top-1 error: {res.error:.2f}%   top-5 error: {res.top5_error:.2f}%   loss: {res.loss:.4f}",
+    ]
+    if report.get("recomputed_bn"):
+        bn: EvalResult = report["recomputed_bn"]["result"]
+        lines[-1] += "   (BN statistics: moving averages, as trained)"
+        lines.append(
+            f"top-1 error: {bn.error:.2f}%   top-5 error: {bn.top5_error:.2f}%   loss: {bn.loss:.4f}   "
+            f"(BN statistics: averages over {report['recomputed_bn']['batches']} training batches)"
+        )
+    lines += [
         "",
         f"{'class':<14} {'error %':>8}",
     ]

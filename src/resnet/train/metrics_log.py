@@ -74,6 +74,7 @@ def summarize(records: list[dict[str, Any]], model: str, iteration: int) -> dict
     best_it = min(evals, key=lambda i: (evals[i]["error"], -i)) if evals else None
     train, val, test = last("train"), last("val"), last("test")
     warm = [r for r in records if r.get("event") == "warmup_end"]
+    bn = [r for r in records if r.get("event") == "recomputed_bn" and r["iteration"] == iteration]
     return {
         "model": model,
         "iterations": iteration,
@@ -84,4 +85,8 @@ def summarize(records: list[dict[str, Any]], model: str, iteration: int) -> dict
         "best_val_error": evals[best_it]["error"] if best_it is not None else None,
         "test_error_at_best_val": tests[best_it]["error"] if best_it in tests else None,
         "warmup_ended_at": warm[0]["iteration"] if warm else None,
+        # train.recompute_bn: the final errors with BN statistics averaged over training batches
+        "recomputed_bn": {k: v for k, v in bn[-1].items() if k not in ("iteration", "event", "requested")}
+        if bn
+        else None,
     }

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from resnet.config import RESUMABLE_KEYS, Config, diff
+from resnet.config import RESUMABLE_KEYS, Config, diff, from_dict
 from resnet.errors import UserError
 from resnet.io import atomic_write_text
 
@@ -114,6 +114,10 @@ def record_invocation(run: RunDir, argv: list[str] | None, device: torch.device,
 
 def check_resumable(run: RunDir, stored: dict[str, Any], cfg: Config) -> None:
     """Refuse to resume a run under a different recipe; harmless differences (see RESUMABLE_KEYS) pass."""
+    try:  # keys added since the run started count as their defaults (what the run trained with)
+        stored = from_dict(stored).to_dict()
+    except UserError:
+        pass
     changed = {k: v for k, v in diff(stored, cfg.to_dict()).items() if k not in RESUMABLE_KEYS}
     if changed:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in list(changed.items())[:4] for a, b in [b_a])

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from resnet.config import ScheduleConfig
+from resnet.config import Config, ScheduleConfig
 
 CHECK_EVERY = 10  # iterations between warm-up checks (each one reads a value from the device)
 
@@ -119,3 +119,23 @@ class LRSchedule:
         self._seen = int(state["seen"])
         self.best, self.stale = state.get("best"), int(state.get("stale", 0))
         self.drops = list(state.get("drops", []))
+
+
+def describe_schedule(cfg: Config, steps_per_epoch: int | None = None) -> str:
+    """One line: the lr schedule and the eval/log/checkpoint intervals, as a run will use them."""
+    sc, tr = cfg.schedule, cfg.train
+    length = f"{sc.epochs} epochs" if sc.epochs is not None else f"{sc.iterations:,} iterations"
+    if steps_per_epoch and sc.epochs is not None:
+        length += f" ({sc.epochs * steps_per_epoch:,} iterations)"
+    if sc.kind == "plateau":
+        drops = f"/{1 / sc.gamma:g} when val error plateaus ({sc.plateau_patience} evals)"
+    elif sc.milestones:
+        unit = "" if sc.milestone_unit == "iterations" else " epochs"
+        drops = f"/{1 / sc.gamma:g} at {', '.join(f'{m:,}' for m in sc.milestones)}{unit}"
+    else:
+        drops = "constant"
+    warm = f", warm-up {sc.warmup_lr:g} until train error < {sc.warmup_until_error:g}%" if sc.warmup_lr else ""
+    return (
+        f"schedule: lr {cfg.optim.lr:g} {drops} of {length}{warm}; eval every {tr.eval_every:,}, "
+        f"log every {tr.log_every:,}, checkpoint every {tr.checkpoint_every:,}"
+    )
