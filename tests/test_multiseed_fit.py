@@ -93,11 +93,12 @@ def test_reproduce_table6_with_batched_seeds(cifar_subset: Path, tmp_path: Path)
             "--seeds", "2", "--batch-seeds", "--out", str(tmp_path), "--set", "train.batch_size=16"]  # fmt: skip
     assert main(args) == 0
     runs = tmp_path / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == ["resnet20-s0-it3", "resnet20-s1-it3"]
+    scope = "-it3-n5085"  # 3 iterations on the subset's 5,085 training images: kept apart from full runs
+    assert sorted(p.name for p in runs.iterdir()) == [f"resnet20-s0{scope}", f"resnet20-s1{scope}"]
     for seed in (0, 1):
-        assert load(runs / f"resnet20-s{seed}-it3")["config"]["train"]["seed"] == seed
-    assert "batched_seeds" in (runs / "resnet20-s1-it3" / "summary.json").read_text()
-    assert "(mean±std)" in (tmp_path / "cifar-table6/REPORT.md").read_text()
+        assert load(runs / f"resnet20-s{seed}{scope}")["config"]["train"]["seed"] == seed
+    assert "batched_seeds" in (runs / f"resnet20-s1{scope}" / "summary.json").read_text()
+    assert "(mean±std)" in next(tmp_path.glob("cifar-table6*/REPORT.md")).read_text()
 
 
 @pytest.mark.parametrize("bad", ["0,x", "1,1"])
