@@ -76,6 +76,7 @@ class Checkpoint:
     config: dict[str, Any] | None = None  # the resolved recipe of a training run
     lighting: dict[str, Any] | None = None  # PCA lighting of image-folder runs
     training: dict[str, Any] | None = None  # TRAINING_KEYS, present in checkpoints written by `resnet train`
+    data: dict[str, Any] | None = None  # the training data's fingerprint (sizes, classes, label hash)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept so that nothing is lost
 
     @classmethod
@@ -101,7 +102,7 @@ class Checkpoint:
         _check(ok, where, "input_size", "must be [channels, height, width]")
         it = obj.get("iteration")
         _check(it is None or (type(it) is int and it >= 0), where, "iteration", "must be a count")
-        for key in ("config", "lighting"):
+        for key in ("config", "lighting", "data"):
             _check(obj.get(key) is None or isinstance(obj[key], dict), where, key, "must be a dict")
         _check(isinstance(obj.get("dataset", "unknown"), str), where, "dataset", "must be a string")
         training = None
@@ -109,7 +110,7 @@ class Checkpoint:
             _check_training(obj, where)
             training = {k: obj[k] for k in TRAINING_KEYS if k in obj}
         known = {"format", "model", "model_name", "model_kwargs", "preprocessing", "classes", "input_size",
-                 "dataset", "iteration", "config", "lighting", *TRAINING_KEYS}  # fmt: skip
+                 "dataset", "iteration", "config", "lighting", "data", *TRAINING_KEYS}  # fmt: skip
         return cls(
             model_name=obj["model_name"],
             model_kwargs=dict(kwargs),
@@ -122,6 +123,7 @@ class Checkpoint:
             config=obj.get("config"),
             lighting=obj.get("lighting"),
             training=training,
+            data=obj.get("data"),
             extra={k: v for k, v in obj.items() if k not in known},
         )
 
@@ -139,6 +141,7 @@ class Checkpoint:
             "input_size": self.input_size,
             "dataset": self.dataset,
             "config": self.config,
+            **({"data": self.data} if self.data is not None else {}),
             **self.extra,
             **(self.training or {}),
         }
