@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -288,6 +290,10 @@ def validate(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"config key {key!r} is {value!r}; choose one of {', '.join(allowed)}")
+    for key in all_keys(cfg):
+        check_range(key, get_key(cfg, key))
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?", cfg.train.device):
+        raise UserError(f"config key 'train.device' is {cfg.train.device!r}; choose auto, cpu, cuda or cuda:N")
     if cfg.schedule.iterations < 1 or cfg.train.batch_size < 1 or (cfg.schedule.epochs or 1) < 1:
         raise UserError("schedule.iterations, schedule.epochs and train.batch_size must be positive")
     if not cfg.data.crop <= cfg.data.scale_min <= cfg.data.scale_max:
@@ -296,34 +302,62 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     if sorted(cfg.schedule.milestones) != cfg.schedule.milestones:
         raise UserError(f"schedule.milestones must be increasing, got {cfg.schedule.milestones}")
-    for key in ("log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
-        if getattr(cfg.train, key) < 1:
-            raise UserError(f"train.{key} must be positive")
-    o, sc, d = cfg.optim, cfg.schedule, cfg.data
-    ranges = [
-        # (key, value, ok, what it must be)
-        ("optim.lr", o.lr, 0 < o.lr < 3.4e38, "a positive number (below float32's 3.4e38)"),
-        ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
-        ("optim.weight_decay", o.weight_decay, 0 <= o.weight_decay < 1, "in [0, 1)"),
-        ("schedule.gamma", sc.gamma, 0 < sc.gamma <= 1, "in (0, 1] (0.1 divides the lr by 10)"),
-        ("schedule.warmup_lr", sc.warmup_lr, sc.warmup_lr is None or 0 < sc.warmup_lr < 3.4e38, "positive or null"),
-        ("schedule.warmup_window", sc.warmup_window, sc.warmup_window >= 1, "at least 1"),
-        ("schedule.plateau_patience", sc.plateau_patience, sc.plateau_patience >= 1, "at least 1"),
-        ("data.pad", d.pad, d.pad >= 0, "0 or more pixels"),
-        ("data.workers", d.workers, d.workers >= 0, "0 or more"),
-        ("data.mean_samples", d.mean_samples, d.mean_samples >= 1, "at least 1"),
-        ("data.synthetic_size", d.synthetic_size, d.synthetic_size >= 1, "at least 1"),
-        ("data.lighting", d.lighting, d.lighting >= 0, "0 (off) or more"),
-        (
-            "train.eval_limit",
-            cfg.train.eval_limit,
-            cfg.train.eval_limit is None or cfg.train.eval_limit >= 1,
-            "null or at least 1",
-        ),
-    ]
-    for key, value, ok, must in ranges:
-        if not ok:
-            raise UserError(f"config key {key!r} is {value!r}; it must be {must}")
+    if not cfg.data.crop <= cfg.data.eval_resize:
+        raise UserError("image folders need data.crop <= data.eval_resize (tests crop 224 from 256)")
+
+
+_POSITIVE = (lambda v: v >= 1), "a positive whole number"
+_OPTIONAL_POSITIVE = (lambda v: v is None or v >= 1), "null or a positive whole number"
+_FLOAT32_MAX = 3.4e38  # an lr above float32's range becomes inf on the device
+#: Every numeric key and the values it accepts (floats must also be finite: NaN and inf never pass).
+RANGES: dict[str, tuple[Any, str]] = {
+    "data.val_fraction": ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    "data.pad": ((lambda v: 0 <= v <= 1024), "0 or more pixels (at most 1024)"),
+    "data.synthetic_size": _POSITIVE,
+    "data.scale_min": _POSITIVE,
+    "data.scale_max": _POSITIVE,
+    "data.crop": _POSITIVE,
+    "data.eval_resize": _POSITIVE,
+    "data.lighting": ((lambda v: v >= 0), "0 (off) or more"),
+    "data.mean_samples": _POSITIVE,
+    "data.workers": ((lambda v: 0 <= v <= 512), "0 to 512"),
+    "optim.lr": ((lambda v: 0 < v < _FLOAT32_MAX), "a positive number (below float32's 3.4e38)"),
+    "optim.momentum": ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    "optim.weight_decay": ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    "schedule.iterations": _POSITIVE,
+    "schedule.epochs": _OPTIONAL_POSITIVE,
+    "schedule.milestones": ((lambda v: all(m >= 1 for m in v)), "a list of positive whole numbers"),
+    "schedule.gamma": ((lambda v: 0 < v <= 1), "in (0, 1] (0.1 divides the lr by 10)"),
+    "schedule.plateau_patience": _POSITIVE,
+    "schedule.plateau_min_delta": ((lambda v: v >= 0), "0 or more points of error"),
+    "schedule.warmup_lr": ((lambda v: v is None or 0 < v < _FLOAT32_MAX), "positive or null"),
+    "schedule.warmup_until_error": ((lambda v: 0 < v <= 100), "a training error in (0, 100] percent"),
+    "schedule.warmup_window": _POSITIVE,
+    "train.batch_size": _POSITIVE,
+    "train.seed": ((lambda v: 0 <= v < 2**63), "a whole number in [0, 2^63)"),
+    "train.log_every": _POSITIVE,
+    "train.eval_every": _POSITIVE,
+    "train.checkpoint_every": _POSITIVE,
+    "train.eval_batch_size": _POSITIVE,
+    "train.eval_limit": _OPTIONAL_POSITIVE,
+}
+
+
+def get_key(cfg: Config, key: str) -> Any:
+    """The value of a dotted key."""
+    target: Any = cfg
+    for part in key.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def check_range(key: str, value: Any) -> None:
+    """A ``UserError`` when a numeric key's value is NaN/inf or outside what the key accepts (``RANGES``)."""
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+        raise UserError(f"config key {key!r} is {value!r}; it must be a finite number")
+    if key in RANGES and not RANGES[key][0](value):
+        raise UserError(f"config key {key!r} is {value!r}; it must be {RANGES[key][1]}")
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -8,6 +8,7 @@ reports, caches) goes through :func:`atomic_write`.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import tempfile
@@ -32,6 +33,18 @@ def current_umask() -> int:
     return mask
 
 
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` is, or was caused by, a full disk or quota (torch reports one as "unexpected pos")."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(file_object)`` on a temporary file and move it over ``path`` only if it all succeeded."""
     path = Path(path)
@@ -45,8 +58,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if out_of_space(e):
+            kept = f"; the previous {path.name} is kept" if path.exists() else ""
+            raise UserError(
+                f"no space left on {path.parent} (writing {path.name}): free some space and run again{kept}"
+            ) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -56,6 +74,17 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
             os.close(dir_fd)
     except OSError:  # some filesystems refuse fsync on folders; the data itself is already safe
         pass
+
+
+def refuse_overwriting(out: str | Path, *inputs: str | Path, flag: str = "--out") -> None:
+    """Refuse an output that is one of the inputs (also through a link): writing it would destroy the input."""
+    for source in inputs:
+        try:
+            same = os.path.samefile(out, source)
+        except OSError:  # either does not exist (yet)
+            same = Path(out).resolve() == Path(source).resolve()
+        if same:
+            raise UserError(f"{flag} {out} is the input {source}; writing it would destroy the input: choose another")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,7 @@ from resnet.cli.interop import _add_interop
 from resnet.cli.training import _add_train
 from resnet.cli.zoo import _add_models
 from resnet.errors import UserError
+from resnet.train import signals as stop_signals
 
 #: Subcommand registrars, in the order ``resnet --help`` lists them.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -70,13 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.argv = ["resnet", *argv]  # recorded in run directories and used in resume hints
+    previous = stop_signals.install_startup_handler()
     try:
         return args.handler(args)
-    except (UserError, ValueError, OSError) as e:
-        if os.environ.get("RESNET_DEBUG"):
+    except (UserError, ValueError, OSError, KeyboardInterrupt, RecursionError, ImportError) as e:
+        # A Ctrl-C during start-up can surface as another error from a half-imported library: it is still a Ctrl-C.
+        if isinstance(e, KeyboardInterrupt) or stop_signals.interrupted_at_startup():
+            print("resnet: interrupted", file=sys.stderr)
+            return 130
+        if os.environ.get("RESNET_DEBUG") or isinstance(e, RecursionError | ImportError):
             raise
         print(f"resnet: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resnet: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from resnet.cli.args import positive_int
 from resnet.errors import UserError
 
 
@@ -63,14 +65,18 @@ ONNX_TOLERANCE = 1e-3
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet.interop.convert import load_any
     from resnet.interop.export import default_output, export_checkpoint
+    from resnet.io import refuse_overwriting
 
     ckpt, _, model = load_any(args.checkpoint)
     out = args.out or default_output(args.checkpoint, args.format)
+    source = Path(args.checkpoint) / "checkpoint.pt" if Path(args.checkpoint).is_dir() else args.checkpoint
+    refuse_overwriting(out, source, flag="--out" if args.out else "the default output")
     res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
     batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
     line = f"{out}: {args.format}, {ckpt.model_name}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
     err = res.get("max_rel_error")
     if err is not None and err > ONNX_TOLERANCE:
+        Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
         raise UserError(
             f"{out}: onnxruntime disagrees with PyTorch (max relative error {err:.1e} > {ONNX_TOLERANCE:g}); "
             "the exported file is not trustworthy, please report it with your torch/onnx versions"
@@ -97,11 +103,11 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument(
         "--protocol", choices=("center", "10crop"), default="center", help="test views (10crop: ImageNet nets)"
     )
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.set_defaults(handler=cmd_predict)
 

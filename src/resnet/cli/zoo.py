@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from resnet.cli.args import positive_int
 from resnet.errors import UserError
 
 
@@ -28,8 +29,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = args.num_classes
     model = create_model(args.name, **kwargs)
     shape = tuple(args.input_size) if args.input_size else info.input_size
+    try:
+        table = layer_table(model, shape)
+    except RuntimeError as e:  # too few channels, or an image too small for the stem's strides
+        first = (str(e).strip().splitlines() or ["cannot run"])[0][:200]
+        raise UserError(f"{args.name} cannot take an input of {'x'.join(map(str, shape))} ({first})") from None
     print(f"{args.name}: {info.doc}; input {'x'.join(map(str, shape))}")
-    print(format_table(layer_table(model, shape)))
+    print(format_table(table))
     return 0
 
 
@@ -42,6 +48,6 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="model name, e.g. resnet50 or resnet56")
     p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="shortcut option (residual nets)")
     p.add_argument("--bottleneck-stride", choices=("1x1", "3x3"), default=None, help="ImageNet nets only")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None)
+    p.add_argument("--num-classes", type=positive_int, default=None)
+    p.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None)
     p.set_defaults(handler=cmd_summary)

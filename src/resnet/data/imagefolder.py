@@ -74,10 +74,13 @@ def scan(split_dir: Path, classes: list[str] | None = None, use_cache: bool = Tr
     if use_cache and cache.is_file():
         try:
             data = json.loads(cache.read_text())
-            if data.get("classes") == classes:
-                return FolderIndex(split_dir, classes, data["files"], data["labels"])
-        except (json.JSONDecodeError, KeyError, OSError):
-            pass  # a damaged cache is rebuilt below
+            files, labels = data["files"], data["labels"]
+            ok = isinstance(files, list) and isinstance(labels, list) and len(files) == len(labels)
+            ok = ok and all(isinstance(f, str) for f in files) and all(type(y) is int for y in labels)
+            if ok and data.get("classes") == classes and all(0 <= y < len(classes) for y in labels):
+                return FolderIndex(split_dir, classes, files, labels)
+        except (ValueError, KeyError, OSError, TypeError, AttributeError):
+            pass  # a damaged cache (torn, hand-edited, of another shape) is rebuilt below
     label_of = {c: i for i, c in enumerate(classes)}
     files, labels = [], []
     for e in dirs:

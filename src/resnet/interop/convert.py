@@ -32,7 +32,7 @@ from resnet.checkpoint import FORMAT, Checkpoint, load_file
 from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wrapper_prefixes
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
 from resnet.errors import UserError
-from resnet.io import atomic_write
+from resnet.io import atomic_write, refuse_overwriting
 from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
@@ -161,8 +161,9 @@ class Loaded(NamedTuple):
 def _with_defaults(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A checkpoint of ours that names its model but not its inputs (hand-made, or by an early version) gets
     the defaults of a foreign state_dict of that model, and a note saying so."""
-    name, kwargs = obj.get("model_name"), obj.get("model_kwargs") or {}
-    if obj.get("preprocessing") or not isinstance(name, str) or not isinstance(kwargs, dict):
+    name, kwargs = obj.get("model_name"), obj.get("model_kwargs")
+    kwargs = {} if kwargs is None else kwargs
+    if obj.get("preprocessing") is not None or not isinstance(name, str) or not isinstance(kwargs, dict):
         return obj, []
     try:
         meta, note = _foreign_meta(name, kwargs)
@@ -219,6 +220,8 @@ def convert_file(
     src: str | Path, out: str | Path, *, model: str | None = None, bottleneck_stride: str | None = None
 ) -> Loaded:
     """``resnet convert``: read ``src``, check it, write ``out`` (``.safetensors`` or our ``.pt`` checkpoint)."""
+    source = Path(src) / "checkpoint.pt" if Path(src).is_dir() else src
+    refuse_overwriting(out, source, flag="--to")
     loaded = load_any(src, model=model, bottleneck_stride=bottleneck_stride)
     if Path(out).suffix == ".safetensors":
         save_safetensors(out, loaded.checkpoint)

@@ -9,7 +9,10 @@ counts. Checkpoints of earlier versions, which lack the fingerprint, are compare
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
+
+import torch
 
 from resnet.checkpoint import Checkpoint
 from resnet.errors import UserError
@@ -61,9 +64,47 @@ def restore(state: TrainState, ckpt: Checkpoint, where: str) -> None:
     train = ckpt.require_training(where)
     try:
         state.load_state_dict({**train, "model": ckpt.state_dict, "iteration": ckpt.iteration or 0})
+        problem = restored_problem(state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        problem = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+    if problem:
         raise UserError(
-            f"{where}: damaged checkpoint: its training state does not fit this run ({type(e).__name__}: {first}); "
+            f"{where}: damaged checkpoint: its training state does not fit this run ({problem}); "
             "restore the file from a backup or train into a new --out"
-        ) from None
+        )
+
+
+def _number(v: Any) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def restored_problem(state: TrainState) -> str | None:
+    """What is wrong with a train state that loaded without an error (torch checks shapes, not values)."""
+    opt = state.optimizer
+    for group in opt.param_groups:
+        for key in ("lr", "momentum", "dampening", "weight_decay"):
+            if not _number(group.get(key)) or group[key] < 0:
+                return f"optimizer {key} is {group.get(key)!r}"
+        for key in ("nesterov", "maximize", "differentiable", "foreach", "fused"):
+            if group.get(key) is not None and not isinstance(group[key], bool):
+                return f"optimizer {key} is {group[key]!r}"
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            buf = st.get("momentum_buffer") if isinstance(st, dict) else "?"
+            if buf is not None and not (
+                isinstance(buf, torch.Tensor) and buf.shape == p.shape and buf.is_floating_point()
+            ):
+                return "optimizer momentum buffers do not fit the model"
+    sch = state.schedule
+    if sch.warming_up and sch.cfg.warmup_lr is None:
+        return "the schedule is warming up, but the recipe has no warm-up"
+    if not (sch.warmup_ended_at is None or type(sch.warmup_ended_at) is int) or not all(
+        type(d) is int for d in sch.drops
+    ):
+        return "the schedule's iterations are not whole numbers"
+    if not (sch.best is None or _number(sch.best)):
+        return f"the schedule's best error is {sch.best!r}"
+    loader = state.loader.state_dict()
+    if any(type(v) is not int or v < 0 for v in loader.values()):
+        return f"the data position is {loader}"
+    return None
