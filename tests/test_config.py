@@ -85,8 +85,8 @@ def test_bad_files(tmp_path: Path):
     ("override", "message"),
     [
         ("schedule.warmup_until_error=.nan", "'schedule.warmup_until_error' is nan; it must be a finite number"),
-        ("schedule.warmup_until_error=-5", "must be a training error in (0, 100] percent"),
-        ("schedule.warmup_until_error=150", "must be a training error in (0, 100] percent"),
+        ("schedule.warmup_until_error=-5", "must be a positive training error in percent"),
+        ("schedule.warmup_until_error=0", "must be a positive training error in percent"),
         ("schedule.plateau_min_delta=-1", "0 or more points of error"),
         ("schedule.plateau_min_delta=.inf", "finite number"),
         ("data.lighting=.inf", "finite number"),
