@@ -166,6 +166,7 @@ def test_defect4_an_old_run_json_seeds_the_log_and_a_damaged_one_does_not_block_
     (run / "run.json").write_text("[1, 2, 3]\n")  # a list, not the expected object
     fit(tiny(**{"schedule.iterations": 6}), run, argv=["resnet", "train", "third"], echo=False)
     assert [i["command"] for i in read_invocations(run)] == ["resnet train third"]
+    assert (run / "run.json.damaged").read_text() == "[1, 2, 3]\n"  # what could not be read is kept aside
 
 
 # 12. Resuming on other data is refused.

@@ -119,7 +119,8 @@ class DirLock:
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (me + "\n").encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (me + "\n").encode())
             os.fsync(fd)
             self._fd, self.held = fd, True
             return self
@@ -151,7 +152,8 @@ class DirLock:
     @staticmethod
     def _owner(fd: int) -> tuple[str, int] | None:
         try:
-            host, pid = os.pread(fd, 4096, 0).decode().split()
+            os.lseek(fd, 0, os.SEEK_SET)
+            host, pid = os.read(fd, 4096).decode().split()
             return host, int(pid)
         except (OSError, ValueError, UnicodeDecodeError):
             return None

@@ -118,7 +118,10 @@ def record_invocation(run: RunDir, argv: list[str] | None, device: torch.device,
         **environment(device),
     }
     if not run.invocations.is_file():  # a run directory of an earlier version: its run.json seeds the log
-        _append_lines(run.invocations, _invocations_of_run_json(run.info) or [])
+        old = _invocations_of_run_json(run.info)
+        if old is None and run.info.is_file():  # damaged: kept aside for a person to read, never overwritten
+            os.replace(run.info, run.root / "run.json.damaged")
+        _append_lines(run.invocations, old or [])
     _append_lines(run.invocations, [record])
     everything = read_invocations(run.root)
     atomic_write_text(run.info, json.dumps({"invocations": everything}, indent=2) + "\n")
