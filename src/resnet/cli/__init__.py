@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import signal
 import sys
@@ -82,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if os.environ.get("RESNET_DEBUG") or isinstance(e, RecursionError | ImportError):
             raise
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # an append, not an atomic write
+            where = f" ({e.filename})" if e.filename else ""
+            e = UserError(f"no space left on the device{where}: free some space and run again")
         print(f"resnet: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from resnet.cli.args import positive_int
 from resnet.errors import UserError
 
 
@@ -103,11 +102,11 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
-    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--topk", type=int, default=5)
     p.add_argument(
         "--protocol", choices=("center", "10crop"), default="center", help="test views (10crop: ImageNet nets)"
     )
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.set_defaults(handler=cmd_predict)
 

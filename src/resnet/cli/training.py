@@ -7,8 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from resnet.cli.args import nonnegative_int, positive_int
-
 
 def cmd_train(args: argparse.Namespace) -> int:
     from resnet.config import load_config
@@ -102,14 +100,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         choices=("center", "10crop", "multiscale"),
         help="image folders (section 3.4): centre crop, 10-crop, or multi-scale fully convolutional",
     )
-    p.add_argument(
-        "--limit", type=positive_int, default=None, help="evaluate a fixed random subset of this many images"
-    )
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many images")
     p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--workers", type=nonnegative_int, default=None, help="decode workers (image folders; default: the run's)"
-    )
+    p.add_argument("--workers", type=int, default=None, help="decode workers (image folders; default: the run's)")
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")

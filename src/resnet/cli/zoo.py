@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from resnet.cli.args import positive_int
 from resnet.errors import UserError
 
 
@@ -23,6 +22,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from resnet.models import create_model, model_info
     from resnet.models.complexity import format_table, layer_table
 
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
+    if args.input_size and min(args.input_size) < 1:
+        raise UserError(f"--input-size must be three positive numbers C H W, got {' '.join(map(str, args.input_size))}")
     info = model_info(args.name)
     kwargs = {k: v for k, v in (("shortcut", args.shortcut), ("bottleneck_stride", args.bottleneck_stride)) if v}
     if args.num_classes is not None:
@@ -48,6 +51,6 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="model name, e.g. resnet50 or resnet56")
     p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="shortcut option (residual nets)")
     p.add_argument("--bottleneck-stride", choices=("1x1", "3x3"), default=None, help="ImageNet nets only")
-    p.add_argument("--num-classes", type=positive_int, default=None)
-    p.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None)
     p.set_defaults(handler=cmd_summary)

@@ -37,9 +37,9 @@ def evaluate_checkpoint(
     """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict."""
     target = local_device(device)  # a bad or absent device fails before anything is read
     if limit is not None and (type(limit) is not int or limit < 1):
-        raise UserError(f"limit must be a whole number of at least 1, got {limit!r}")
+        raise UserError(f"--limit must be at least 1, got {limit!r}")
     if workers is not None and (type(workers) is not int or workers < 0):
-        raise UserError(f"workers must be 0 or more, got {workers!r}")
+        raise UserError(f"--workers must be 0 or more, got {workers!r}")
     ckpt = load_checkpoint(path)
     model = ckpt.build_model(str(path)).to(target)
     cfg = ckpt.recipe(str(path))
