@@ -76,3 +76,47 @@ def test_bad_files(tmp_path: Path):
         load_config(str(broken))
     with pytest.raises(UserError, match="did you mean cifar10/resnet56"):
         find_config("cifar10/resnet65")
+
+
+# Issue 12, defect 11: ranges, not only types, for every numeric key.
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("schedule.warmup_until_error=.nan", "'schedule.warmup_until_error' is nan; it must be a finite number"),
+        ("schedule.warmup_until_error=-5", "must be a positive training error in percent"),
+        ("schedule.warmup_until_error=0", "must be a positive training error in percent"),
+        ("schedule.plateau_min_delta=-1", "0 or more points of error"),
+        ("schedule.plateau_min_delta=.inf", "finite number"),
+        ("data.lighting=.inf", "finite number"),
+        ("data.crop=0", "'data.crop' is 0; it must be a positive whole number"),
+        ("data.eval_resize=200", "data.crop <= data.eval_resize"),
+        ("schedule.milestones=[-5, 10]", "a list of positive whole numbers"),
+        ("train.seed=-1", "[0, 2^63)"),
+        ("train.eval_limit=-5", "null or a positive whole number"),
+        ("data.workers=-2", "0 to 512"),
+        ("optim.lr=.nan", "finite number"),
+        ("data.val_fraction=.nan", "finite number"),
+    ],
+)
+def test_defect11_out_of_range_values_are_refused(override: str, message: str):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_config("cifar10/resnet20", [override])
+
+
+def test_defect11_every_numeric_key_has_a_range():
+    import typing
+
+    from resnet.config import RANGES, all_keys, get_key
+
+    numeric = []
+    for key in all_keys():
+        section, _, name = key.rpartition(".")
+        owner = type(get_key(Config(), section)) if section else Config
+        hint = str(typing.get_type_hints(owner)[name])
+        if "int" in hint or "float" in hint:
+            numeric.append(key)
+    assert numeric and sorted(set(numeric) - set(RANGES)) == []
+    for key in numeric:  # and the default recipe passes every one of them
+        assert RANGES[key][0](get_key(Config(), key)), key

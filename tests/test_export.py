@@ -147,3 +147,57 @@ def test_an_export_that_disagrees_with_pytorch_fails(tmp_path: Path, monkeypatch
     assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "bad.onnx")]) == 2
     err = capsys.readouterr().err
     assert "onnxruntime disagrees with PyTorch (max relative error 2.0e-01 > 0.001)" in err
+
+
+# Issue 12, defects 3 and 9: export names and the ONNX check.
+
+
+def test_defect3_default_export_names_keep_everything_but_the_last_suffix(tmp_path: Path):
+    assert default_output("a.seed0.pt", "onnx") == Path("a.seed0.onnx")
+    assert default_output("a.seed1.pt", "onnx") == Path("a.seed1.onnx")
+    assert default_output("w/r50.v2.safetensors", "torchscript") == Path("w/r50.v2.torchscript.pt")
+    # The old rule cut at the first dot: w.torchscript.pt exported as TorchScript was its own output.
+    assert default_output("w.torchscript.pt", "torchscript") == Path("w.torchscript.torchscript.pt")
+
+
+def test_defect3_an_export_never_overwrites_its_input(tmp_path: Path, capsys):
+    src = checkpoint(tmp_path / "w.torchscript.pt", "resnet8", 32, num_classes=10)
+    before = src.read_bytes()
+    assert main(["export", "--checkpoint", str(src), "--format", "torchscript"]) == 0
+    assert src.read_bytes() == before and (tmp_path / "w.torchscript.torchscript.pt").is_file()
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(src), "--format", "torchscript", "--out", str(src)]) == 2
+    assert "writing it would destroy the input" in capsys.readouterr().err
+    assert main(["convert", str(src), "--to", str(src)]) == 2
+    assert "--to" in capsys.readouterr().err and src.read_bytes() == before
+
+
+def test_defect9_nan_outputs_fail_the_onnx_check(tmp_path: Path, capsys):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    obj = torch.load(src, weights_only=True)
+    obj["model"]["fc.bias"][3] = float("nan")
+    torch.save(obj, src)
+    assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "nan.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "outputs are NaN/Inf" in err and "relative error 0" not in err
+    assert not (tmp_path / "nan.onnx").exists()
+
+
+def test_defect9_nan_from_onnxruntime_alone_fails_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    real = ort.InferenceSession
+
+    class NaNSession:
+        def __init__(self, *a, **k):
+            self.s = real(*a, **k)
+
+        def get_inputs(self):
+            return self.s.get_inputs()
+
+        def run(self, *a, **k):
+            return [o * float("nan") for o in self.s.run(*a, **k)]
+
+    monkeypatch.setattr(ort, "InferenceSession", NaNSession)
+    assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "onnxruntime's outputs are NaN/Inf" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

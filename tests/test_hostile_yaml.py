@@ -48,8 +48,8 @@ def test_an_alias_bomb_in_a_run_directory_config_is_refused(tmp_path: Path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(alias_bomb(3))
-    with pytest.raises(UserError, match=r"config.yaml: not valid YAML \(alias"):
-        read_run("run", run)
+    record = read_run("run", run)  # a report names a damaged run instead of failing (or expanding the bomb)
+    assert record.status == "damaged" and "alias" in record.problems[0], record.problems
 
 
 def test_set_values_with_aliases_stay_plain_strings():

@@ -166,7 +166,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(UserError, match="no space left on"):
         fit(load_config(None, tiny_overrides(**{"schedule.iterations": 8})), tmp_path / "r", echo=False)
     assert (tmp_path / "r/checkpoint.pt").read_bytes() == before
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]

@@ -16,22 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from resnet.config import from_dict
 from resnet.safe_yaml import load_yaml
 from resnet.train.metrics_log import read_metrics, summarize
+from resnet.train.rundir import read_invocations
 
 
 @dataclass
 class RunRecord:
     name: str
     root: Path
-    status: str  # "finished" | "partial" (stopped before its target iteration: incomplete) | "missing"
+    status: str  # "finished" | "partial" (stopped before its target iteration: incomplete) | "missing" | "damaged"
     iteration: int = 0
     target: int | None = None  # schedule.iterations of the run
     records: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     invocations: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # damaged files, named (what was skipped and why)
 
     @property
     def done(self) -> bool:
@@ -40,37 +44,84 @@ class RunRecord:
     def label(self) -> str:
         if self.status == "missing":
             return "not run"
+        if self.status == "damaged":
+            return f"damaged ({'; '.join(self.problems)})"
         if self.status == "partial":
             return f"incomplete ({self.iteration}/{self.target} it.)"
         return ""
 
 
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any]:
+    """A JSON object file, or {} with a problem named when it is missing its object (torn, a list, ...)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        problems.append(f"{path.name} unreadable ({type(e).__name__})")
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{path.name} holds a {type(data).__name__}, not an object")
+        return {}
+    return data
+
+
+def _clean_summary(stored: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """summary.json's values of the types that train writes; a mistyped one is dropped and named."""
+
+    def fits(key: str, v: Any) -> bool:
+        if key.endswith("_error") or key == "train_seconds":
+            return v is None or (type(v) in (int, float))
+        if key.endswith("iterations") or key.endswith("_iteration") or key == "skipped_images":
+            return v is None or type(v) is int
+        if key == "data":
+            return isinstance(v, dict) and all(type(v.get(k, 0)) is int for k in ("train", "val", "test"))
+        return True
+
+    bad = [k for k, v in stored.items() if not fits(k, v)]
+    if bad:
+        problems.append(f"summary.json: mistyped {', '.join(bad[:3])} ignored")
+    return {k: v for k, v in stored.items() if k not in bad}
+
+
 def read_run(name: str, root: Path) -> RunRecord:
-    """The state of one run directory, from its files alone."""
+    """The state of one run directory, from its files alone. A damaged file never stops a report: what
+    cannot be read is left out and named in ``problems`` (and the run shown as damaged if it was its recipe)."""
     if not (root / "config.yaml").is_file():
         return RunRecord(name, root, "missing")
-    config = load_yaml((root / "config.yaml").read_text(), str(root / "config.yaml"))
-    cfg = from_dict(config)
-    records = read_metrics(root / "metrics.jsonl") if (root / "metrics.jsonl").is_file() else []
+    problems: list[str] = []
+    try:
+        config = load_yaml((root / "config.yaml").read_text(), str(root / "config.yaml"))
+        cfg = from_dict(config) if isinstance(config, dict) else None
+    except (OSError, ValueError, yaml.YAMLError) as e:  # UserError is a ValueError
+        config, cfg = None, None
+        problems.append(f"config.yaml unreadable ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})")
+    if cfg is None:
+        if not problems:
+            problems.append("config.yaml is empty or not a mapping")
+        return RunRecord(name, root, "damaged", problems=problems)
+    skipped: list[str] = []
+    records = read_metrics(root / "metrics.jsonl", skipped) if (root / "metrics.jsonl").is_file() else []
+    if skipped:
+        problems.append(f"metrics.jsonl: {len(skipped)} damaged line(s) skipped ({', '.join(skipped[:3])})")
     iteration = max((r.get("iteration", 0) for r in records), default=0)
-    invocations = []
-    if (root / "run.json").is_file():
-        invocations = json.loads((root / "run.json").read_text()).get("invocations", [])
+    invocations = read_invocations(root)
     summary: dict[str, Any] = summarize(records, cfg.model.name, iteration)
-    if (root / "summary.json").is_file():
-        summary.update(json.loads((root / "summary.json").read_text()))
+    stored = _clean_summary(_read_json(root / "summary.json", problems), problems)
+    summary.update(stored)
     target = summary.get("target_iterations") or cfg.schedule.iterations
-    finished = (root / "summary.json").is_file() and summary.get("iterations", 0) >= target
+    done = isinstance(summary.get("iterations"), int) and isinstance(target, int) and summary["iterations"] >= target
     return RunRecord(
         name,
         root,
-        "finished" if finished else "partial",
+        "finished" if stored and done else "partial",
         iteration=iteration,
         target=target,
         records=records,
         summary=summary,
         invocations=invocations,
         config=config,
+        problems=problems,
     )
 
 

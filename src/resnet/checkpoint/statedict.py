@@ -30,16 +30,27 @@ _BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes, nested in any order."""
-    out = {}
+    """Remove DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes, nested in any order.
+
+    Two keys that become one (``k`` and ``module.k``: two models saved into one dict) are refused: keeping
+    either would be a guess, and the wrong one loads without a word.
+    """
+    out: dict[str, torch.Tensor] = {}
+    original: dict[str, str] = {}
     for key, value in state_dict.items():
+        bare = key
         stripped = True
         while stripped:
             stripped = False
             for prefix in WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix) :], True
-        out[key] = value
+                if bare.startswith(prefix):
+                    bare, stripped = bare[len(prefix) :], True
+        if bare in out:
+            raise UserError(
+                f"the weights hold both {original[bare]!r} and {key!r}, the same tensor with and without a "
+                "wrapper prefix (two models saved together?); keep one set of keys and convert again"
+            )
+        out[bare], original[bare] = value, key
     return out
 
 

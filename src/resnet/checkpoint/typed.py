@@ -51,12 +51,57 @@ def _check_preprocessing(pre: Any, where: str) -> None:
     _check(bool((pre["std"] > 0).all()), where, "preprocessing.std", "must be positive")
 
 
+#: Types and ranges of the model keywords a checkpoint may record (create_model checks the names and choices).
+_KWARG_RULES: dict[str, tuple[type, int]] = {"num_classes": (int, 1_000_000), "in_channels": (int, 4096)}
+
+
+def _check_model_kwargs(kwargs: Any, where: str) -> None:
+    _check(
+        isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs), where, "model_kwargs", "must be a dict"
+    )
+    for key, value in kwargs.items():
+        if key in _KWARG_RULES:
+            ok = type(value) is int and 1 <= value <= _KWARG_RULES[key][1]
+            _check(ok, where, f"model_kwargs.{key}", f"must be a whole number in 1..{_KWARG_RULES[key][1]:,}")
+        elif key == "zero_init_residual":
+            _check(isinstance(value, bool), where, f"model_kwargs.{key}", "must be true or false")
+        else:
+            _check(value is None or isinstance(value, str), where, f"model_kwargs.{key}", "must be a name or null")
+
+
+def _check_lighting(light: Any, where: str) -> None:
+    if light is None:
+        return
+    _check(isinstance(light, dict), where, "lighting", "must be a dict")
+    val, vec, std = light.get("eigval"), light.get("eigvec"), light.get("std")
+    ok = isinstance(val, torch.Tensor) and val.shape == (3,) and isinstance(vec, torch.Tensor) and vec.shape == (3, 3)
+    _check(ok, where, "lighting", "must hold eigval (3) and eigvec (3x3) tensors")
+    _check(type(std) in (int, float) and math.isfinite(std) and std >= 0, where, "lighting.std", "must be a number")
+
+
+def _check_data(data: Any, where: str) -> None:
+    if data is None:
+        return
+    sizes = data.get("sizes") if isinstance(data, dict) else None
+    ok = (
+        isinstance(data, dict)
+        and isinstance(data.get("dataset"), str)
+        and type(data.get("classes")) is int
+        and isinstance(data.get("labels"), str)
+        and isinstance(sizes, dict)
+        and all(isinstance(k, str) and type(v) is int for k, v in sizes.items())
+    )
+    _check(ok, where, "data", "must be the data fingerprint (dataset, classes, sizes, labels)")
+
+
 def _check_training(obj: dict[str, Any], where: str) -> None:
     for key in ("optimizer", "schedule", "loader", "rng"):
         _check(isinstance(obj.get(key), dict), where, key, "must be a dict (is this a run's checkpoint?)")
     _check(isinstance(obj["rng"].get("torch"), torch.Tensor), where, "rng.torch", "must be a tensor")
     _check(isinstance(obj.get("metrics"), list), where, "metrics", "must be a list of records")
-    _check(all(isinstance(r, dict) for r in obj["metrics"]), where, "metrics", "must hold dicts")
+    scalar = (str, int, float, bool, type(None))
+    ok = all(isinstance(r, dict) and all(isinstance(v, scalar) for v in r.values()) for r in obj["metrics"])
+    _check(ok, where, "metrics", "must hold records of plain numbers and names")
     seconds = obj.get("train_seconds", 0.0)
     _check(isinstance(seconds, int | float) and math.isfinite(seconds), where, "train_seconds", "must be a number")
 
@@ -76,6 +121,7 @@ class Checkpoint:
     config: dict[str, Any] | None = None  # the resolved recipe of a training run
     lighting: dict[str, Any] | None = None  # PCA lighting of image-folder runs
     training: dict[str, Any] | None = None  # TRAINING_KEYS, present in checkpoints written by `resnet train`
+    data: dict[str, Any] | None = None  # the training data's fingerprint (sizes, classes, label hash)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept so that nothing is lost
 
     @classmethod
@@ -83,13 +129,9 @@ class Checkpoint:
         """Validate a loaded dict of this project's format; a one-line ``UserError`` names what is wrong."""
         _check(obj.get("format") == FORMAT, where, "format", f"must be {FORMAT!r} (convert it with `resnet convert`)")
         _check(isinstance(obj.get("model_name"), str) and bool(obj["model_name"]), where, "model_name", "is missing")
-        kwargs = obj.get("model_kwargs") or {}
-        _check(
-            isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs),
-            where,
-            "model_kwargs",
-            "must be a dict",
-        )
+        kwargs = obj.get("model_kwargs")
+        kwargs = {} if kwargs is None else kwargs
+        _check_model_kwargs(kwargs, where)
         state = obj.get("model")
         _check(isinstance(state, dict) and bool(state), where, "model", "must be a non-empty state_dict")
         bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
@@ -101,15 +143,22 @@ class Checkpoint:
         _check(ok, where, "input_size", "must be [channels, height, width]")
         it = obj.get("iteration")
         _check(it is None or (type(it) is int and it >= 0), where, "iteration", "must be a count")
-        for key in ("config", "lighting"):
+        for key in ("config", "lighting", "data"):
             _check(obj.get(key) is None or isinstance(obj[key], dict), where, key, "must be a dict")
+        _check_lighting(obj.get("lighting"), where)
+        _check_data(obj.get("data"), where)
+        if obj.get("config"):
+            try:
+                from_dict(obj["config"])
+            except UserError as e:
+                raise UserError(f"{where}: damaged checkpoint: stored config: {e}") from None
         _check(isinstance(obj.get("dataset", "unknown"), str), where, "dataset", "must be a string")
         training = None
         if any(k in obj for k in TRAINING_KEYS):
             _check_training(obj, where)
             training = {k: obj[k] for k in TRAINING_KEYS if k in obj}
         known = {"format", "model", "model_name", "model_kwargs", "preprocessing", "classes", "input_size",
-                 "dataset", "iteration", "config", "lighting", *TRAINING_KEYS}  # fmt: skip
+                 "dataset", "iteration", "config", "lighting", "data", *TRAINING_KEYS}  # fmt: skip
         return cls(
             model_name=obj["model_name"],
             model_kwargs=dict(kwargs),
@@ -122,6 +171,7 @@ class Checkpoint:
             config=obj.get("config"),
             lighting=obj.get("lighting"),
             training=training,
+            data=obj.get("data"),
             extra={k: v for k, v in obj.items() if k not in known},
         )
 
@@ -139,6 +189,7 @@ class Checkpoint:
             "input_size": self.input_size,
             "dataset": self.dataset,
             "config": self.config,
+            **({"data": self.data} if self.data is not None else {}),
             **self.extra,
             **(self.training or {}),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from resnet.errors import UserError
 
@@ -72,14 +73,18 @@ ONNX_TOLERANCE = 1e-3
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet.interop.convert import load_any
     from resnet.interop.export import default_output, export_checkpoint
+    from resnet.io import refuse_overwriting
 
     ckpt, _, model = load_any(args.checkpoint)
     out = args.out or default_output(args.checkpoint, args.format)
+    source = Path(args.checkpoint) / "checkpoint.pt" if Path(args.checkpoint).is_dir() else args.checkpoint
+    refuse_overwriting(out, source, flag="--out" if args.out else "the default output")
     res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
     batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
     line = f"{out}: {args.format}, {ckpt.model_name}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
     err = res.get("max_rel_error")
     if err is not None and err > ONNX_TOLERANCE:
+        Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
         raise UserError(
             f"{out}: onnxruntime disagrees with PyTorch (max relative error {err:.1e} > {ONNX_TOLERANCE:g}); "
             "the exported file is not trustworthy, please report it with your torch/onnx versions"

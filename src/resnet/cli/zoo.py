@@ -22,14 +22,23 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from resnet.models import create_model, model_info
     from resnet.models.complexity import format_table, layer_table
 
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
+    if args.input_size and min(args.input_size) < 1:
+        raise UserError(f"--input-size must be three positive numbers C H W, got {' '.join(map(str, args.input_size))}")
     info = model_info(args.name)
     kwargs = {k: v for k, v in (("shortcut", args.shortcut), ("bottleneck_stride", args.bottleneck_stride)) if v}
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
     model = create_model(args.name, **kwargs)
     shape = tuple(args.input_size) if args.input_size else info.input_size
+    try:
+        table = layer_table(model, shape)
+    except RuntimeError as e:  # too few channels, or an image too small for the stem's strides
+        first = (str(e).strip().splitlines() or ["cannot run"])[0][:200]
+        raise UserError(f"{args.name} cannot take an input of {'x'.join(map(str, shape))} ({first})") from None
     print(f"{args.name}: {info.doc}; input {'x'.join(map(str, shape))}")
-    print(format_table(layer_table(model, shape)))
+    print(format_table(table))
     return 0
 
 

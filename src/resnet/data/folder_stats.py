@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -82,11 +83,13 @@ def estimate_stats(
     cache = cache_dir() / "stats" / f"{key}-{kind}.pt"
     if use_cache and cache.is_file():
         try:
-            state = torch.load(cache, weights_only=True)
+            with warnings.catch_warnings():  # a damaged cache may draw torch's pickle-protocol warning
+                warnings.simplefilter("ignore")
+                state = torch.load(cache, weights_only=True)
             lighting = Lighting.from_state_dict(state["lighting"])
             lighting.std = lighting_std if channels == 3 else 0.0  # the axes are cached; the strength is the recipe's
             return Normalizer.from_state_dict(state["normalizer"]), lighting
-        except (RuntimeError, KeyError, OSError, UserError):
+        except Exception:  # noqa: BLE001  a cache is never worth a crash: any damage means "rebuild it"
             pass  # rebuilt below
     loader = DataLoader(
         _CenterViews(index, picks, resize, size, channels),

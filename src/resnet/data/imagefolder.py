@@ -100,9 +100,14 @@ def _cached(cache: Path, split_dir: Path, classes: list[str]) -> FolderIndex | N
         for rel, mtime in data["folders"].items():
             if os.stat(split_dir / rel).st_mtime_ns != mtime:
                 return None
-        return FolderIndex(split_dir, classes, data["files"], data["labels"])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, OSError):
-        return None  # a damaged or outdated cache is rebuilt
+        files, labels = data["files"], data["labels"]
+        ok = isinstance(files, list) and isinstance(labels, list) and len(files) == len(labels)
+        ok = ok and all(isinstance(f, str) for f in files) and all(type(y) is int for y in labels)
+        if not ok or not all(0 <= y < len(classes) for y in labels):
+            return None  # hand-edited or of another shape: rebuilt
+        return FolderIndex(split_dir, classes, files, labels)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return None  # a damaged (torn, hand-edited) or outdated cache is rebuilt
 
 
 def scan(split_dir: Path, classes: list[str] | None = None, use_cache: bool = True) -> FolderIndex:

@@ -8,8 +8,11 @@ decode in DataLoader workers.
 
 from __future__ import annotations
 
-from typing import Protocol
+import functools
+import hashlib
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from resnet.config import Config
@@ -37,6 +40,30 @@ class ArraySource:
         self.input_size = self.data.input_size
         self.sizes = {s: len(getattr(self.data, f"{s}_x")) for s in ("train", "val", "test")}
         self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        """Labels outside 0..classes-1 would fail the loss mid-run (and again at every resume): refuse now."""
+        n = len(self.classes)
+        for split in ("train", "val", "test"):
+            y = getattr(self.data, f"{split}_y")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= n):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise UserError(
+                    f"{self.name}: the {split} labels hold {bad}, outside 0..{n - 1} for its {n} classes; the data "
+                    "files are damaged (check --data-dir)"
+                )
+
+    @functools.cached_property
+    def _fingerprint(self) -> dict[str, Any]:
+        h = hashlib.sha256()
+        for split in ("train", "val", "test"):
+            h.update(np.ascontiguousarray(getattr(self.data, f"{split}_y"), dtype=np.int64).tobytes() + b"|")
+        return {"dataset": self.name, "classes": len(self.classes), "sizes": dict(self.sizes), "labels": h.hexdigest()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data a run trains on: name, classes, split sizes, a hash of every label."""
+        return dict(self._fingerprint)
 
     def preprocessing(self, cfg: Config) -> tuple[Normalizer, Lighting | None]:
         return Normalizer.fit(cfg.data.normalize, self.data.train_x), None
@@ -88,6 +115,20 @@ class FolderSource:
         self.name, self.classes = "imagefolder", self.train.classes
         self.input_size = (3, cfg.data.crop, cfg.data.crop)
         self.sizes = {"train": len(self.train), "val": len(self.val) if self.val else 0, "test": 0}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data a run trains on: classes, split sizes, a hash of every file name and label
+        (computed once: an ImageNet index has 1.28M entries, and every checkpoint stores it)."""
+        return dict(self._fingerprint)
+
+    @functools.cached_property
+    def _fingerprint(self) -> dict[str, Any]:
+        h = hashlib.sha256()
+        for index in (self.train, self.val):
+            for name, label in zip(index.files, index.labels, strict=True) if index else ():
+                h.update(f"{name}\0{label}\n".encode(errors="surrogateescape"))
+            h.update(b"|")
+        return {"dataset": self.name, "classes": len(self.classes), "sizes": dict(self.sizes), "labels": h.hexdigest()}
 
     def preprocessing(self, cfg: Config) -> tuple[Normalizer, Lighting | None]:
         from resnet.data.folder_stats import estimate_stats

@@ -42,7 +42,7 @@ from resnet.errors import UserError
 from resnet.interop import akamaster
 from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, read_config
 from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
-from resnet.io import atomic_write
+from resnet.io import atomic_write, refuse_overwriting
 from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
@@ -216,8 +216,9 @@ class Loaded(NamedTuple):
 def _with_defaults(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A checkpoint of ours that names its model but not its inputs (hand-made, or by an early version) gets
     the defaults of a foreign state_dict of that model, and a note saying so."""
-    name, kwargs = obj.get("model_name"), obj.get("model_kwargs") or {}
-    if obj.get("preprocessing") or not isinstance(name, str) or not isinstance(kwargs, dict):
+    name, kwargs = obj.get("model_name"), obj.get("model_kwargs")
+    kwargs = {} if kwargs is None else kwargs
+    if obj.get("preprocessing") is not None or not isinstance(name, str) or not isinstance(kwargs, dict):
         return obj, []
     try:
         meta, note = default_meta(name, kwargs)
@@ -316,6 +317,7 @@ def convert_file(
 
     ``convert_file("resnet20-12fca82f.th", "resnet20.pt", source="akamaster")`` converts akamaster's weights.
     """
+    refuse_overwriting(out, Path(src) / "checkpoint.pt" if Path(src).is_dir() else src, flag="--to")
     loaded = load_any(src, model=model, bottleneck_stride=bottleneck_stride, source=source, preprocessing=preprocessing)
     if Path(out).suffix == ".safetensors":
         save_safetensors(out, loaded.checkpoint)

@@ -44,13 +44,18 @@ def evaluate_checkpoint(
     ``recompute_bn`` > 0 also evaluates a copy whose BN statistics are averaged over that many training
     batches (:mod:`resnet.eval.bn`); the report then holds both results.
     """
+    target = local_device(device)  # a bad or absent device fails before anything is read
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise UserError(f"--limit must be at least 1, got {limit!r}")
+    if workers is not None and (type(workers) is not int or workers < 0):
+        raise UserError(f"--workers must be 0 or more, got {workers!r}")
     if recompute_bn < 0:
         raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
     # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
     # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
     foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)
     ckpt = load_any(path).checkpoint if foreign else load_checkpoint(path)
-    model = ckpt.build_model(str(path)).to(local_device(device))
+    model = ckpt.build_model(str(path)).to(target)
     cfg = ckpt.recipe(str(path))
     recomputed = None
     if ckpt.dataset in ("imagefolder", "imagenet"):

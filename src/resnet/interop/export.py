@@ -50,12 +50,20 @@ def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
     }
 
 
+#: Suffixes of weights files that the default output name replaces (any other name keeps all of it).
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
+
+
 def default_output(checkpoint: str | Path, fmt: str) -> Path:
-    """``runs/x/model.onnx`` for a run directory, ``weights.onnx`` next to a checkpoint file ``weights.pt``."""
+    """``runs/x/model.onnx`` for a run directory, ``weights.onnx`` next to a checkpoint file ``weights.pt``.
+
+    Only the last suffix goes: ``a.seed0.pt`` and ``a.seed1.pt`` export to ``a.seed0.onnx`` and ``a.seed1.onnx``.
+    """
     path = Path(checkpoint)
     if path.is_dir():
         return path / f"model{SUFFIXES[fmt]}"
-    return path.with_name(path.name.split(".")[0] + SUFFIXES[fmt])
+    stem = path.stem if path.suffix in WEIGHTS_SUFFIXES else path.name
+    return path.with_name(stem + SUFFIXES[fmt])
 
 
 def _require_onnx() -> None:
@@ -131,8 +139,26 @@ def onnxruntime_max_relative_error(path: str | Path, net: nn.Module, inputs: lis
         for x in inputs:
             ref = net(x).numpy()
             got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+            # max() would swallow a NaN (max(0.0, nan) is 0.0): a non-finite output is a failure of its own.
+            if not np.isfinite(ref).all():
+                raise UserError(f"{path}: PyTorch's outputs are NaN/Inf: the weights are damaged; nothing was exported")
+            if not np.isfinite(got).all():
+                raise UserError(
+                    f"{path}: onnxruntime's outputs are NaN/Inf where PyTorch's are finite; the export is not "
+                    "trustworthy, please report it with your torch/onnx versions"
+                )
             worst = max(worst, float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12)))
     return worst
+
+
+def check_finite_outputs(model: nn.Module, example: torch.Tensor, where: str) -> None:
+    """Refuse to export a model whose outputs are NaN/Inf (non-finite or overflowing weights)."""
+    with torch.inference_mode():
+        if not torch.isfinite(model(example)).all():
+            raise UserError(
+                f"{where}: the model's outputs are NaN/Inf on a test input: the weights are damaged (non-finite "
+                "or huge values); nothing was exported"
+            )
 
 
 def export_checkpoint(
@@ -155,11 +181,18 @@ def export_checkpoint(
     c, h, w = ckpt.input_size
     example = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
     meta = deployment_metadata(ckpt)
+    check_finite_outputs(model, example, where)
     result: dict[str, Any] = {"path": str(out), "format": fmt, "input": [c, h, w], "dynamic_batch": dynamic_batch}
     if fmt == "onnx":
         export_onnx(net, out, example, dynamic_batch=dynamic_batch, meta=meta)
         batches = [example, torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(1))]
-        result["max_rel_error"] = onnxruntime_max_relative_error(out, model, batches if dynamic_batch else batches[:1])
+        try:
+            result["max_rel_error"] = onnxruntime_max_relative_error(
+                out, model, batches if dynamic_batch else batches[:1]
+            )
+        except UserError:
+            Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
+            raise
     else:
         export_torchscript(net, out, example, meta=meta)
     result["bytes"] = os.path.getsize(out)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 
 import torch
 import torch.distributed as dist
+
+from resnet.errors import UserError
 
 
 def is_distributed() -> bool:
@@ -43,13 +46,26 @@ def setup(device: torch.device) -> None:
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
 
 
+#: The devices this project runs on (the paper's nets train on CUDA GPUs; the CPU for tests and small runs).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
+
+
 def local_device(requested: str) -> torch.device:
-    """The device this process trains on: ``cuda:LOCAL_RANK`` under torchrun with CUDA, else ``requested``."""
+    """The device this process trains on: ``cuda:LOCAL_RANK`` under torchrun with CUDA, else ``requested``.
+
+    Anything but auto, cpu, cuda and cuda:N, or a CUDA device this machine lacks, is a one-line ``UserError``.
+    """
+    if not isinstance(requested, str) or not DEVICE_PATTERN.fullmatch(requested):
+        raise UserError(f"device {requested!r} is not supported; use auto, cpu, cuda or cuda:N")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {requested} was asked for but no CUDA device is available; use --device cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise UserError(f"device {device} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -25,12 +25,13 @@ from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource, FolderSource, open_source
 from resnet.errors import UserError
-from resnet.io import DirLock, atomic_write_text
+from resnet.io import atomic_write_text
 from resnet.models import create_model
 from resnet.train import distributed as dist
 from resnet.train.bn_average import check_supported
 from resnet.train.metrics_log import MetricsLog
-from resnet.train.rundir import RunDir, check_resumable, record_invocation
+from resnet.train.resume import check_same_data, restore
+from resnet.train.rundir import RunDir, check_resumable, claim, record_invocation
 from resnet.train.runtime import Runtime, resolve_runtime
 from resnet.train.schedule import LRSchedule, total_iterations
 from resnet.train.state import TrainState, build_optimizer, model_kwargs
@@ -55,13 +56,15 @@ def fit(
     run = RunDir(Path(out))
     rt = resolve_device(cfg)
     check_model(cfg)  # a misspelt model fails before thousands of images are decoded
-    ckpt = read_resume_point(run, cfg)
-    source = open_source(cfg)  # before touching the run directory: a bad --data-dir leaves nothing behind
-    check_supported(cfg, source)
-    normalizer, lighting = preprocessing(cfg, source, ckpt)
-    state, kwargs = init_state(cfg, source, normalizer, lighting, rt, ckpt)
     with contextlib.ExitStack() as held:
-        metrics = open_run_dir(run, cfg, state, held, argv, rt.device)
+        claim(run, held)  # locked before anything in it is read: a finishing run's last checkpoint is never stale
+        ckpt = read_resume_point(run, cfg)
+        source = open_source(cfg)  # before writing: a bad --data-dir leaves nothing behind
+        check_same_data(run, ckpt, source)
+        check_supported(cfg, source)
+        normalizer, lighting = preprocessing(cfg, source, ckpt)
+        state, kwargs = init_state(cfg, source, normalizer, lighting, rt, ckpt, str(run.checkpoint))
+        metrics = open_run_dir(run, cfg, state, argv, rt.device)
         trainer = Trainer(cfg, run, source, normalizer, lighting, state, kwargs, metrics, rt, progress, echo)
         trainer.announce(resumed=ckpt is not None)
         trainer.loop()
@@ -114,6 +117,7 @@ def init_state(
     lighting: Lighting | None,
     rt: Runtime,
     ckpt: Checkpoint | None,
+    where: str = "checkpoint",
 ) -> tuple[TrainState, dict[str, Any]]:
     """Model (seeded He init), optimizer, schedule and data stream; restored from ``ckpt`` when resuming."""
     device, world = rt.device, dist.world_size()
@@ -133,8 +137,7 @@ def init_state(
     schedule = LRSchedule(cfg.schedule, cfg.optim.lr, device, loader.steps_per_epoch)
     state = TrainState(model, optimizer, schedule, loader, device)
     if ckpt is not None:
-        state.load_state_dict({**ckpt.require_training("checkpoint"), "model": ckpt.state_dict,
-                               "iteration": ckpt.iteration or 0})  # fmt: skip
+        restore(state, ckpt, where)
     return state, kwargs
 
 
@@ -142,15 +145,13 @@ def open_run_dir(
     run: RunDir,
     cfg: Config,
     state: TrainState,
-    held: contextlib.ExitStack,
     argv: list[str] | None,
     device: torch.device,
 ) -> MetricsLog:
-    """Lock the run directory (rank 0), write the resolved recipe, record this invocation, open the metrics."""
+    """Record this invocation (first: it marks the folder as a run), write the resolved recipe, open the metrics."""
     main = dist.is_main()
     if main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        held.enter_context(DirLock(run.root))
+        record_invocation(run, argv, device, state.iteration)
         atomic_write_text(run.config, dump(cfg))
         if state.iteration < total_iterations(cfg.schedule, state.loader.steps_per_epoch):
             run.summary.unlink(missing_ok=True)  # extending a finished run: its old summary no longer holds
@@ -158,6 +159,4 @@ def open_run_dir(
     state.records = metrics.records
     if cfg.train.tensorboard and main:
         metrics.enable_tensorboard(run.root / "tb")
-    if main:
-        record_invocation(run, argv, device, state.iteration)
     return metrics

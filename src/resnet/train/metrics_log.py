@@ -51,14 +51,33 @@ class MetricsLog:
             self.tb.close()
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (a torn last line from a killed process is ignored)."""
+def well_formed(record: Any) -> bool:
+    """Whether a metrics line is a record this project writes: a dict whose iteration is a whole number and
+    whose numbers are numbers (a hand-edited or damaged line is skipped rather than crash a report)."""
+    if not isinstance(record, dict):
+        return False
+    it = record.get("iteration")
+    if ("split" in record or "event" in record or it is not None) and (type(it) is not int or it < 0):
+        return False
+    if "split" in record and not isinstance(record["split"], str):
+        return False
+    numbers = ("loss", "error", "lr", "img_per_s", "running_error")
+    return all(type(record[k]) in (int, float) for k in numbers if k in record and record[k] is not None)
+
+
+def read_metrics(path: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """All well-formed records of a metrics.jsonl; a torn last line from a killed process, or a damaged line,
+    is skipped (and, when ``skipped`` is given, its line number appended there)."""
     records = []
-    for line in Path(path).read_text().splitlines():
+    for n, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if well_formed(record):
+            records.append(record)
+        elif line.strip() and skipped is not None:
+            skipped.append(f"line {n}")
     return records
 
 

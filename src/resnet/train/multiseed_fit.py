@@ -25,14 +25,14 @@ from resnet.config import Config, dump
 from resnet.data.sources import ArraySource, open_source
 from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
-from resnet.io import DirLock, atomic_write_text
+from resnet.io import atomic_write_text
 from resnet.train import distributed as dist
 from resnet.train.console import Console
 from resnet.train.loop import check_model, read_resume_point, resolve_device
 from resnet.train.meters import StepClock
 from resnet.train.metrics_log import MetricsLog, summarize
 from resnet.train.multiseed import MultiSeedTrainer
-from resnet.train.rundir import RunDir, record_invocation
+from resnet.train.rundir import RunDir, claim, record_invocation
 from resnet.train.schedule import total_iterations
 from resnet.train.signals import StopSignals
 
@@ -92,14 +92,12 @@ class SeedRuns:
 
     def open(self, held: contextlib.ExitStack) -> None:
         self.metrics, self.consoles = {}, {}
-        for s, run in self.runs.items():
-            run.root.mkdir(parents=True, exist_ok=True)
-            held.enter_context(DirLock(run.root))
+        for s, run in self.runs.items():  # each locked by fit_seeds (claim) before anything was read
+            record_invocation(run, self.argv, self.rt.device, self.multi.iteration)
             atomic_write_text(run.config, dump(seed_config(self.cfg, s)))
             if self.multi.iteration < self.total:
                 run.summary.unlink(missing_ok=True)
             self.metrics[s] = MetricsLog(run.metrics, self.records[s])
-            record_invocation(run, self.argv, self.rt.device, self.multi.iteration)
             self.consoles[s] = Console(run.log, self.total, self.multi.iteration, progress=False,
                                        echo=self.echo and s == self.seeds[0])  # fmt: skip
         self.consoles[self.seeds[0]].log(
@@ -213,8 +211,10 @@ def fit_seeds(
     cfg: Config, outs: dict[int, str | Path], *, argv: list[str] | None = None, echo: bool = True
 ) -> dict[int, dict[str, Any]]:
     """Train ``cfg`` for every seed of ``outs`` ({seed: run directory}) as one step; returns {seed: summary}."""
-    runs = SeedRuns(cfg, {s: Path(o) for s, o in outs.items()}, argv, echo)
     with contextlib.ExitStack() as held:
+        for out in outs.values():
+            claim(RunDir(Path(out)), held)  # every run directory locked before any is read
+        runs = SeedRuns(cfg, {s: Path(o) for s, o in outs.items()}, argv, echo)
         runs.open(held)
         runs.loop()
         return runs.finish()

@@ -1,13 +1,17 @@
 """Run directories: what a run records about itself, and whether a new command may resume it.
 
-A run directory holds ``config.yaml`` (the resolved recipe), ``run.json`` (every invocation: command line,
-git commit, versions, device, time), ``metrics.jsonl``, ``checkpoint.pt``, ``train.log`` and, once
-finished, ``summary.json``.
+A run directory holds ``config.yaml`` (the resolved recipe), ``invocations.jsonl`` (every invocation:
+command line, git commit, versions, device, time; append-only, one JSON object a line, so a kill mid-write
+tears at most its own last line) and ``run.json`` (the same list as one JSON document, rewritten from the
+log each time), ``metrics.jsonl``, ``checkpoint.pt``, ``train.log`` and, once finished, ``summary.json``.
+Run directories written before the log existed keep their ``run.json``; it seeds the log on the next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import shlex
 import socket
@@ -22,7 +26,11 @@ import torch
 
 from resnet.config import RESUMABLE_KEYS, Config, diff, from_dict
 from resnet.errors import UserError
-from resnet.io import atomic_write_text
+from resnet.io import DirLock, atomic_write_text
+from resnet.train import distributed as dist
+
+#: Files that mark a folder as a run directory (any one of them).
+RUN_MARKERS = (".lock", "invocations.jsonl", "run.json", "checkpoint.pt")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,10 @@ class RunDir:
     @property
     def info(self) -> Path:
         return self.root / "run.json"
+
+    @property
+    def invocations(self) -> Path:
+        return self.root / "invocations.jsonl"
 
     @property
     def summary(self) -> Path:
@@ -93,23 +105,112 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def record_invocation(run: RunDir, argv: list[str] | None, device: torch.device, start_iteration: int) -> None:
-    """Append this invocation (command line, environment, start time and iteration) to run.json."""
-    data: dict[str, Any] = {"invocations": []}
-    if run.info.is_file():
-        try:
-            data = json.loads(run.info.read_text())
-        except json.JSONDecodeError:
-            pass
+    """Append this invocation (command line, environment, start time and iteration) to the run's log.
+
+    The log is only ever appended to; ``run.json`` is then rewritten from it (atomically), so a torn or
+    hand-damaged ``run.json`` loses nothing.
+    """
     argv = sys.argv if argv is None else argv
-    data.setdefault("invocations", []).append(
-        {
-            "command": shlex.join(argv),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "start_iteration": start_iteration,
-            **environment(device),
-        }
-    )
-    atomic_write_text(run.info, json.dumps(data, indent=2) + "\n")
+    record = {
+        "command": shlex.join(argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "start_iteration": start_iteration,
+        **environment(device),
+    }
+    if not run.invocations.is_file():  # a run directory of an earlier version: its run.json seeds the log
+        old = _invocations_of_run_json(run.info)
+        if old is None and run.info.is_file():  # damaged: kept aside for a person to read, never overwritten
+            os.replace(run.info, run.root / "run.json.damaged")
+        _append_lines(run.invocations, old or [])
+    _append_lines(run.invocations, [record])
+    everything = read_invocations(run.root)
+    atomic_write_text(run.info, json.dumps({"invocations": everything}, indent=2) + "\n")
+
+
+def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append JSON lines durably; a torn last line (a kill mid-write) is closed first, not glued onto."""
+    with path.open("ab") as f:
+        if f.tell() > 0:
+            with path.open("rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    f.write(b"\n")
+        f.write("".join(json.dumps(r) + "\n" for r in records).encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _invocations_of_run_json(path: Path) -> list[dict[str, Any]] | None:
+    """The invocations an old-style run.json lists; None when it is missing or damaged (torn, not a dict)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    invs = data.get("invocations") if isinstance(data, dict) else None
+    return [i for i in invs if isinstance(i, dict)] if isinstance(invs, list) else None
+
+
+def read_invocations(root: Path) -> list[dict[str, Any]]:
+    """Every recorded invocation of a run directory (damaged lines skipped), oldest first."""
+    log = RunDir(root).invocations
+    if not log.is_file():
+        return _invocations_of_run_json(RunDir(root).info) or []
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            rec = json.loads(line)
+            if isinstance(rec, dict):
+                found.append(rec)
+    return found
+
+
+def claim(run: RunDir, held: contextlib.ExitStack) -> None:
+    """Lock the run directory before anything in it is read (rank 0; the other ranks learn the outcome).
+
+    A folder that holds files but is no run directory is refused (they could be the user's own
+    ``config.yaml`` or ``metrics.jsonl``). A directory this call creates is removed again on failure when
+    nothing was written into it (a bad --data-dir leaves nothing behind).
+    """
+    error = None
+    if dist.is_main():
+        try:
+            _claim_main(run, held)
+        except UserError as e:
+            if dist.world_size() == 1:
+                raise
+            error = str(e)
+    if dist.world_size() > 1:
+        error = dist.broadcast_object(error)  # type: ignore[assignment]
+        if error is not None:
+            raise UserError(error)
+
+
+def _claim_main(run: RunDir, held: contextlib.ExitStack) -> None:
+    root = run.root
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} is a file, not a directory; choose a directory for the run")
+    if root.is_dir():
+        entries = {p.name for p in root.iterdir()}
+        if entries and not entries & set(RUN_MARKERS):
+            shown = ", ".join(sorted(entries)[:4]) + (", ..." if len(entries) > 4 else "")
+            raise UserError(
+                f"{root} holds other files ({shown}) and no run; training there would overwrite them: "
+                "choose a new or empty directory for the run (--out)"
+            )
+    else:
+        created = [p for p in (root, *root.parents) if not p.exists()]
+        root.mkdir(parents=True)
+        held.callback(_remove_if_empty, created)  # runs after the lock is released (ExitStack: last in, first out)
+    held.enter_context(DirLock(root))
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders this process created, innermost first, as long as nothing was written into them."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails (and so keeps it) as soon as anything is in it
+        except OSError:
+            return
 
 
 def check_resumable(run: RunDir, stored: dict[str, Any], cfg: Config) -> None:

@@ -4,9 +4,37 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+#: Set by :func:`startup_handler` when a Ctrl-C lands before the training loop took over the signals.
+_STARTUP = {"interrupted": False}
+
+
+def startup_handler(signum: int, _frame: FrameType | None) -> None:
+    """SIGINT before training starts: remember it, then interrupt as Python does.
+
+    Remembering matters because a library may swallow the ``KeyboardInterrupt`` (an ``except`` around an
+    import) or turn it into another error (a half-imported module); the command line and the training loop
+    then still know that the user asked to stop. Installed by the command line (:func:`install_startup_handler`).
+    """
+    _STARTUP["interrupted"] = True
+    raise KeyboardInterrupt
+
+
+def install_startup_handler() -> Any:
+    """Install :func:`startup_handler` for SIGINT (main thread only); returns the previous handler."""
+    _STARTUP["interrupted"] = False
+    try:
+        return signal.signal(signal.SIGINT, startup_handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def interrupted_at_startup() -> bool:
+    return _STARTUP["interrupted"]
 
 
 class StopSignals:
@@ -27,6 +55,8 @@ class StopSignals:
         self.signum = signum
 
     def __enter__(self) -> StopSignals:
+        if interrupted_at_startup():  # a Ctrl-C during start-up that something swallowed: stop before training
+            raise KeyboardInterrupt
         try:
             for s in self.SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
@@ -42,6 +72,7 @@ class StopSignals:
         """Whether to stop now; under DDP every rank agrees (any rank's signal stops all of them)."""
         flag = self.signum is not None
         if world_size > 1:
+            import torch
             import torch.distributed as dist
 
             t = torch.tensor([1.0 if flag else 0.0], device=_dist_device())
@@ -61,6 +92,7 @@ class StopSignals:
 
 
 def _dist_device() -> torch.device:
+    import torch
     import torch.distributed as dist
 
     if dist.get_backend() == "nccl":

@@ -249,6 +249,7 @@ class Trainer:
             config=self.cfg.to_dict(),
             lighting=self.lighting.state_dict() if self.lighting is not None else None,
             training=train,
+            data=self.source.fingerprint(),
         )
 
     def average_bn(self) -> None:
