@@ -40,6 +40,38 @@ PROTOCOLS = ("center", "10crop")
 RESIZE_FOR_224 = 256
 
 
+def view_resize(model_name: str, size: tuple[int, int]) -> int:
+    """The shorter side ``predict`` resizes to before cropping ``size``: 256 for 224 (section 3.4), scaled for
+    other ImageNet-style inputs; the native size itself for CIFAR-style nets (section 4.2)."""
+    if model_info(model_name).family == "imagenet":
+        return round(size[0] * RESIZE_FOR_224 / 224)
+    return min(size)
+
+
+def view_geometry(model_name: str, size: tuple[int, int]) -> dict[str, Any]:
+    """How ``predict`` turns a decoded 8-bit image into the model's input, precisely enough to reproduce its
+    probabilities elsewhere (exported as ``resnet.resize`` next to the graph).
+
+    The resize is torch's antialiased bilinear on float pixels, rounded to uint8 once; Pillow's
+    ``Image.resize(..., Image.BILINEAR)`` computes the same filter in 8-bit fixed point and lands within one
+    grey level (tests/test_export.py reproduces predict's probabilities that way through onnxruntime).
+    """
+    return {
+        "shorter_side": view_resize(model_name, size),
+        "longer_side": "floor(shorter_side * longer / shorter), at least shorter_side",
+        "filter": "bilinear",
+        "antialias": True,
+        "align_corners": False,
+        "rounding": "round half to even to uint8, once, after both directions",
+        "implementation": "torch.nn.functional.interpolate(mode='bilinear', antialias=True, align_corners=False)",
+        "pillow_equivalent": "PIL.Image.resize(size, PIL.Image.BILINEAR) (within 1 grey level)",
+        "crop": [int(size[0]), int(size[1])],
+        "crop_position": "centre; top = round((H - h) / 2), left = round((W - w) / 2) (Python round)",
+        "decode": "Pillow, EXIF orientation applied, alpha composited over white, 8-bit RGB (L for 1 channel)",
+        "protocol": "center (the 10crop protocol averages the softmax of 10 such views)",
+    }
+
+
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     """Files named directly (whatever their extension) and image files found recursively in folders, in order."""
     found: list[Path] = []
@@ -98,11 +130,9 @@ class Predictor:
 
     def views(self, image: torch.Tensor, protocol: str) -> torch.Tensor:
         """The test views of one uint8 image: ``V x C x H x W`` at the model's native size (V = 1 or 10)."""
-        if self.imagenet_style:
-            resize = round(self.size[0] * RESIZE_FOR_224 / 224)
-        else:
-            protocol, resize = "center", min(self.size)
-        return torch.stack(test_views(image, protocol, resize, self.size))
+        if not self.imagenet_style:
+            protocol = "center"
+        return torch.stack(test_views(image, protocol, view_resize(self.model_name, self.size), self.size))
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor, per_image: int) -> torch.Tensor:
