@@ -37,6 +37,11 @@ def is_image_file(name: str | Path) -> bool:
 
 def _to_8bit(im: Image.Image, channels: int) -> np.ndarray:
     """An 8-bit ``H x W`` (channels 1) or ``H x W x 3`` array of any Pillow image."""
+    return np.array(to_8bit_image(im, channels))  # a writable copy, owned by the tensor
+
+
+def to_8bit_image(im: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow image as an 8-bit ``L`` (channels 1) or ``RGB`` image, by the rules in the module docstring."""
     if im.mode.startswith("I;16") or im.mode == "I":
         wide = np.asarray(im, dtype=np.float64)
         im = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))
@@ -45,7 +50,8 @@ def _to_8bit(im: Image.Image, channels: int) -> np.ndarray:
     if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return np.array(im.convert("L" if channels == 1 else "RGB"))  # a writable copy, owned by the tensor
+    mode = "L" if channels == 1 else "RGB"
+    return im if im.mode == mode else im.convert(mode)
 
 
 def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
