@@ -65,6 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scores=args.scores,
         device=args.device,
         workers=args.workers,
+        backend=args.backend,
+        precision=args.precision,
     )
     print(format_eval(report))
     return 0
@@ -91,7 +93,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("eval", help="top-1 and per-class error of a run or checkpoint")
-    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("run", help="run directory, checkpoint file or .onnx file from `resnet export`")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=("val", "test"), help="image folders: always val")
     p.add_argument(
@@ -104,6 +106,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", default="softmax", choices=("softmax", "logits"), help="how views are averaged")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None, help="decode workers (image folders; default: the run's)")
+    from resnet.cli.interop import add_backend_flags
+
+    add_backend_flags(p)
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("data", help="dataset utilities")

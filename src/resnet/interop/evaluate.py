@@ -33,8 +33,18 @@ def evaluate_checkpoint(
     scores: str = "softmax",
     device: str = "auto",
     workers: int | None = None,
+    backend: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict."""
+    """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict.
+
+    ``backend``/``precision`` (or an ``.onnx`` file) go through an inference engine (array datasets)."""
+    if backend is not None or precision != "fp32" or str(path).lower().endswith(".onnx"):
+        if protocol not in (None, "center"):
+            raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
+        from resnet.interop.evaluate_engines import evaluate_with_engine
+
+        return evaluate_with_engine(path, split, data_dir, limit, backend or "auto", precision)
     ckpt = load_checkpoint(path)
     model = ckpt.build_model(str(path)).to(local_device(device))
     cfg = ckpt.recipe(str(path))
@@ -122,6 +132,14 @@ def format_eval(report: dict[str, Any]) -> str:
         "",
         f"{'class':<14} {'error %':>8}",
     ]
+    if "engine" in report:
+        engine = f"engine: {report['engine']}"
+        if "agreement" in report:
+            engine += (
+                f"; top-1 agrees with fp32 on {100.0 * report['agreement']:.2f}% of images; fp32 top-1 error "
+                f"{report['fp32_error']:.2f}% ({res.error - report['fp32_error']:+.2f} points)"
+            )
+        lines.insert(2, engine)
     for name, err in zip(report["classes"], res.per_class, strict=False):
         lines.append(f"{name:<14} {err:>8.2f}")
     if res.skipped:

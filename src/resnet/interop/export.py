@@ -31,9 +31,10 @@ from torch import nn
 
 from resnet.checkpoint import Checkpoint
 from resnet.errors import UserError
+from resnet.eval.views import view_geometry
 from resnet.interop.inference import fold_batchnorm
-from resnet.interop.predict import view_geometry
 from resnet.io import atomic_write
+from resnet.models import model_info
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -46,13 +47,16 @@ def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
     pre = ckpt.preprocessing
     size = (int(ckpt.input_size[1]), int(ckpt.input_size[2]))
     return {
-        "resnet.resize": json.dumps(view_geometry(ckpt.model_name, size)),
+        "resnet.resize": json.dumps(view_geometry(model_info(ckpt.model_name).family == "imagenet", size)),
         "resnet.model_name": ckpt.model_name,
         "resnet.input_size": json.dumps(list(ckpt.input_size)),
         "resnet.preprocessing": json.dumps(
             {"kind": pre["kind"], "scale": 1 / 255, "mean": pre["mean"].tolist(), "std": pre["std"].tolist()}
         ),
         "resnet.classes": json.dumps(list(ckpt.classes)),
+        "resnet.dataset": ckpt.dataset,
+        # The recipe lets `resnet eval model.onnx` rebuild the test data exactly as for the checkpoint.
+        **({"resnet.recipe": json.dumps(ckpt.config)} if ckpt.config else {}),
     }
 
 
