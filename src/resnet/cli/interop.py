@@ -30,7 +30,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = find_images(args.images)
     if not paths:
         raise UserError(f"no image files in {', '.join(args.images)}")
-    predictor = Predictor.from_file(args.checkpoint, backend=args.backend, precision=args.precision, calibration=paths)
+    backend = args.backend or "auto"
+    predictor = Predictor.from_file(args.checkpoint, backend=backend, precision=args.precision, calibration=paths)
     predictor.check_protocol(args.protocol)  # before reading any image
     report = predictor.predict(
         paths,
@@ -93,8 +94,8 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("auto", "torch", "onnxruntime"),
         default=None,
-        help="inference engine (default: the torch fast path for checkpoints, onnxruntime for .onnx files; "
-        "auto: the fastest for the device, onnxruntime on CPUs where installed)",
+        help="inference engine (predict's default auto: onnxruntime on CPUs where installed for .onnx files "
+        "and jobs of 256+ images, else the torch fast path; eval's default: the torch model)",
     )
     p.add_argument(
         "--precision",

@@ -29,18 +29,10 @@ import torch
 from torch import nn
 
 from resnet.errors import UserError
+from resnet.train.runtime import cpu_has_bf16
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512_BF16 or AMX), as oneDNN needs for a bf16 speed-up."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: do not guess
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def onnxruntime_available() -> bool:
@@ -236,6 +228,13 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
         )
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: damaged resnet metadata ({type(e).__name__}: {e}); re-export it") from None
+
+
+def make_default_engine(model: nn.Module, input_size: tuple[int, int, int], threads: int | None = None) -> Engine:
+    """What ``--backend auto`` runs at fp32 on this CPU (onnxruntime when installed, else the torch fast path)."""
+    if resolve("auto", "fp32", torch.device("cpu")) == "onnxruntime":
+        return onnx_engine("fp32", model=model, input_size=input_size, threads=threads)
+    return torch_engine(model, "fp32", torch.device("cpu"))
 
 
 def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -37,6 +37,10 @@ from resnet.interop.inference import optimize_for_inference
 from resnet.models import model_info
 
 PROTOCOLS = ("center", "10crop")
+#: ``--backend auto`` on a checkpoint exports it for onnxruntime only for at least this many images: the
+#: export takes seconds (torch.export + onnxscript), onnxruntime saves ~40% per image on a CPU
+#: (docs/benchmarks.md), so small jobs are faster on the torch fast path.
+AUTO_EXPORT_MIN_IMAGES = 256
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -193,6 +197,8 @@ def build_predictor(cls: type, path: str | Path, backend: str, precision: str, c
 
     onnx_file = str(path).lower().endswith(".onnx")
     device = torch.device("cpu")
+    if backend == "auto" and not onnx_file and precision == "fp32" and len(calibration) < AUTO_EXPORT_MIN_IMAGES:
+        backend = "torch"  # exporting the graph for onnxruntime would take longer than it saves
     concrete = backends.resolve(backend, precision, device, have_model=not onnx_file)
     if onnx_file:
         ckpt, model = backends.checkpoint_from_onnx(path), None
