@@ -72,12 +72,12 @@ def test_exif_orientation_is_applied_before_planning(photos: list[Path], tmp_pat
         exif = im.getexif()
         exif[0x0112] = 6  # rotate 90 degrees clockwise on display: a 500x375 file shows as 375x500
         im.save(tmp_path / "rotated.jpg", quality=90, exif=exif)
-    for seed in range(4):
-        a, b = (
-            fast(tmp_path / "rotated.jpg", seed, (256, 480), 224),
-            reference(tmp_path / "rotated.jpg", seed, (256, 480), 224),
-        )
-        assert int((a.int() - b.int()).abs().max()) <= 1
+        im.save(tmp_path / "rotated.tif", exif=exif)  # TIFF keeps the tag in its own IFD
+    for name in ("rotated.jpg", "rotated.tif"):
+        assert load_image(tmp_path / name).shape[1:] == (500, 375)
+        for seed in range(4):
+            a, b = fast(tmp_path / name, seed, (256, 480), 224), reference(tmp_path / name, seed, (256, 480), 224)
+            assert int((a.int() - b.int()).abs().max()) <= 1, name
 
 
 def test_large_jpegs_decode_reduced_and_still_show_the_same_crop(photos: list[Path], tmp_path: Path, monkeypatch):

@@ -47,11 +47,33 @@ _SWAPS_AXES = (5, 6, 7, 8)
 DRAFT_MIN_FACTOR = 2
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    """(H, W) of ``im`` after its EXIF orientation is applied, read from the header without decoding."""
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of a JPEG (1 = upright), read from the header without decoding."""
+    return int(im.getexif().get(0x0112, 1) or 1)
+
+
+def _oriented_size(im: Image.Image, orientation: int) -> tuple[int, int]:
+    """(H, W) of ``im`` after its EXIF orientation is applied."""
     w, h = im.size
-    orientation = im.getexif().get(0x0112, 1) if "exif" in im.info else 1
     return (w, h) if orientation in _SWAPS_AXES else (h, w)
+
+
+def _decode_jpeg(
+    im: Image.Image, path: str | Path, generator: torch.Generator, scale: tuple[int, int], size: int, channels: int
+) -> tuple[Image.Image, int, int, CropPlan]:
+    """A JPEG planned from its header (oriented size), then decoded reduced when that saves a factor of 2 per
+    side, or by simplejpeg when installed; (8-bit oriented image, full oriented H, W, plan)."""
+    orientation = _orientation(im)
+    height, width = _oriented_size(im, orientation)
+    plan = plan_scale_crop_flip(height, width, generator, scale, size)
+    shorter = min(plan.resized)
+    if min(height, width) >= DRAFT_MIN_FACTOR * shorter:
+        im.draft(im.mode if im.mode in ("L", "RGB") else None, (shorter, shorter))
+    elif simplejpeg is not None and im.mode == ("L" if channels == 1 else "RGB") and orientation == 1:
+        im = _simplejpeg_decode(path, "GRAY" if channels == 1 else "RGB")  # the same pixels as Pillow's
+    im.load()
+    # exif_transpose copies the image even when there is nothing to turn: skip it for upright files.
+    return to_8bit_image(ImageOps.exif_transpose(im) if orientation != 1 else im, channels), height, width, plan
 
 
 def _simplejpeg_decode(path: str | Path, colorspace: str) -> Image.Image:
@@ -82,21 +104,13 @@ def decode_scale_crop_flip(
     """
     try:
         with Image.open(path) as im:
-            height, width = _oriented_size(im)
-            plan = plan_scale_crop_flip(height, width, generator, scale, size)
-            shorter = min(plan.resized)
-            jpeg = im.format == "JPEG"
-            if jpeg and min(height, width) >= DRAFT_MIN_FACTOR * shorter:
-                im.draft(im.mode if im.mode in ("L", "RGB") else None, (shorter, shorter))
-            elif (
-                jpeg
-                and simplejpeg is not None
-                and im.mode == ("L" if channels == 1 else "RGB")
-                and "exif" not in im.info
-            ):
-                im = _simplejpeg_decode(path, "GRAY" if channels == 1 else "RGB")  # same pixels as Pillow's
-            im.load()
-            oriented = to_8bit_image(ImageOps.exif_transpose(im), channels)
+            if im.format == "JPEG":
+                oriented, height, width, plan = _decode_jpeg(im, path, generator, scale, size, channels)
+            else:  # other formats: decode first (Pillow's TIFF reader turns the image itself on load)
+                im.load()
+                oriented = to_8bit_image(ImageOps.exif_transpose(im), channels)
+                height, width = oriented.height, oriented.width
+                plan = plan_scale_crop_flip(height, width, generator, scale, size)
             # Coordinates scale with what the decoder returned (a draft is a fraction of the full size).
             fx, fy = oriented.width / width, oriented.height / height
             left, top, right, lower = _box(plan, height, width)
@@ -108,6 +122,7 @@ def decode_scale_crop_flip(
         raise
     if plan.flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    array = np.array(out)
-    tensor = torch.from_numpy(array)
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    array = np.asarray(out)
+    if array.ndim == 2:
+        return torch.from_numpy(array.copy()).unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # one copy, straight to C x H x W
