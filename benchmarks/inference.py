@@ -22,7 +22,7 @@ time per batch; "vs eager" = that over eager's img/s from the same run; "best" =
 ``--checkpoint RUN --data-dir CIFAR`` measures the engines of ``resnet predict/eval --backend/--precision``
 instead (resnet.interop.backends) on a trained run's own weights, against onnxruntime fp32 at the same
 threads: ``default`` (what ``--backend auto`` runs at fp32), ``torch-fp32``, ``torch-bf16`` (CPUs with
-AVX512_BF16/AMX), ``onnxruntime-int8`` (static quantisation calibrated on 256 training images), each with
+AVX512_BF16/AMX), ``onnxruntime-int8`` (static quantisation calibrated on 1024 training images), each with
 its top-1 agreement with fp32 and its test error on the run's test split (real images):
 
     PYTHONPATH=src python benchmarks/inference.py --checkpoint runs/r20 --data-dir DATA --batches 128
@@ -151,7 +151,7 @@ def engine_runners(args: argparse.Namespace, batch: int) -> tuple[dict, dict]:
     norm = ckpt.normalizer()
     model = ckpt.build_model(args.checkpoint)
     c, h, w = ckpt.input_size
-    calib = norm(torch.from_numpy(data.train_x[:256]))
+    calib = norm(torch.from_numpy(data.train_x[:1024]))
     engines = {
         "onnxruntime-fp32": backends.onnx_engine("fp32", model=model, input_size=(c, h, w), threads=args.threads),
         "default": backends.make_default_engine(model, (c, h, w), threads=args.threads),

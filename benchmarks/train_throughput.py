@@ -148,7 +148,10 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="also the CPU bf16 fast path (AVX512_BF16/AMX CPUs)")
     p.add_argument("--variants", nargs="+", default=None, help="only these variants (ratios vs the first)")
     p.add_argument("--full-run", metavar="DATA_DIR", default=None, help="also time a full ResNet-20 schedule")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.iters = args.iters or (200 if cuda else 10)

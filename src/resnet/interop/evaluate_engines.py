@@ -2,7 +2,7 @@
 an inference engine (resnet.interop.backends), with its top-1 agreement and error against fp32.
 
 The test data is rebuilt from the recipe the checkpoint (or the ``.onnx`` file's ``resnet.recipe``) records.
-int8 calibrates on the first 256 *training* images (never the evaluated split), as a deployment would.
+int8 calibrates on the first 1024 *training* images (never the evaluated split), as a deployment would.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from resnet.eval.arrays import evaluate
 from resnet.interop import backends
 
 #: Training images the int8 activation ranges are calibrated on.
-CALIBRATION_IMAGES = 256
+CALIBRATION_IMAGES = 1024
 
 
 class _Recording(nn.Module):
