@@ -2,8 +2,12 @@
 
 1. Decode + augment: JPEGs of typical ImageNet size (500x375, quality 90, made from scikit-learn's real
    sample photos) through the training path of a DataLoader worker (Pillow decode, shorter side random in
-   [256, 480], 224 crop, flip), in the main process: img/s per core. A node needs about (training img/s) /
-   (this rate) cores to keep the GPU fed.
+   [256, 480], 224 crop, flip), in the main process: img/s per core, for the reference path (full decode,
+   float resize of the whole image, then crop: ``TrainImages.reference_item``) and the fast path the
+   workers run (the kept window resized on 8-bit pixels, ``resnet.data.fast_augment``), measured
+   interleaved in the same run, with their largest pixel difference. ``--large`` adds 2000x1500 photos,
+   where the fast path also decodes the JPEG reduced (``draft``). A node needs about (training img/s) /
+   (the fast rate) cores to keep the GPU fed.
 2. ResNet-50 training on synthetic 224x224 batches, eager fp32 NCHW (baseline) vs the fast path of the
    device (bf16 autocast + channels_last on CUDA; channels_last on CPU), as ratios; ``--compile`` adds
    torch.compile. ``--v15`` uses torchvision's stride placement (the usual benchmark model).
@@ -29,7 +33,7 @@ from resnet.models import create_model
 from resnet.train.step import train_one_step
 
 
-def make_jpegs(root: Path, n: int) -> Path:
+def make_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375)) -> Path:
     from sklearn.datasets import load_sample_images
 
     photos = load_sample_images().images
@@ -39,31 +43,33 @@ def make_jpegs(root: Path, n: int) -> Path:
     for i in range(n):
         img = photos[i % len(photos)]
         top, left = int(rng.integers(0, 60)), int(rng.integers(0, 100))
-        crop = Image.fromarray(img[top : top + 360, left : left + 530]).resize((500, 375))
+        crop = Image.fromarray(img[top : top + 360, left : left + 530]).resize(size, Image.BICUBIC)
         crop.save(folder / f"{i:04d}.jpg", quality=90)
     return root
 
 
-def decode_rate(n: int) -> float:
+def decode_rates(n: int, size: tuple[int, int] = (500, 375), rounds: int = 5) -> tuple[float, float, int]:
+    """(reference img/s, fast img/s, largest |fast - reference| in grey levels) on one core."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker (torch sets one thread there)
     try:
-        return _decode_rate(n)
+        with tempfile.TemporaryDirectory() as tmp:
+            ds = TrainImages(scan(make_jpegs(Path(tmp), n, size) / "train", use_cache=False), (256, 480), 224)
+            worst = 0
+            for i in range(n):  # also warms the decoder and the file cache for both paths
+                a, b = ds[(i, 1000 + i)][0], ds.reference_item((i, 1000 + i))[0]
+                assert a is not None and b is not None and a.shape == b.shape == (3, 224, 224)
+                worst = max(worst, int((a.int() - b.int()).abs().max()))
+            seconds = {"reference": 0.0, "fast": 0.0}
+            for _ in range(rounds):  # interleaved, so a change in the machine's load hits both alike
+                for name, get in (("reference", ds.reference_item), ("fast", ds.__getitem__)):
+                    start = time.perf_counter()
+                    for i in range(n):
+                        get((i, 2000 + i))
+                    seconds[name] += time.perf_counter() - start
+            return rounds * n / seconds["reference"], rounds * n / seconds["fast"], worst
     finally:
         torch.set_num_threads(threads)
-
-
-def _decode_rate(n: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        index = scan(make_jpegs(Path(tmp), n) / "train", use_cache=False)
-        ds = TrainImages(index, (256, 480), 224)
-        for i in range(4):
-            ds[(i, i)]  # warm the decoder
-        start = time.perf_counter()
-        for i in range(n):
-            x, _ = ds[(i, 1000 + i)]
-            assert x is not None and x.shape == (3, 224, 224)
-        return n / (time.perf_counter() - start)
 
 
 def train_rate(variant: str, device: torch.device, batch: int, iters: int, warmup: int, v15: bool) -> float:
@@ -102,6 +108,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="default 256 on GPU, 16 on CPU")
     p.add_argument("--iters", type=int, default=None, help="timed steps (default 50 GPU / 3 CPU)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--large", action="store_true", help="also 2000x1500 JPEGs (the reduced-decode path)")
+    p.add_argument("--decode-only", action="store_true", help="skip the ResNet-50 training part")
     p.add_argument("--v15", action="store_true", help="stride on the 3x3 conv (torchvision's ResNet-50)")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -114,8 +122,19 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
 
-    rate = decode_rate(args.images)
-    print(f"decode + augment (500x375 JPEG -> 224 crop): {rate:,.1f} img/s on one core")
+    sizes = [(500, 375)] + ([(2000, 1500)] if args.large else [])
+    rate = 0.0
+    for k, size in enumerate(sizes):
+        ref, fast, worst = decode_rates(args.images if k == 0 else max(8, args.images // 4), size)
+        if k == 0:
+            rate = fast  # what the workers run on typical ImageNet JPEGs
+        print(
+            f"decode + augment ({size[0]}x{size[1]} JPEG -> 224 crop), one core: reference {ref:,.1f} img/s, "
+            f"fast {fast:,.1f} img/s ({fast / ref:.2f}x), largest difference {worst} grey level(s)",
+            flush=True,
+        )
+    if args.decode_only:
+        return
 
     variants = ["eager", "fast"] + (["compiled"] if args.compile else [])
     rows, base = [], None

@@ -18,6 +18,14 @@ time per batch; "vs eager" = that over eager's img/s from the same run; "best" =
 
     PYTHONPATH=src python benchmarks/inference.py --threads 2 --compile
     PYTHONPATH=src python benchmarks/inference.py --device cuda --batches 1 256 --compile
+
+``--checkpoint RUN --data-dir CIFAR`` measures the engines of ``resnet predict/eval --backend/--precision``
+instead (resnet.interop.backends) on a trained run's own weights, against onnxruntime fp32 at the same
+threads: ``default`` (what ``--backend auto`` runs at fp32), ``torch-fp32``, ``torch-bf16`` (CPUs with
+AVX512_BF16/AMX), ``onnxruntime-int8`` (static quantisation calibrated on 1024 training images), each with
+its top-1 agreement with fp32 and its test error on the run's test split (real images):
+
+    PYTHONPATH=src python benchmarks/inference.py --checkpoint runs/r20 --data-dir DATA --batches 128
 """
 
 from __future__ import annotations
@@ -129,6 +137,64 @@ def measure(runners: dict[str, tuple[Runner, int]], device: torch.device, args: 
     return times
 
 
+def engine_runners(args: argparse.Namespace, batch: int) -> tuple[dict, dict]:
+    """(variant -> (runner, warm-up), variant -> (test logits, labels)) for the engines of a trained run."""
+    from resnet.checkpoint import load_checkpoint
+    from resnet.data.datasets import load_dataset
+    from resnet.interop import backends
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = ckpt.recipe(args.checkpoint)
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    data = load_dataset(cfg.data)
+    norm = ckpt.normalizer()
+    model = ckpt.build_model(args.checkpoint)
+    c, h, w = ckpt.input_size
+    calib = norm(torch.from_numpy(data.train_x[:1024]))
+    engines = {
+        "onnxruntime-fp32": backends.onnx_engine("fp32", model=model, input_size=(c, h, w), threads=args.threads),
+        "default": backends.make_default_engine(model, (c, h, w), threads=args.threads),
+        "torch-fp32": backends.torch_engine(model, "fp32", torch.device("cpu")),
+    }
+    if backends.cpu_has_bf16():
+        engines["torch-bf16"] = backends.torch_engine(model, "bf16", torch.device("cpu"))
+    engines["onnxruntime-int8"] = backends.onnx_engine(
+        "int8", model=model, input_size=(c, h, w), calibration=calib, threads=args.threads
+    )
+    test_x = norm(torch.from_numpy(data.test_x))
+    x = test_x[:batch].contiguous()
+    if len(x) < batch:
+        x = x.repeat((batch + len(x) - 1) // len(x), 1, 1, 1)[:batch]
+    runners = {k: ((lambda e=e: e(x)), 2) for k, e in engines.items()}
+    with torch.inference_mode():
+        scores = {
+            k: (torch.cat([e(b) for b in test_x.split(256)]), torch.from_numpy(data.test_y)) for k, e in engines.items()
+        }
+    return runners, scores
+
+
+def engines_main(args: argparse.Namespace) -> None:
+    print(
+        f"# torch {torch.__version__}, CPU, {args.threads} threads; {args.checkpoint}; {args.rounds} interleaved rounds"
+    )
+    print("| batch | engine | img/s (median) | vs onnxruntime fp32 | top-1 agreement with fp32 | test error | change |")
+    print("|---|---|---|---|---|---|---|")
+    for batch in args.batches:
+        runners, scores = engine_runners(args, batch)
+        times = measure(runners, torch.device("cpu"), args)
+        base = batch / statistics.median(times["onnxruntime-fp32"])
+        ref_logits, labels = scores["onnxruntime-fp32"]
+        ref_err = 100.0 * float((ref_logits.argmax(1) != labels).float().mean())
+        for key, t in times.items():
+            rate = batch / statistics.median(t)
+            logits = scores[key][0]
+            agree = 100.0 * float((logits.argmax(1) == ref_logits.argmax(1)).float().mean())
+            err = 100.0 * float((logits.argmax(1) != labels).float().mean())
+            cells = [str(batch), key, f"{rate:,.1f}", f"{rate / base:.2f}x", f"{agree:.2f}% of {len(labels)}"]
+            print("| " + " | ".join([*cells, f"{err:.2f}%", f"{err - ref_err:+.2f}"]) + " |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
@@ -140,7 +206,14 @@ def main() -> None:
     p.add_argument("--min-iters", type=int, default=3, help="least iterations per variant and round")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
     p.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
+    p.add_argument("--checkpoint", default=None, help="a trained run: measure the predict/eval engines on it")
+    p.add_argument("--data-dir", default=None, help="its dataset (for --checkpoint)")
     args = p.parse_args()
+    if args.checkpoint:
+        torch.set_num_threads(args.threads)
+        args.batches = args.batches or [1, 128]
+        engines_main(args)
+        return
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.batches = args.batches or ([1, 256] if cuda else [1, 32])

@@ -8,6 +8,9 @@ Variants, all running the project's own ``train_one_step`` (SGD, momentum 0.9, w
 - ``fast``: the resident loader plus the fast path of the device: bf16 autocast + channels_last on CUDA,
   channels_last on CPU.
 - ``compiled`` (with ``--compile``): ``fast`` plus ``torch.compile`` (compile time excluded, reported).
+- ``bf16`` and ``bf16-compiled`` (``--bf16``, CPUs with AVX512_BF16/AMX): the CPU training fast path that
+  ``train.precision=bf16`` (+ ``train.compile=default``) selects: the resident loader, bf16 autocast
+  (BN, loss and the SGD update stay fp32), channels_last where ``resolve_runtime`` chooses it.
 
 Prints img/s, the ratio to ``baseline`` measured in the same run, and the projected wall time of the full
 64k-iteration schedule (64,000 x 128 images). ``--full-run DATA_DIR`` also times a real ``resnet train`` of
@@ -74,13 +77,18 @@ def run_variant(name: str, model_name: str, device: torch.device, args: argparse
     images, labels, norm = data
     torch.manual_seed(0)
     cuda = device.type == "cuda"
-    fast = name in ("fast", "compiled")
+    bf16 = name.startswith("bf16")
+    fast = name in ("fast", "compiled") or (bf16 and cpu_bf16_channels_last())
+    compiled = name.endswith("compiled")
     model = create_model(model_name).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if name == "compiled" else model
+    net = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=cuda)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (fast and cuda) else contextlib.nullcontext
+    if bf16 or (fast and cuda):
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = contextlib.nullcontext
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         if fast:
@@ -101,12 +109,18 @@ def run_variant(name: str, model_name: str, device: torch.device, args: argparse
     else:
         loader = DeviceLoader(images.to(device), labels.to(device), 128, norm, seed=0)
         batches = iter(lambda: loader.next(), None)
-    warmup = args.warmup + (20 if name == "compiled" else 0)
+    warmup = args.warmup + (20 if compiled else 0)
     t0 = time.perf_counter()
     rate = measure(step, batches, device, warmup, args.iters)
-    if name == "compiled":
+    if compiled:
         print(f"  ({model_name} compiled: {time.perf_counter() - t0:.0f} s including compilation)")
     return rate
+
+
+def cpu_bf16_channels_last() -> bool:
+    from resnet.train.runtime import CPU_BF16_CHANNELS_LAST
+
+    return CPU_BF16_CHANNELS_LAST
 
 
 def full_run(data_dir: str, device: torch.device) -> None:
@@ -131,8 +145,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30 GPU / 2 CPU)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the baseline")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    p.add_argument("--bf16", action="store_true", help="also the CPU bf16 fast path (AVX512_BF16/AMX CPUs)")
+    p.add_argument("--variants", nargs="+", default=None, help="only these variants (ratios vs the first)")
     p.add_argument("--full-run", metavar="DATA_DIR", default=None, help="also time a full ResNet-20 schedule")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.iters = args.iters or (200 if cuda else 10)
@@ -146,6 +165,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch 128; {args.iters} timed steps per variant")
     variants = ["baseline", "resident", "fast"] + (["compiled"] if args.compile else [])
+    if args.bf16:
+        variants += ["bf16", "bf16-compiled"]
+    variants = args.variants or variants
     rows = []
     for model_name in args.models:
         base = None

@@ -201,3 +201,46 @@ def test_defect9_nan_from_onnxruntime_alone_fails_too(tmp_path: Path, monkeypatc
     assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "onnxruntime's outputs are NaN/Inf" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def onnx_user_probabilities(model_path: Path, image_path: Path) -> np.ndarray:
+    """What a deployment does with nothing but the .onnx file and Pillow: resize and crop as ``resnet.resize``
+    records, normalise as ``resnet.preprocessing`` records, run, softmax."""
+    from PIL import Image
+
+    meta = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
+    geometry, pre = json.loads(meta["resnet.resize"]), json.loads(meta["resnet.preprocessing"])
+    assert geometry["filter"] == "bilinear" and geometry["antialias"] and not geometry["align_corners"]
+    with Image.open(image_path) as im:
+        im = im.convert("RGB")
+    w, h, s = im.width, im.height, geometry["shorter_side"]
+    size = (max(s, int(s * w / h)), s) if h <= w else (s, max(s, int(s * h / w)))
+    im = im.resize(size, Image.BILINEAR)
+    ch, cw = geometry["crop"]
+    top, left = round((im.height - ch) / 2), round((im.width - cw) / 2)
+    pixels = np.asarray(im.crop((left, top, left + cw, top + ch)), dtype=np.float32).transpose(2, 0, 1)
+    x = (pixels * pre["scale"] - np.array(pre["mean"], np.float32)) / np.array(pre["std"], np.float32)
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x[None].astype(np.float32)})[0][0]
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+@pytest.mark.parametrize(("name", "size"), [("resnet18", 64), ("resnet20", 32)])
+def test_onnx_user_reproduces_predict_probabilities_from_the_metadata(tmp_path: Path, name: str, size: int):
+    """Real photos (427x640 and 640x427 would be better; scikit-learn's two are 640x427): the recorded resize
+    filter and crop reproduce predict's probabilities, not only its top-1."""
+    from resnet.interop.predict import Predictor
+
+    datasets = pytest.importorskip("sklearn.datasets", reason="the real sample photos ship with scikit-learn")
+    photos = [Path(p) for p in datasets.load_sample_images().filenames]
+    src = checkpoint(tmp_path / f"{name}.pt", name, size, num_classes=10)
+    export_checkpoint(load_any(src).checkpoint, "onnx", tmp_path / "m.onnx")
+    report = Predictor.from_file(src).predict(photos, topk=10, progress=False)
+    for pred, photo in zip(report.predictions, photos, strict=True):
+        ours = np.zeros(10)
+        for index, _, p in pred.top:
+            ours[index] = p
+        theirs = onnx_user_probabilities(tmp_path / "m.onnx", photo)
+        assert np.abs(ours - theirs).max() < 2e-3, (photo.name, ours, theirs)
+        assert ours.argmax() == theirs.argmax()

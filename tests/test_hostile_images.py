@@ -65,10 +65,12 @@ def test_a_100_byte_1x20000_png_is_refused_by_name_instead_of_a_16gb_resize(fold
     assert load_image(thin).shape == (3, 20000, 1)  # the decode itself is small
     with pytest.raises(ImageTooLarge, match="thin.png: a 1x20000 image resized to 256x5120000"):
         load_view(thin, 3, lambda im: views(im, "center"))
-    # Training names it and goes on with the others (the loader skips items that come back as None).
+    # Training's workers resize only the kept 224x224 window (data/fast_augment.py), so the file costs a
+    # 224x224 output there; the reference path (a resize of the whole image) names it and goes on.
     index = scan(folder / "train")
     data = TrainImages(index, (256, 480), 224)
-    results = [data[(i, 0)] for i in range(len(index))]
+    assert all(x is not None and x.shape == (3, 224, 224) for x, _ in (data[(i, 0)] for i in range(len(index))))
+    results = [data.reference_item((i, 0)) for i in range(len(index))]
     bad = [msg for x, msg in results if x is None]
     assert len(bad) == 1 and "thin.png" in bad[0] and "Mpx" in bad[0]
     assert all(x.shape == (3, 224, 224) for x, _ in results if x is not None)

@@ -264,3 +264,44 @@ def test_macs_agree_with_torch_flop_counter(name: str, size: int):
     with counter, torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     assert counter.get_total_flops() == 2 * resnet.count_macs(model, (3, size, size))
+
+
+@pytest.fixture
+def real_convs(monkeypatch: pytest.MonkeyPatch) -> list[torch.device]:
+    """Records the device of every Conv2d/Linear input: a real forward pass would show up as 'cpu'."""
+    seen: list[torch.device] = []
+    conv, linear = nn.Conv2d._conv_forward, nn.Linear.forward
+
+    def spy_conv(self, x, weight, bias):  # noqa: ANN001, ANN202
+        seen.append(x.device)
+        return conv(self, x, weight, bias)
+
+    def spy_linear(self, x):  # noqa: ANN001, ANN202
+        seen.append(x.device)
+        return linear(self, x)
+
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", spy_conv)
+    monkeypatch.setattr(nn.Linear, "forward", spy_linear)
+    return seen
+
+
+def test_counting_a_real_model_computes_nothing_and_leaves_it_intact(real_convs: list[torch.device]):
+    model = create_model("resnet56").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert resnet.count_macs(model, (3, 32, 32)) == 125_485_696
+    assert real_convs and all(d.type == "meta" for d in real_convs)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # BN got its forward back: a real batch still normalises (and updates the running statistics).
+    model(torch.randn(4, 3, 32, 32))
+    assert not torch.equal(model.bn1.running_mean, before["bn1.running_mean"])
+    assert "forward" not in vars(model.bn1)
+
+
+def test_zoo_and_table1_run_no_forward_pass(real_convs: list[torch.device]):
+    from resnet.analysis.table1 import table1_rows
+    from resnet.models.complexity import zoo_table
+
+    assert "Table 1: 11.3 GMACs" in zoo_table(["resnet152", "resnet20"])
+    rows = table1_rows()
+    assert {r[1] for r in rows} >= {"resnet18", "plain152"}  # the numbers are pinned in test_reproduce.py
+    assert real_convs and all(d.type == "meta" for d in real_convs)

@@ -96,8 +96,9 @@ def table1_report(out: Path) -> Path:
     text = f"""# Table 1: complexity of the ImageNet nets
 
 Parameters and multiply-adds (the paper's "FLOPs") of convolutions and the fc layer for one 224x224 image,
-counted by `resnet.count_macs` with hooks on every layer (cross-checked against torch's FLOP counter in
-the tests). Option B is the paper's choice for ResNet-50/101/152; Table 2 uses option A for 18/34 layers.
+counted by `resnet.count_macs` with hooks on every layer during a shape-only (meta-device) pass
+(cross-checked against torch's FLOP counter in the tests). Option B is the paper's choice for ResNet-50/101/152;
+Table 2 uses option A for 18/34 layers.
 The "known params" column is the widely published count with option B and 1000 classes.
 
 ![multiply-adds](table1.png)

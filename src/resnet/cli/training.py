@@ -83,6 +83,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         recompute_bn=args.recompute_bn,
+        backend=args.backend,
+        precision=args.precision,
     )
     written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
     if args.json:
@@ -139,9 +141,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="resolve data, model and schedule, print them and exit without training or writing a run directory",
     )
     p.set_defaults(handler=cmd_train)
+    _add_eval(sub)
+    _add_data(sub)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1 and per-class error of a run or checkpoint")
-    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("run", help="run directory, checkpoint file or .onnx file from `resnet export`")
     p.add_argument(
         "--data-dir", default=None, help="dataset folder (default: the one recorded in the checkpoint's recipe)"
     )
@@ -172,8 +178,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="also evaluate with BN statistics averaged over N training batches (the paper's released models)",
     )
+    from resnet.cli.interop import add_backend_flags
+
+    add_backend_flags(p)
     p.set_defaults(handler=cmd_eval)
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     d = data_sub.add_parser("download", help="fetch, md5-check and extract an official archive")

@@ -1,6 +1,7 @@
 """Training batches from an image folder: Pillow decoding in DataLoader workers, the paper's augmentation.
 
-Workers decode, resize (shorter side in [256, 480]), crop 224 and flip, and hand back uint8 tensors;
+Workers decode, resize (shorter side in [256, 480]), crop 224 and flip on 8-bit pixels
+(:mod:`resnet.data.fast_augment`), and hand back uint8 tensors;
 the main process moves them to the device (pinned memory, non-blocking) where mean subtraction and the
 PCA lighting noise run batched. The sampler is torch's ``DistributedSampler`` (``set_epoch`` every epoch,
 one shard per rank; the union of the ranks' k-th batches is exactly the k-th global batch), extended to
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from resnet.data.augment import Lighting, derive_seed, scale_crop_flip
+from resnet.data.fast_augment import decode_scale_crop_flip
 from resnet.data.imagefolder import FolderIndex
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import load_view
@@ -37,6 +39,17 @@ class TrainImages(Dataset):
         return len(self.index)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor | None, Any]:
+        i, seed = item
+        g = torch.Generator().manual_seed(seed)
+        try:
+            img = decode_scale_crop_flip(self.index.path(i), g, self.scale, self.size, self.channels)
+        except UserError as e:
+            return None, str(e)
+        return img, self.index.labels[i]
+
+    def reference_item(self, item: tuple[int, int]) -> tuple[torch.Tensor | None, Any]:
+        """:meth:`__getitem__` through the reference path (full decode, float resize of the whole image): the
+        baseline of benchmarks/imagenet_pipeline.py; within one grey level of the fast path."""
         i, seed = item
         g = torch.Generator().manual_seed(seed)
         try:

@@ -24,9 +24,10 @@ become a 256 x 5,120,000 float image, 16 GB).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -67,6 +68,11 @@ def is_image_file(name: str | Path) -> bool:
 
 def _to_8bit(im: Image.Image, channels: int) -> np.ndarray:
     """An 8-bit ``H x W`` (channels 1) or ``H x W x 3`` array of any Pillow image."""
+    return np.array(to_8bit_image(im, channels))  # a writable copy, owned by the tensor
+
+
+def to_8bit_image(im: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow image as an 8-bit ``L`` (channels 1) or ``RGB`` image, by the rules in the module docstring."""
     if im.mode.startswith("I;16") or im.mode == "I":
         wide = np.asarray(im, dtype=np.float64)
         im = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))
@@ -75,7 +81,8 @@ def _to_8bit(im: Image.Image, channels: int) -> np.ndarray:
     if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return np.array(im.convert("L" if channels == 1 else "RGB"))  # a writable copy, owned by the tensor
+    mode = "L" if channels == 1 else "RGB"
+    return im if im.mode == mode else im.convert(mode)
 
 
 def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
@@ -88,13 +95,7 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     try:
-        with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as im:
-            width, height = im.size  # from the header: nothing decoded yet
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageTooLarge(
-                    f"{shown(path)}: image of {width}x{height} pixels is larger than the {MAX_IMAGE_PIXELS >> 20} Mpx "
-                    "this reader decodes; shrink it first"
-                )
+        with open_image(path) as im:
             im.load()  # decode now, so a truncated file fails here and not later
             array = _to_8bit(ImageOps.exif_transpose(im), channels)
     except UserError:
@@ -109,6 +110,20 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise UserError(f"{shown(path)}: unreadable image ({reason[:160]})") from None
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """A Pillow image of ``path`` with only its header read: a regular file, one of ``IMAGE_FORMATS``, within
+    the pixel budget (``ImageTooLarge`` otherwise). Every decoder of this project opens images through here."""
+    with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as im:
+        width, height = im.size  # from the header: nothing decoded yet
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageTooLarge(
+                f"{shown(path)}: image of {width}x{height} pixels is larger than the {MAX_IMAGE_PIXELS >> 20} Mpx "
+                "this reader decodes; shrink it first"
+            )
+        yield im
 
 
 def load_view(path: str | Path, channels: int, make: Callable[[torch.Tensor], T]) -> T:

@@ -94,7 +94,7 @@ def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str
     text = f"""# Demo: the degradation problem on real handwritten digits
 
 Plain and residual twins (identical layers and parameter counts; option A shortcuts) trained with the
-paper's CIFAR recipe shrunk to scikit-learn's bundled digits (1,437 training and 360 test images, 8x8
+paper's CIFAR recipe shrunk to the UCI digits scikit-learn bundles (1,437 training and 360 test images, 8x8
 grayscale): batch 128, SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 1/2 and 3/4 of
 {results[f"resnet{hi}"]["iterations"]} iterations, 1-pixel shift augmentation, the warm-up at lr 0.01 until
 the training error is below 80%. Recipe: `configs/demo/{RECIPE.split("/")[1]}.yaml`.

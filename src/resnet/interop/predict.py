@@ -30,14 +30,17 @@ from tqdm import tqdm
 from resnet.checkpoint import Checkpoint
 from resnet.data.transforms import is_image_file, load_view
 from resnet.errors import UserError
+from resnet.eval.views import view_resize
 from resnet.eval.views import views as test_views
 from resnet.interop.convert import load_any
 from resnet.interop.inference import optimize_for_inference
 from resnet.models import model_info
 
 PROTOCOLS = ("center", "10crop")
-#: The paper's ImageNet test geometry: shorter side 256, then 224x224 views (section 3.4).
-RESIZE_FOR_224 = 256
+#: ``--backend auto`` on a checkpoint exports it for onnxruntime only for at least this many images: the
+#: export takes seconds (torch.export + onnxscript), onnxruntime saves ~40% per image on a CPU
+#: (docs/benchmarks.md), so small jobs are faster on the torch fast path.
+AUTO_EXPORT_MIN_IMAGES = 256
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -65,16 +68,31 @@ class Prediction:
 class Report:
     predictions: list[Prediction] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    agree: int = 0  # reduced precision only: images whose top-1 equals the fp32 top-1
+    compared: int = 0
 
 
 class Predictor:
     """A checkpoint ready to classify images: the fast-path model, its preprocessing and class names."""
 
     def __init__(
-        self, ckpt: Checkpoint, *, model: nn.Module | None = None, where: str = "checkpoint", fast: bool = True
+        self,
+        ckpt: Checkpoint,
+        *,
+        model: nn.Module | None = None,
+        where: str = "checkpoint",
+        fast: bool = True,
+        engine: nn.Module | None = None,
+        reference: nn.Module | None = None,
     ) -> None:
-        model = model if model is not None else ckpt.build_model(where)
-        self.model = optimize_for_inference(model) if fast else model
+        """``engine`` (a :mod:`resnet.interop.backends` engine) replaces the torch model; ``reference`` is
+        the fp32 engine a reduced-precision one is compared with, image by image."""
+        if engine is not None:
+            self.model = engine
+        else:
+            model = model if model is not None else ckpt.build_model(where)
+            self.model = optimize_for_inference(model) if fast else model
+        self.reference = reference
         self.model_name = ckpt.model_name
         self.normalizer = ckpt.normalizer()
         self.classes = list(ckpt.classes)
@@ -83,9 +101,24 @@ class Predictor:
         self.imagenet_style = model_info(self.model_name).family == "imagenet"
 
     @classmethod
-    def from_file(cls, path: str | Path, **kwargs: Any) -> Predictor:
-        loaded = load_any(path)
-        return cls(loaded.checkpoint, model=loaded.model, where=str(path), **kwargs)
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        backend: str | None = None,
+        precision: str = "fp32",
+        calibration: Sequence[Path] = (),
+        **kwargs: Any,
+    ) -> Predictor:
+        """A checkpoint, run directory, foreign weights or ``.onnx`` file; ``backend`` None = the plain torch
+        fast path, else ``torch``, ``onnxruntime`` or ``auto`` at ``precision`` (int8 calibrates on up to 32
+        of the ``calibration`` images)."""
+        if backend is None and (str(path).lower().endswith(".onnx") or precision != "fp32"):
+            backend = "auto"
+        if backend is None:
+            loaded = load_any(path)
+            return cls(loaded.checkpoint, model=loaded.model, where=str(path), **kwargs)
+        return build_predictor(cls, path, backend, precision, calibration)
 
     def check_protocol(self, protocol: str) -> None:
         if protocol not in PROTOCOLS:
@@ -98,17 +131,22 @@ class Predictor:
 
     def views(self, image: torch.Tensor, protocol: str) -> torch.Tensor:
         """The test views of one uint8 image: ``V x C x H x W`` at the model's native size (V = 1 or 10)."""
-        if self.imagenet_style:
-            resize = round(self.size[0] * RESIZE_FOR_224 / 224)
-        else:
-            protocol, resize = "center", min(self.size)
-        return torch.stack(test_views(image, protocol, resize, self.size))
+        if not self.imagenet_style:
+            protocol = "center"
+        return torch.stack(test_views(image, protocol, view_resize(self.imagenet_style, self.size), self.size))
 
     @torch.inference_mode()
-    def probabilities(self, views: torch.Tensor, per_image: int) -> torch.Tensor:
-        """Softmax scores of uint8 views, averaged over each image's ``per_image`` consecutive views."""
-        probs = torch.softmax(self.model(self.normalizer(views)).float(), dim=1)
-        return probs.view(-1, per_image, probs.shape[1]).mean(dim=1)
+    def probabilities(self, views: torch.Tensor, per_image: int, report: Report | None = None) -> torch.Tensor:
+        """Softmax scores of uint8 views, averaged over each image's ``per_image`` consecutive views (and,
+        with a ``reference`` engine, its top-1 agreement counted in ``report``)."""
+        x = self.normalizer(views)
+        probs = torch.softmax(self.model(x).float(), dim=1)
+        probs = probs.view(-1, per_image, probs.shape[1]).mean(dim=1)
+        if self.reference is not None and report is not None:
+            ref = torch.softmax(self.reference(x).float(), dim=1).view(-1, per_image, probs.shape[1]).mean(dim=1)
+            report.agree += int((ref.argmax(1) == probs.argmax(1)).sum())
+            report.compared += len(probs)
+        return probs
 
     def predict(
         self,
@@ -142,7 +180,7 @@ class Predictor:
                             bar.clear()
                             warn(f"skipped {e}")
                 if views:
-                    probs = self.probabilities(torch.cat(views), len(views[0]))
+                    probs = self.probabilities(torch.cat(views), len(views[0]), report)
                     values, indices = probs.topk(k, dim=1)
                     for name, p, i in zip(names, values.tolist(), indices.tolist(), strict=True):
                         top = [(idx, self.classes[idx], prob) for idx, prob in zip(i, p, strict=True)]
@@ -151,6 +189,45 @@ class Predictor:
         finally:
             bar.close()
         return report
+
+
+def build_predictor(cls: type, path: str | Path, backend: str, precision: str, calibration: Sequence[Path]) -> Any:
+    """:meth:`Predictor.from_file` with an explicit backend: the engine, and its fp32 reference when reduced."""
+    from resnet.interop import backends
+
+    onnx_file = str(path).lower().endswith(".onnx")
+    device = torch.device("cpu")
+    if backend == "auto" and not onnx_file and precision == "fp32" and len(calibration) < AUTO_EXPORT_MIN_IMAGES:
+        backend = "torch"  # exporting the graph for onnxruntime would take longer than it saves
+    concrete = backends.resolve(backend, precision, device, have_model=not onnx_file)
+    if onnx_file:
+        ckpt, model = backends.checkpoint_from_onnx(path), None
+    else:
+        loaded = load_any(path)
+        ckpt, model = loaded.checkpoint, loaded.model
+
+    def make(prec: str, calib: torch.Tensor | None = None) -> nn.Module:
+        if concrete == "torch":
+            return backends.torch_engine(model, prec, device)
+        c, h, w = ckpt.input_size
+        return backends.onnx_engine(
+            prec, onnx_path=path if onnx_file else None, model=model, input_size=(c, h, w), calibration=calib
+        )
+
+    reference = make("fp32")
+    if precision == "fp32":
+        return cls(ckpt, engine=reference)
+    probe = cls(ckpt, engine=reference)  # its geometry and normaliser make the calibration views
+    calib = None
+    if precision == "int8":
+        views = []
+        for p in list(calibration)[:32]:
+            try:
+                views.append(load_view(p, probe.channels, lambda im: probe.views(im, "center")))
+            except UserError:
+                continue
+        calib = probe.normalizer(torch.cat(views)) if views else torch.empty(0)
+    return cls(ckpt, engine=make(precision, calib), reference=reference)
 
 
 def format_report(report: Report) -> str:

@@ -1,0 +1,258 @@
+"""Inference engines for ``predict`` and ``eval``: PyTorch or onnxruntime, fp32, bf16 or int8.
+
+An :class:`Engine` maps a normalised float32 ``N x C x H x W`` batch to float32 logits, whatever runs it:
+
+- ``torch``: the BN-folded channels_last network (:func:`optimize_for_inference`); ``bf16`` casts weights
+  and activations to bfloat16, which oneDNN runs on CPUs with AVX512_BF16 or AMX (refused elsewhere: it
+  would be emulated and slower than fp32).
+- ``onnxruntime``: the graph ``resnet export`` writes (exported on the fly from a checkpoint, or an ``.onnx``
+  file given directly), CPU provider, all graph optimisations. ``int8`` is onnxruntime's static post-training
+  quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on real images by percentiles):
+  VNNI instructions run it where the CPU has them.
+- ``auto``: the fastest measured on the device: on a CPU onnxruntime for fp32 when it is installed (it ran
+  ResNet-50 at 1.7x our eager fast path in docs/benchmarks.md), torch for bf16, onnxruntime for int8; on a
+  GPU, torch.
+
+Reduced precision is opt-in, and every caller reports its top-1 agreement with fp32 on the same inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from resnet.errors import UserError
+from resnet.train.runtime import cpu_has_bf16
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Engine(nn.Module):
+    """An eval-only callable: normalised float32 batch in, float32 logits out (parameter-free wrapper)."""
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], backend: str, precision: str) -> None:
+        super().__init__()
+        self._run, self.backend, self.precision = run, backend, precision
+        super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+def resolve(backend: str, precision: str, device: torch.device, *, have_model: bool = True) -> str:
+    """The concrete backend for ``backend`` (maybe ``auto``) and ``precision``; a UserError when impossible."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    cpu = device.type == "cpu"
+    if backend == "auto":
+        if not have_model or precision == "int8" or (precision == "fp32" and cpu and onnxruntime_available()):
+            backend = "onnxruntime"
+        else:
+            backend = "torch"
+    if backend == "torch" and not have_model:
+        raise UserError("an .onnx file runs on onnxruntime: use --backend onnxruntime (or auto)")
+    if backend == "torch" and precision == "int8":
+        raise UserError("int8 runs on onnxruntime (static quantisation): use --backend onnxruntime (or auto)")
+    if backend == "onnxruntime":
+        if not cpu:
+            raise UserError("the onnxruntime backend runs on the CPU here: use --device cpu or --backend torch")
+        if precision == "bf16":
+            raise UserError("bf16 runs on the torch backend: use --backend torch (or auto)")
+        if not onnxruntime_available():
+            raise UserError("the onnxruntime backend needs onnxruntime; pip install 'resnet-paper[export]'")
+    if backend == "torch" and precision == "bf16" and cpu and not cpu_has_bf16():
+        raise UserError("this CPU has no bf16 instructions (AVX512_BF16 or AMX): bf16 would be slower; use fp32")
+    return backend
+
+
+def torch_engine(model: nn.Module, precision: str, device: torch.device) -> Engine:
+    from resnet.interop.inference import optimize_for_inference
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    fast = optimize_for_inference(model, dtype=dtype, device=device)
+
+    @torch.inference_mode()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return fast(x.to(device))
+
+    return Engine(run, "torch", precision)
+
+
+def _session(model_bytes_or_path: bytes | str, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads or torch.get_num_threads(), 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes_or_path, opts, providers=["CPUExecutionProvider"])
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: torch.Tensor) -> None:
+    """onnxruntime static quantisation of ``fp32_path``: QDQ, per-channel int8 weights, uint8 activations
+    with ranges from ``calibration`` (a normalised float batch of real images).
+
+    Activation ranges are the 0.001-99.999 percentiles rather than min/max: on two weakly trained CIFAR
+    ResNet-20s (docs/benchmarks.md) min/max agreed with fp32 on 98.7% and 97.1% of the test images,
+    entropy on 98.8% and 97.6%, percentiles on 99.1% and 97.8%.
+    """
+    from onnxruntime.quantization import CalibrationDataReader
+
+    if len(calibration) == 0:
+        raise UserError("int8 needs calibration images; none could be read")
+    name = _session(str(fp32_path), 1).get_inputs()[0].name
+    batches = [{name: b.numpy()} for b in calibration.float().split(1 if _fixed_batch(fp32_path) else 16)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    prepared = str(out_path) + ".pre.onnx"
+    try:
+        # The calibrators print their progress to stdout, which would corrupt `resnet predict --json`.
+        with contextlib.redirect_stdout(io.StringIO()):
+            _quantize(fp32_path, prepared, out_path, Reader())
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+
+
+def _quantize(fp32_path: str | Path, prepared: str, out_path: str | Path, reader: Any) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), prepared, skip_symbolic_shape=True)
+    quantize_static(
+        prepared,
+        str(out_path),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.Percentile,
+    )
+
+
+def _fixed_batch(path: str | Path) -> bool:
+    dim = _session(str(path), 1).get_inputs()[0].shape[0]
+    return isinstance(dim, int)
+
+
+def onnx_engine(
+    precision: str,
+    *,
+    onnx_path: str | Path | None = None,
+    model: nn.Module | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    calibration: torch.Tensor | None = None,
+    threads: int | None = None,
+) -> Engine:
+    """onnxruntime on ``onnx_path``, or on ``model`` exported now (BN folded, dynamic batch, opset 18)."""
+    with tempfile.TemporaryDirectory(prefix="resnet-ort-") as tmp:
+        path = Path(onnx_path) if onnx_path is not None else Path(tmp) / "fp32.onnx"
+        if onnx_path is None:
+            from resnet.interop.export import export_onnx
+            from resnet.interop.inference import fold_batchnorm
+
+            assert model is not None and input_size is not None
+            example = torch.zeros(1, *input_size)
+            export_onnx(fold_batchnorm(model.cpu().eval()), path, example, dynamic_batch=True, meta={})
+        if precision == "int8":
+            if calibration is None:
+                raise UserError("int8 needs calibration images")
+            quantize_int8(path, Path(tmp) / "int8.onnx", calibration)
+            path = Path(tmp) / "int8.onnx"
+        session = _session(path.read_bytes(), threads)
+    inp = session.get_inputs()[0]
+    fixed = isinstance(inp.shape[0], int)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        if fixed and len(arr) != inp.shape[0]:  # a graph exported for batch 1: one image at a time
+            return torch.cat([torch.from_numpy(session.run(None, {inp.name: a[None]})[0]) for a in arr])
+        return torch.from_numpy(session.run(None, {inp.name: arr})[0])
+
+    return Engine(run, "onnxruntime", precision)
+
+
+def checkpoint_from_onnx(path: str | Path) -> Any:
+    """The description an ``.onnx`` file written by ``resnet export`` carries (model, input size,
+    preprocessing, classes, dataset and recipe) as a weightless :class:`~resnet.checkpoint.Checkpoint`."""
+    import json
+
+    from resnet.checkpoint import Checkpoint
+
+    try:
+        import onnx
+    except ImportError:
+        raise UserError(f"{path}: reading an .onnx file needs onnx; pip install 'resnet-paper[export]'") from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError and others
+        raise UserError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    missing = [
+        k for k in ("resnet.model_name", "resnet.input_size", "resnet.preprocessing", "resnet.classes") if k not in meta
+    ]
+    if missing:
+        raise UserError(f"{path}: not written by `resnet export` (no {missing[0]} in its metadata); re-export it")
+    try:
+        pre = json.loads(meta["resnet.preprocessing"])
+        preprocessing = {
+            "kind": pre["kind"],
+            "mean": torch.tensor(pre["mean"], dtype=torch.float32),
+            "std": torch.tensor(pre["std"], dtype=torch.float32),
+        }
+        return Checkpoint(
+            model_name=meta["resnet.model_name"],
+            model_kwargs={},
+            state_dict={},
+            preprocessing=preprocessing,
+            classes=list(json.loads(meta["resnet.classes"])),
+            input_size=[int(v) for v in json.loads(meta["resnet.input_size"])],
+            dataset=meta.get("resnet.dataset", "unknown"),
+            config=json.loads(meta["resnet.recipe"]) if "resnet.recipe" in meta else None,
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: damaged resnet metadata ({type(e).__name__}: {e}); re-export it") from None
+
+
+def make_default_engine(model: nn.Module, input_size: tuple[int, int, int], threads: int | None = None) -> Engine:
+    """What ``--backend auto`` runs at fp32 on this CPU (onnxruntime when installed, else the torch fast path)."""
+    if resolve("auto", "fp32", torch.device("cpu")) == "onnxruntime":
+        return onnx_engine("fp32", model=model, input_size=input_size, threads=threads)
+    return torch_engine(model, "fp32", torch.device("cpu"))
+
+
+def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fraction of rows whose argmax agrees (scores or logits, any scale)."""
+    return float((a.argmax(1) == b.argmax(1)).float().mean()) if len(a) else 1.0

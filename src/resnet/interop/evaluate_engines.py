@@ -1,0 +1,93 @@
+"""``resnet eval --backend/--precision`` and ``resnet eval model.onnx``: an array dataset's test error through
+an inference engine (resnet.interop.backends), with its top-1 agreement and error against fp32.
+
+The test data is rebuilt from the recipe the checkpoint (or the ``.onnx`` file's ``resnet.recipe``) records.
+int8 calibrates on the first 1024 *training* images (never the evaluated split), as a deployment would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnet.checkpoint import load_checkpoint
+from resnet.data.datasets import load_dataset
+from resnet.errors import UserError
+from resnet.eval.arrays import evaluate
+from resnet.interop import backends
+
+#: Training images the int8 activation ranges are calibrated on.
+CALIBRATION_IMAGES = 1024
+
+
+class _Recording(nn.Module):
+    """Passes batches to ``engine`` and keeps the logits, so two engines can be compared image by image."""
+
+    def __init__(self, engine: nn.Module) -> None:
+        super().__init__()
+        self.engine, self.logits = engine, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.engine(x).float()
+        self.logits.append(out)
+        return out
+
+
+def evaluate_with_engine(
+    path: str | Path, split: str, data_dir: str | None, limit: int | None, backend: str, precision: str
+) -> dict[str, Any]:
+    """The report of :func:`resnet.interop.evaluate.evaluate_checkpoint`, plus ``engine``, and for reduced
+    precision ``agreement`` (top-1 vs fp32) and ``fp32_error``."""
+    onnx_file = str(path).lower().endswith(".onnx")
+    concrete = backends.resolve(backend, precision, torch.device("cpu"), have_model=not onnx_file)
+    ckpt = backends.checkpoint_from_onnx(path) if onnx_file else load_checkpoint(path)
+    if ckpt.dataset in ("imagefolder", "imagenet"):
+        raise UserError(
+            "--backend/--precision and .onnx files evaluate array datasets (CIFAR, digits) here; for an image "
+            "folder use `resnet predict --backend ... FOLDER`, or `resnet eval` on the checkpoint"
+        )
+    cfg = ckpt.recipe(str(path))
+    if cfg is None:
+        raise UserError(
+            f"{path}: no recipe stored; `resnet eval` needs a checkpoint (or export) of a `resnet train` run"
+        )
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    data = load_dataset(cfg.data)
+    x, y = data.split(split)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    normalizer = ckpt.normalizer()
+    model = None if onnx_file else ckpt.build_model(str(path))
+    c, h, w = ckpt.input_size
+
+    def make(prec: str) -> nn.Module:
+        if concrete == "torch":
+            return backends.torch_engine(model, prec, torch.device("cpu"))
+        calib = None
+        if prec == "int8":
+            calib = normalizer(torch.from_numpy(data.train_x[:CALIBRATION_IMAGES]))
+        onnx_path = path if onnx_file else None
+        return backends.onnx_engine(prec, onnx_path=onnx_path, model=model, input_size=(c, h, w), calibration=calib)
+
+    images, labels = torch.from_numpy(x), torch.from_numpy(y)
+    engine = _Recording(make(precision))
+    res = evaluate(engine, images, labels, normalizer, num_classes=data.num_classes, batch_size=256)
+    report: dict[str, Any] = {
+        "checkpoint": str(path),
+        "model": ckpt.model_name,
+        "iteration": ckpt.iteration,
+        "split": split,
+        "result": res,
+        "classes": data.classes,
+        "engine": f"{concrete} {precision}",
+    }
+    if precision != "fp32":
+        reference = _Recording(make("fp32"))
+        ref = evaluate(reference, images, labels, normalizer, num_classes=data.num_classes, batch_size=256)
+        report["agreement"] = backends.top1_agreement(torch.cat(engine.logits), torch.cat(reference.logits))
+        report["fp32_error"] = ref.error
+    return report
