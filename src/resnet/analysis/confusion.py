@@ -9,6 +9,7 @@ the cells when there are few enough classes to read them (CIFAR-10, digits).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,6 @@ ANNOTATE_MAX = 20
 
 def write_confusion_csv(matrix: torch.Tensor, classes: Sequence[str], out: str | Path) -> Path:
     """One row per true class: its name, then the count predicted as each class (header: the class names)."""
-    import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

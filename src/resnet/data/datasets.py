@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet.config import DATASET_KINDS, DataConfig
+from resnet.data.cifar import LAYOUTS, load_cifar
 from resnet.errors import UserError
 
 ARRAY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
@@ -85,7 +86,6 @@ def synthetic_arrays(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
 
 def default_data_dir(dataset: str) -> Path | None:
     """``./data`` when it holds the dataset (where ``resnet data download`` puts it by default)."""
-    from resnet.data.cifar import LAYOUTS
 
     folder = Path("data") / LAYOUTS[dataset].folder
     return folder if folder.is_dir() else None
@@ -94,8 +94,6 @@ def default_data_dir(dataset: str) -> Path | None:
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
     """The dataset named by ``cfg.dataset``, split into train / val / test."""
     if cfg.dataset in ("cifar10", "cifar100"):
-        from resnet.data.cifar import load_cifar
-
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir(cfg.dataset)
         if root is None:
             raise UserError(

@@ -17,6 +17,11 @@ import torch
 
 from resnet.config import Config
 from resnet.data.augment import Lighting
+from resnet.data.datasets import load_dataset
+from resnet.data.folder_loader import FolderLoader
+from resnet.data.folder_stats import estimate_stats
+from resnet.data.imagefolder import open_splits
+from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
 
@@ -33,7 +38,6 @@ class ArraySource:
     """CIFAR-10/100, digits, synthetic: uint8 arrays, copied to the device once."""
 
     def __init__(self, cfg: Config) -> None:
-        from resnet.data.datasets import load_dataset
 
         self.data = load_dataset(cfg.data)
         self.name, self.classes = self.data.name, self.data.classes
@@ -77,7 +81,6 @@ class ArraySource:
         rank: int,
         world: int,
     ) -> TrainStream:
-        from resnet.data.loader import DeviceLoader
 
         return DeviceLoader(
             torch.from_numpy(self.data.train_x).to(device),
@@ -107,7 +110,6 @@ class FolderSource:
     """``ROOT/train`` and ``ROOT/val`` image folders with the paper's ImageNet pipeline (section 3.4)."""
 
     def __init__(self, cfg: Config) -> None:
-        from resnet.data.imagefolder import open_splits
 
         if not cfg.data.data_dir:
             raise UserError("dataset imagefolder needs --data-dir ROOT (holding train/<class>/ and val/<class>/)")
@@ -131,7 +133,6 @@ class FolderSource:
         return {"dataset": self.name, "classes": len(self.classes), "sizes": dict(self.sizes), "labels": h.hexdigest()}
 
     def preprocessing(self, cfg: Config) -> tuple[Normalizer, Lighting | None]:
-        from resnet.data.folder_stats import estimate_stats
 
         d = cfg.data
         normalizer, lighting = estimate_stats(
@@ -156,7 +157,6 @@ class FolderSource:
         rank: int,
         world: int,
     ) -> TrainStream:
-        from resnet.data.folder_loader import FolderLoader
 
         d = cfg.data
         scale = (d.scale_min, d.scale_max) if d.augment else (d.eval_resize, d.eval_resize)

@@ -5,6 +5,7 @@ Importing the experiment modules registers them (:func:`resnet.experiments.regis
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from resnet.errors import UserError
@@ -14,7 +15,6 @@ from resnet.experiments.registry import EXPERIMENTS, Options
 
 def reproduce(name: str, opts: Options) -> Path:
     """Run (or re-report) one experiment; returns the path of its REPORT.md."""
-    import difflib
 
     if name not in EXPERIMENTS:
         close = difflib.get_close_matches(name, list(EXPERIMENTS), n=2)

@@ -22,7 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from resnet.config import load_config
 from resnet.errors import TrainingInterrupted, UserError
+from resnet.train.loop import fit
 from resnet.train.signals import StopSignals
 
 
@@ -35,10 +39,6 @@ class RunSpec:
 
 
 def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
-    import torch
-
-    from resnet.config import load_config
-    from resnet.train.loop import fit
 
     if threads:
         torch.set_num_threads(threads)

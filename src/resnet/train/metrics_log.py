@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resnet.errors import UserError
 from resnet.io import atomic_write_text
 
 
@@ -31,8 +32,6 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            from resnet.errors import UserError
-
             raise UserError("train.tensorboard needs the tensorboard package: pip install 'resnet-paper[tb]'") from None
         self.tb = SummaryWriter(str(log_dir))
 

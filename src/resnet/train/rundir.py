@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 
 from resnet.config import RESUMABLE_KEYS, Config, diff, from_dict
 from resnet.errors import UserError
 from resnet.io import DirLock, atomic_write_text
 from resnet.train import distributed as dist
+from resnet.version import __version__
 
 #: Files that mark a folder as a run directory (any one of them).
 RUN_MARKERS = (".lock", "invocations.jsonl", "run.json", "checkpoint.pt")
@@ -89,9 +91,6 @@ def device_name(device: torch.device) -> str:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """What produced a result: commit, versions, device, host."""
-    import numpy
-
-    from resnet.version import __version__
 
     return {
         "git_commit": git_commit(),
