@@ -198,3 +198,19 @@ def test_defect12_resuming_with_another_data_dir_is_refused(cifar_subset: Path, 
     moved = shutil.copytree(cifar_subset, tmp_path / "moved")  # the same data elsewhere: fine
     fit(cifar(moved, 4), run, echo=False)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["iteration"] == 4
+
+
+# 18 (run-directory half). What a killed checkpoint write left is cleaned on the next start.
+
+
+def test_defect18_torn_checkpoint_writes_are_cleaned_on_the_next_start(tmp_path: Path):
+    run = tmp_path / "r"
+    fit(tiny(**{"schedule.iterations": 4}), run, echo=False)
+    torn = [run / ".checkpoint.pt.k1ll3d.tmp", run / ".metrics.jsonl.abc123.tmp"]
+    for t in torn:
+        t.write_bytes(b"half a checkpoint")
+    (run / ".notes.txt").write_text("the user's own hidden file stays")
+    fit(tiny(**{"schedule.iterations": 6}), run, echo=False)
+    assert not any(t.exists() for t in torn)
+    assert (run / ".notes.txt").read_text().startswith("the user's")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["iteration"] == 6

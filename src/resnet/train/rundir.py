@@ -201,6 +201,18 @@ def _claim_main(run: RunDir, held: contextlib.ExitStack) -> None:
         root.mkdir(parents=True)
         held.callback(_remove_if_empty, created)  # runs after the lock is released (ExitStack: last in, first out)
     held.enter_context(DirLock(root))
+    remove_torn_writes(root)
+
+
+def remove_torn_writes(root: Path) -> list[Path]:
+    """Delete what a killed atomic write left (``.checkpoint.pt.<random>.tmp`` and the like, see
+    :func:`resnet.io.atomic_write`). Only the lock holder calls this, so no live write can be among them."""
+    removed = []
+    for tmp in root.glob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
