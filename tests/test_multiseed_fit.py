@@ -119,3 +119,15 @@ def test_train_command_with_seeds_writes_one_run_directory_per_seed(tmp_path: Pa
     assert main(["train", str(recipe_file), "--seeds", "3,5", "--out", str(tmp_path / "r"), *sets]) == 0
     for seed in (3, 5):
         assert load(tmp_path / f"r-s{seed}")["config"]["train"]["seed"] == seed
+
+
+def test_batched_seeds_store_and_check_the_data_fingerprint_and_refuse_bn_recompute(tmp_path: Path):
+    # Found in review: batched runs wrote no fingerprint (so a resume on other data went on silently) and
+    # ignored train.recompute_bn.
+    fit_seeds(recipe(**{"schedule.iterations": 4}), {0: tmp_path / "a", 1: tmp_path / "b"}, echo=False)
+    assert load(tmp_path / "a")["data"]["dataset"] == "digits"
+    other = recipe(**{"schedule.iterations": 6, "data.val_fraction": 0.2})  # fewer training images
+    with pytest.raises(UserError, match="data"):
+        fit_seeds(other, {0: tmp_path / "a", 1: tmp_path / "b"}, echo=False)
+    with pytest.raises(UserError, match="recompute_bn"):
+        fit_seeds(recipe(**{"train.recompute_bn": 2}), {0: tmp_path / "c", 1: tmp_path / "d"}, echo=False)

@@ -130,3 +130,18 @@ def test_the_recipe_key_reports_recomputed_bn_beside_the_moving_average(tmp_path
     events = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r.get("event") == "recomputed_bn"]
     assert len(events) == 1  # not recomputed for a run that is already done
     assert "BN statistics averaged over 4 training batches" in (tmp_path / "r" / "train.log").read_text()
+
+
+def test_eval_recompute_bn_uses_the_runs_own_batches(tmp_path: Path):
+    # Found in review: `resnet eval --recompute-bn` drew seed 0's batches whatever the run's seed, so its
+    # number differed from the train.recompute_bn one of the same run.
+    from resnet.config import load_config
+    from resnet.interop.evaluate import evaluate_checkpoint
+    from resnet.train.loop import fit
+
+    from conftest import tiny_overrides
+
+    cfg = load_config(None, tiny_overrides(**{"train.seed": 3, "train.recompute_bn": 3, "schedule.iterations": 6}))
+    summary = fit(cfg, tmp_path / "r", echo=False)
+    report = evaluate_checkpoint(tmp_path / "r", "test", recompute_bn=3, device="cpu")
+    assert report["recomputed_bn"]["result"].loss == pytest.approx(summary["recomputed_bn"]["test_loss"], rel=1e-6)

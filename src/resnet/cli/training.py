@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,9 +47,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             fit(cfg, out, argv=args.argv)
     except TrainingInterrupted as e:
         if distributed.is_main():
+            # Several seeds write OUT-s<seed> each; they resume together with the same command.
+            where = f"{out}-s*/checkpoint.pt" if args.seeds else str(Path(out) / "checkpoint.pt")
+            again = shlex.join(args.argv) if args.seeds else resume_command(Path(out))
             print(
                 f"resnet: stopped by {e.signal_name} at iteration {e.iteration}; checkpoint written to "
-                f"{Path(out) / 'checkpoint.pt'}. Resume with: {resume_command(Path(out))}",
+                f"{where}. Resume with: {again}",
                 file=sys.stderr,
             )
         return e.exit_code

@@ -93,6 +93,9 @@ def eval_document(report: dict, written: list[Path]) -> dict:
         "per_class_error": {name: num(e) for name, e in zip(report["classes"], res.per_class, strict=False)},
         "skipped": list(res.skipped),
     }
+    for key in ("engine", "agreement", "fp32_error"):  # --backend/--precision: the engine and its fp32 agreement
+        if key in report:
+            doc[key] = report[key] if key == "engine" else num(report[key])
     bn = report.get("recomputed_bn")
     if bn:  # --recompute-bn: the same errors with BN statistics averaged over training batches
         r = bn["result"]

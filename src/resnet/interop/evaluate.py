@@ -6,6 +6,7 @@ ImageNet weights use a test protocol (center, 10crop or multiscale; section 3.4)
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +162,11 @@ def _evaluate_arrays(
     dev, used = next(model.parameters()).device, 0
     if recompute_bn:  # the equal-weight average over training batches of the run's batch size
         batch = cfg.train.batch_size if cfg is not None else 128  # converted weights: the paper's CIFAR batch
-        batches = training_batches(torch.from_numpy(data.train_x).to(dev), ckpt.normalizer(), batch)
+        seed = cfg.train.seed if cfg is not None else 0  # the run's own batches, as train.recompute_bn uses
+        batches = training_batches(torch.from_numpy(data.train_x).to(dev), ckpt.normalizer(), batch, seed=seed)
         model, used = recompute_bn_stats(model, batches, recompute_bn)
         if used < recompute_bn:
-            print(f"note: the training set holds {used} batches of {batch}; averaged over those")
+            print(f"note: the training set holds {used} batches of {batch}; averaged over those", file=sys.stderr)
     res = evaluate(
         model, torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev), ckpt.normalizer(), num_classes=data.num_classes
     )

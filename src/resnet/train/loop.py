@@ -29,7 +29,7 @@ from resnet.io import atomic_write_text
 from resnet.models import create_model
 from resnet.train import distributed as dist
 from resnet.train.bn_average import check_supported
-from resnet.train.metrics_log import MetricsLog
+from resnet.train.metrics_log import MetricsLog, require_tensorboard
 from resnet.train.resume import check_same_data, restore
 from resnet.train.rundir import RunDir, check_resumable, claim, record_invocation
 from resnet.train.runtime import Runtime, resolve_runtime
@@ -56,6 +56,8 @@ def fit(
     run = RunDir(Path(out))
     rt = resolve_device(cfg)
     check_model(cfg)  # a misspelt model fails before thousands of images are decoded
+    if cfg.train.tensorboard:
+        require_tensorboard()  # before the run directory is touched
     with contextlib.ExitStack() as held:
         claim(run, held)  # locked before anything in it is read: a finishing run's last checkpoint is never stale
         ckpt = read_resume_point(run, cfg)

@@ -17,6 +17,15 @@ from resnet.errors import UserError
 from resnet.io import atomic_write_text
 
 
+def require_tensorboard() -> Any:
+    """TensorBoard's ``SummaryWriter`` class, or one line saying how to install it (the ``[tb]`` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("train.tensorboard needs the tensorboard package: pip install 'resnet-paper[tb]'") from None
+    return SummaryWriter
+
+
 class MetricsLog:
     """Append-only JSONL metrics with an in-memory copy (for checkpoints and resume)."""
 
@@ -29,11 +38,7 @@ class MetricsLog:
         self.tb = None
 
     def enable_tensorboard(self, log_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("train.tensorboard needs the tensorboard package: pip install 'resnet-paper[tb]'") from None
-        self.tb = SummaryWriter(str(log_dir))
+        self.tb = require_tensorboard()(str(log_dir))
 
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)

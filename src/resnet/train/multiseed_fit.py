@@ -32,6 +32,7 @@ from resnet.train.loop import check_model, read_resume_point, resolve_device
 from resnet.train.meters import StepClock
 from resnet.train.metrics_log import MetricsLog, summarize
 from resnet.train.multiseed import MultiSeedTrainer
+from resnet.train.resume import check_same_data
 from resnet.train.rundir import RunDir, claim, record_invocation
 from resnet.train.schedule import total_iterations
 from resnet.train.signals import StopSignals
@@ -54,6 +55,11 @@ class SeedRuns:
             )
         if dist.launched_by_torchrun():
             raise UserError("several seeds as one step run in one process; start it without torchrun")
+        if cfg.train.recompute_bn:
+            raise UserError(
+                "train.recompute_bn runs after single runs; with several seeds as one step, average BN afterwards "
+                "with `resnet eval RUN_DIR --recompute-bn N` on each run directory"
+            )
         self.runs = {s: RunDir(Path(o)) for s, o in outs.items()}
         self.rt = resolve_device(cfg)
         check_model(cfg)
@@ -65,6 +71,8 @@ class SeedRuns:
         self.source = open_source(cfg)
         if not isinstance(self.source, ArraySource):
             raise UserError("several seeds as one step need array data (CIFAR, digits, synthetic), not image folders")
+        for s, c in ckpts.items():
+            check_same_data(self.runs[s], c, self.source)
         first = next((c for c in ckpts.values() if c is not None), None)
         self.normalizer = first.normalizer() if first is not None else self.source.preprocessing(cfg)[0]
         dev = self.rt.device
@@ -74,8 +82,16 @@ class SeedRuns:
         self.seconds_before = 0.0
         for k, (s, c) in enumerate(ckpts.items()):
             if c is not None:
-                training = c.require_training(str(self.runs[s].checkpoint))
-                self.multi.load_replica(k, c.state_dict, training)
+                where = str(self.runs[s].checkpoint)
+                training = c.require_training(where)
+                try:
+                    self.multi.load_replica(k, c.state_dict, training)
+                except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+                    raise UserError(
+                        f"{where}: damaged checkpoint: its training state does not fit this run "
+                        f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}); restore the file "
+                        "from a backup or train into a new --out"
+                    ) from None
                 self.records[s] = list(training["metrics"])
                 self.seconds_before = max(self.seconds_before, float(training.get("train_seconds", 0.0)))
         self.multi.iteration = done[self.seeds[0]]
@@ -166,12 +182,13 @@ class SeedRuns:
     def checkpoint(self) -> None:
         self.log()
         self.clock.pause()
-        for k, s in enumerate(self.seeds):
-            model, opt = self.multi.replica_model(k)
+        replicas = [self.multi.replica_model(k) for k in range(len(self.seeds))]
+        for s, (model, _) in zip(self.seeds, replicas, strict=True):  # every seed checked before any is saved
             norms = torch.stack([p.detach().float().square().sum() for p in model.parameters()]).sum()
             if not math.isfinite(norms.item()):
                 raise NonFiniteLoss(f"seed {s}: the weights became NaN/Inf by iteration {self.multi.iteration}; "
                                     "every seed stopped without saving them. Lower optim.lr")  # fmt: skip
+        for k, (s, (model, opt)) in enumerate(zip(self.seeds, replicas, strict=True)):
             self.describe(k, s, model, opt).save(self.runs[s].checkpoint)
         self.clock.resume()
 
@@ -190,7 +207,7 @@ class SeedRuns:
                           state_dict=model.state_dict(), preprocessing=self.normalizer.state_dict(),
                           classes=list(src.classes), input_size=list(src.input_size), dataset=src.name,
                           iteration=self.multi.iteration, config=seed_config(self.cfg, seed).to_dict(),
-                          lighting=None, training=training)  # fmt: skip
+                          lighting=None, training=training, data=src.fingerprint())  # fmt: skip
 
     def finish(self) -> dict[int, dict[str, Any]]:
         out = {}
