@@ -21,7 +21,6 @@ import yaml
 from resnet.config import from_dict
 from resnet.safe_yaml import load_yaml
 from resnet.train.metrics_log import read_metrics, summarize
-from resnet.train.rundir import read_invocations
 
 
 @dataclass
@@ -105,6 +104,10 @@ def read_run(name: str, root: Path) -> RunRecord:
     if skipped:
         problems.append(f"metrics.jsonl: {len(skipped)} damaged line(s) skipped ({', '.join(skipped[:3])})")
     iteration = max((r.get("iteration", 0) for r in records), default=0)
+    # Imported here: the run-directory module brings torch, and `reproduce table1` uses this module's table
+    # writers without it.
+    from resnet.train.rundir import read_invocations
+
     invocations = read_invocations(root)
     summary: dict[str, Any] = summarize(records, cfg.model.name, iteration)
     stored = _clean_summary(_read_json(root / "summary.json", problems), problems)

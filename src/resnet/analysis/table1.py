@@ -13,7 +13,8 @@ from pathlib import Path
 from resnet.analysis.plots import pyplot, save
 from resnet.analysis.report import markdown_table, write_csv
 from resnet.io import atomic_write_text
-from resnet.models.complexity import _cheap_instance, count_macs, count_params
+from resnet.models.arch import imagenet_architecture
+from resnet.models.cost import architecture_cost
 from resnet.paper import IMAGENET_PARAMS_B, TABLE1_GMACS, TABLE1_LAYERS
 
 
@@ -22,13 +23,13 @@ def table1_rows() -> list[list]:
     for depth in TABLE1_LAYERS:
         strides = ("1x1", "3x3") if depth >= 50 else ("1x1",)
         for stride in strides:
-            variants = [(f"resnet{depth}", option) for option in ("A", "B", "C")] + [(f"plain{depth}", None)]
-            for name, option in variants:
-                kwargs = {"bottleneck_stride": stride}
-                if option:
-                    kwargs["shortcut"] = option
-                model = _cheap_instance(name, **kwargs)
-                params, macs = count_params(model), count_macs(model, (3, 224, 224))
+            for option in ("A", "B", "C", None):
+                name = f"{'plain' if option is None else 'resnet'}{depth}"
+                arch = imagenet_architecture(
+                    depth, option is not None, shortcut=option or "B", bottleneck_stride=stride
+                )
+                cost = architecture_cost(arch, (224, 224))
+                params, macs = cost.params, cost.macs
                 version = ("v1 (paper)" if stride == "1x1" else "v1.5 (torchvision)") if depth >= 50 else "-"
                 # Table 1's figure describes the nets as the paper built them: identity (A) shortcuts or their
                 # plain twins for 18/34 layers (B adds 0.02), option B for the bottleneck nets.
@@ -96,8 +97,9 @@ def table1_report(out: Path) -> Path:
     text = f"""# Table 1: complexity of the ImageNet nets
 
 Parameters and multiply-adds (the paper's "FLOPs") of convolutions and the fc layer for one 224x224 image,
-counted by `resnet.count_macs` with hooks on every layer during a shape-only (meta-device) pass
-(cross-checked against torch's FLOP counter in the tests). Option B is the paper's choice for ResNet-50/101/152;
+counted from each net's architecture by propagating the map size through every layer (no forward
+pass; the tests check these counts against hooks on the built modules and against torch's FLOP
+counter). Option B is the paper's choice for ResNet-50/101/152;
 Table 2 uses option A for 18/34 layers.
 The "known params" column is the widely published count with option B and 1000 classes.
 

@@ -101,8 +101,17 @@ def _silence_stdout() -> None:
         pass
 
 
-#: Subcommands that never need torch (they start in a fraction of a second).
-TORCH_FREE_COMMANDS = frozenset({"recipes"})
+#: Subcommands that never need torch (they start in a fraction of a second): the recipe browser, the zoo
+#: (counted from architectures) and Table 1 (the same arithmetic).
+TORCH_FREE_COMMANDS = frozenset({"recipes", "models"})
+TORCH_FREE_EXPERIMENTS = frozenset({"table1"})
+
+
+def needs_torch(args: argparse.Namespace) -> bool:
+    """Whether the parsed command will import torch (it is then imported up front, Ctrl-C held back)."""
+    if args.command == "reproduce":
+        return args.experiment not in TORCH_FREE_EXPERIMENTS
+    return args.command not in TORCH_FREE_COMMANDS
 
 
 def _import_torch_holding_ctrl_c() -> None:
@@ -140,7 +149,7 @@ def _run(argv: list[str]) -> int:
         parser.print_help()
         return 2
     args.argv = ["resnet", *argv]  # recorded in run directories and used in resume hints
-    if args.command not in TORCH_FREE_COMMANDS:
+    if needs_torch(args):
         _import_torch_holding_ctrl_c()
     previous = stop_signals.install_startup_handler()
     try:

@@ -15,7 +15,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     depths = tuple(args.depths)
     for d in depths:
-        from resnet.models.cifar import check_cifar_depth
+        from resnet.models.arch import check_cifar_depth
 
         check_cifar_depth(d)
     if len(depths) < 2:

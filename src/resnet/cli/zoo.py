@@ -8,8 +8,8 @@ from resnet.errors import UserError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from resnet.models import list_models
-    from resnet.models.complexity import zoo_table
+    from resnet.models.registry import list_models
+    from resnet.models.zoo import zoo_table
 
     names = list_models(args.pattern)
     if not names:

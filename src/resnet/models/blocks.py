@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
-BOTTLENECK_STRIDES = ("1x1", "3x3")
+from resnet.models.arch import BOTTLENECK_STRIDES, SHORTCUT_OPTIONS
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -91,7 +91,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) ->
         x = torch.empty(1, *input_shape, device="meta")
         with torch.no_grad():
             if all(t.is_meta for t in _tensors(model)):
-                model(x)  # already shapes only (e.g. built by _cheap_instance): no swap needed
+                model(x)  # already shapes only (e.g. built by meta_instance): no swap needed
             else:
                 functional_call(model, _meta_state(model), (x,))
     finally:
@@ -130,50 +130,12 @@ def format_table(rows: list[LayerRow]) -> str:
     return "\n".join(lines)
 
 
-def _cheap_instance(name: str, **kwargs: object) -> nn.Module:
-    """Build a model for counting only, on the meta device: no memory, no random initialisation.
+def meta_instance(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered model for counting only, on the meta device: no memory, no random initialisation.
 
     Shapes, parameter counts and MACs do not depend on the values, and :func:`layer_table` never computes.
     """
-    from resnet.models import create_model
+    from resnet.models.registry import create_model
 
     with torch.device("meta"):
         return create_model(name, **kwargs)
-
-
-def zoo_table(names: Sequence[str]) -> str:
-    """The ``resnet models`` table: layout, parameters and GMACs at the native input, with the paper's figure.
-
-    The paper column holds Table 1's multiply-adds for ImageNet nets (plain twins cost the same, section
-    3.3) and section 4.2's exact parameter counts (Table 6) for CIFAR nets.
-    """
-    from resnet.models import model_info
-    from resnet.paper import CIFAR_PARAMS, TABLE1_GMACS, TABLE6
-
-    header = (
-        f"{'model':<11} {'family':<8} {'input':<9} {'block':<10} {'blocks per stage':<17} {'shortcut':<8} "
-        f"{'params':>12} {'GMACs':>7}  paper"
-    )
-    lines = [header, "-" * (len(header) + 14)]
-    for name in names:
-        info = model_info(name)
-        model = _cheap_instance(name)
-        stages = [len(s) for s in model.stages]  # type: ignore[attr-defined]
-        block = type(model.stages[0][0]).__name__  # type: ignore[attr-defined]
-        params, macs = count_params(model), count_macs(model, info.input_size)
-        if info.family == "imagenet":
-            # Table 1 describes the residual nets; plain-18/34 are stated to cost the same (section 3.3).
-            in_paper = info.residual or info.depth in (18, 34)
-            paper = f"Table 1: {TABLE1_GMACS[info.depth]} GMACs" if in_paper else ""
-        elif info.depth in TABLE6 and info.residual:
-            exact = f" ({CIFAR_PARAMS[info.depth]:,})" if info.depth in CIFAR_PARAMS else ""
-            paper = f"Table 6: {TABLE6[info.depth][0]}M params{exact}"
-        else:
-            paper = ""
-        shortcut = model.shortcut if info.residual else "none"  # type: ignore[attr-defined]
-        size = "x".join(map(str, info.input_size[1:]))
-        lines.append(
-            f"{name:<11} {info.family:<8} {size:<9} {block:<10} {str(stages):<17} {shortcut:<8} "
-            f"{params:>12,} {macs / 1e9:>7.{1 if macs >= 1e9 else 3}f}  {paper}"
-        )
-    return "\n".join(lines)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from resnet.models.arch import IMAGENET_STEM_WIDTH, Architecture
 from resnet.models.blocks import BasicBlock, Bottleneck, init_weights, make_stage
 
 
@@ -60,7 +61,7 @@ class ResNet(nn.Module):
         self.residual, self.shortcut = residual, shortcut
         self.stem_kind = stem
 
-        stem_width = 64 if stem == "imagenet" else widths[0]
+        stem_width = IMAGENET_STEM_WIDTH if stem == "imagenet" else widths[0]
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
         else:
@@ -83,6 +84,22 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)
+
+    @classmethod
+    def from_architecture(cls, arch: Architecture, *, zero_init_residual: bool = False) -> ResNet:
+        """The net an :class:`~resnet.models.arch.Architecture` describes (how every built-in net is made)."""
+        return cls(
+            BasicBlock if arch.block == "basic" else Bottleneck,
+            arch.layers,
+            arch.widths,
+            stem=arch.stem,
+            num_classes=arch.num_classes,
+            in_channels=arch.in_channels,
+            residual=arch.residual,
+            shortcut=arch.shortcut,
+            bottleneck_stride=arch.bottleneck_stride,
+            zero_init_residual=zero_init_residual,
+        )
 
     @property
     def stages(self) -> list[nn.Sequential]:

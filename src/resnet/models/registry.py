@@ -11,23 +11,16 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+from resnet.models.catalog import ModelInfo, builtin_models, resolve_cifar
 
+if TYPE_CHECKING:  # the registry itself imports no torch: `resnet models` lists and counts without it
+    from torch import nn
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry knows about one model."""
+    from resnet.models.arch import Architecture
 
-    name: str
-    family: str  # "imagenet" or "cifar"
-    builder: Callable[..., nn.Module]
-    kwargs: tuple[str, ...]  # keyword arguments create_model accepts for it
-    input_size: tuple[int, int, int]  # native (C, H, W)
-    depth: int
-    residual: bool
-    doc: str = ""
+__all__ = ["ModelInfo", "create_model", "list_models", "model_architecture", "model_info", "register_model"]
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -35,7 +28,8 @@ _FAMILY_BUILDERS: dict[str, Callable[[str, int, bool], ModelInfo | None]] = {}
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
-    """Add a model to the registry (names are unique)."""
+    """Add a model to the registry (names are unique, the paper's nets included)."""
+    _register_builtin()
     if info.name in _REGISTRY:
         raise ValueError(f"model {info.name!r} is already registered")
     _REGISTRY[info.name] = info
@@ -52,6 +46,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
     Order: ImageNet nets, then CIFAR nets, each by depth, residual before plain.
     """
+    _register_builtin()
     infos = sorted(_REGISTRY.values(), key=lambda i: (i.family != "imagenet", not i.residual, i.depth))
     names = [i.name for i in infos]
     return [n for n in names if pattern is None or fnmatch.fnmatchcase(n, pattern)]
@@ -62,6 +57,7 @@ _NAME_RE = re.compile(r"^(resnet|plain)(\d+)$")
 
 def model_info(name: str) -> ModelInfo:
     """Registry entry for ``name`` (also for unlisted CIFAR depths like ``resnet38``)."""
+    _register_builtin()
     if name in _REGISTRY:
         return _REGISTRY[name]
     m = _NAME_RE.match(name)
@@ -71,6 +67,38 @@ def model_info(name: str) -> ModelInfo:
             if info is not None:
                 return info
     raise ValueError(unknown_model_message(name))
+
+
+def model_architecture(name: str, **kwargs: object) -> Architecture | None:
+    """The torch-free description of ``create_model(name, **kwargs)``, or ``None`` if its entry has none."""
+    info = model_info(name)
+    _check_kwargs(info, kwargs)
+    if info.architecture is None:
+        return None
+    kwargs.pop("zero_init_residual", None)  # an initialisation, not a layer
+    return info.architecture(**kwargs)
+
+
+_builtin_registered = False
+
+
+def _register_builtin() -> None:
+    """Register the paper's nets (:mod:`resnet.models.catalog`) once, before the registry's first answer."""
+    global _builtin_registered
+    if _builtin_registered:
+        return
+    _builtin_registered = True
+    for info in builtin_models():
+        register_model(info)
+    register_family("cifar", resolve_cifar)
+
+
+def _check_kwargs(info: ModelInfo, kwargs: dict) -> None:
+    unknown = sorted(set(kwargs) - set(info.kwargs))
+    if unknown:
+        raise ValueError(
+            f"{info.name} does not take {', '.join(map(repr, unknown))}; valid keywords: {', '.join(info.kwargs)}"
+        )
 
 
 def unknown_model_message(name: str) -> str:
@@ -87,9 +115,5 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
         ValueError: unknown name or keyword, a CIFAR depth that is not 6n+2, or an invalid option value.
     """
     info = model_info(name)
-    unknown = sorted(set(kwargs) - set(info.kwargs))
-    if unknown:
-        raise ValueError(
-            f"{name} does not take {', '.join(map(repr, unknown))}; valid keywords: {', '.join(info.kwargs)}"
-        )
+    _check_kwargs(info, kwargs)
     return info.builder(**kwargs)
