@@ -137,3 +137,19 @@ def test_bad_onnx_files_fail_in_one_line(run: Path, tmp_path: Path, digit_files:
         assert main(["predict", str(digit_files / "000.png"), "--checkpoint", str(path)]) == 2
         err = capsys.readouterr().err
         assert words in err and str(path) in err and err.count("\n") == 1, err
+
+
+def test_eval_and_predict_with_compile(run: Path, digit_files: Path, capsys):
+    assert main(["eval", str(run)]) == 0
+    error = capsys.readouterr().out.splitlines()[1]
+    assert main(["eval", str(run), "--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "engine: torch fp32 (compiled)" in out and error in out.splitlines()
+    assert (
+        main(
+            ["predict", str(digit_files / "000.png"), "--checkpoint", str(run), "--backend", "onnxruntime", "--compile"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "--compile applies to the torch backend" in err and err.count("\n") == 1

@@ -104,3 +104,36 @@ def test_compiled_path_freezes_weights_and_matches():
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(compiled(x + 1), model(x + 1), rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_engine_pads_smaller_batches_instead_of_compiling_again():
+    from torch._dynamo.utils import counters
+
+    from resnet.interop import backends
+
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8", in_channels=1)).eval()
+    engine = backends.torch_engine(model, "fp32", torch.device("cpu"), compile=True)
+    assert engine.describe() == "torch fp32 (compiled)"
+    x = torch.randn(6, 1, 8, 8)
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(engine(x), model(x), rtol=1e-4, atol=1e-4)
+        frames = counters["stats"]["unique_graphs"]
+        torch.testing.assert_close(engine(x[:4]), model(x[:4]), rtol=1e-4, atol=1e-4)  # the last, smaller batch
+        assert counters["stats"]["unique_graphs"] == frames  # padded to 6: no second compilation
+        torch.testing.assert_close(engine(x[2:]), model(x[2:]), rtol=1e-4, atol=1e-4)  # padding never leaks
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "have_model"),
+    [("onnxruntime", "fp32", True), ("auto", "int8", True), ("auto", "fp32", False)],
+)
+def test_compile_is_refused_where_the_torch_backend_does_not_run(backend: str, precision: str, have_model: bool):
+    from resnet.errors import UserError
+    from resnet.interop import backends
+
+    with pytest.raises(UserError, match="--compile applies to the torch backend"):
+        backends.resolve(backend, precision, torch.device("cpu"), have_model=have_model, compile=True)
+    assert backends.resolve("auto", "fp32", torch.device("cpu"), compile=True) == "torch"

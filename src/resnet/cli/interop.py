@@ -41,7 +41,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError(f"no image files in {', '.join(args.images)}")
     backend = args.backend or "auto"
-    predictor = Predictor.from_file(args.checkpoint, backend=backend, precision=args.precision, calibration=paths)
+    predictor = Predictor.from_file(
+        args.checkpoint, backend=backend, precision=args.precision, calibration=paths, compile=args.compile
+    )
     predictor.check_protocol(args.protocol)  # before reading any image
     report = predictor.predict(
         paths,
@@ -117,6 +119,12 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="bf16: torch, CPUs with AVX512_BF16/AMX; int8: onnxruntime static quantisation calibrated on the "
         "images (reports top-1 agreement with fp32)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch backend: run through torch.compile (weights frozen); compiles for seconds to a minute first, "
+        "then the fastest engine for batches at bf16 (docs/benchmarks.md)",
     )
 
 

@@ -89,6 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         recompute_bn=args.recompute_bn,
         backend=args.backend,
         precision=args.precision,
+        compile=args.compile,
     )
     written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
     if args.json:

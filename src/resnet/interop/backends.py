@@ -4,7 +4,9 @@ An :class:`Engine` maps a normalised float32 ``N x C x H x W`` batch to float32 
 
 - ``torch``: the BN-folded channels_last network (:func:`optimize_for_inference`); ``bf16`` casts weights
   and activations to bfloat16, which oneDNN runs on CPUs with AVX512_BF16 or AMX (refused elsewhere: it
-  would be emulated and slower than fp32).
+  would be emulated and slower than fp32). ``compile`` adds ``torch.compile`` with the weights frozen
+  (inductor): at bf16 the fastest engine for batches on this project's AVX512_BF16 CPU
+  (docs/benchmarks.md), after a compilation of seconds to a minute, so it is opt-in (``--compile``).
 - ``onnxruntime``: the graph ``resnet export`` writes (exported on the fly from a checkpoint, or an ``.onnx``
   file given directly), CPU provider, all graph optimisations. ``int8`` is onnxruntime's static post-training
   quantisation (QDQ, per-channel int8 weights, uint8 activations calibrated on real images by percentiles):
@@ -48,27 +50,38 @@ def onnxruntime_available() -> bool:
 class Engine(nn.Module):
     """An eval-only callable: normalised float32 batch in, float32 logits out (parameter-free wrapper)."""
 
-    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], backend: str, precision: str) -> None:
+    def __init__(
+        self, run: Callable[[torch.Tensor], torch.Tensor], backend: str, precision: str, compiled: bool = False
+    ) -> None:
         super().__init__()
-        self._run, self.backend, self.precision = run, backend, precision
+        self._run, self.backend, self.precision, self.compiled = run, backend, precision, compiled
         super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)
 
     def describe(self) -> str:
-        return f"{self.backend} {self.precision}"
+        return f"{self.backend} {self.precision}{' (compiled)' if self.compiled else ''}"
 
 
-def resolve(backend: str, precision: str, device: torch.device, *, have_model: bool = True) -> str:
-    """The concrete backend for ``backend`` (maybe ``auto``) and ``precision``; a UserError when impossible."""
+def resolve(
+    backend: str, precision: str, device: torch.device, *, have_model: bool = True, compile: bool = False
+) -> str:
+    """The concrete backend for ``backend`` (maybe ``auto``) and ``precision``; a UserError when impossible.
+
+    ``compile`` (torch.compile) belongs to the torch backend: ``auto`` then means torch.
+    """
+    if compile and (backend == "onnxruntime" or not have_model or precision == "int8"):
+        raise UserError("--compile applies to the torch backend (fp32 or bf16 of a checkpoint); drop it here")
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     cpu = device.type == "cpu"
     if backend == "auto":
-        if not have_model or precision == "int8" or (precision == "fp32" and cpu and onnxruntime_available()):
+        if compile:
+            backend = "torch"
+        elif not have_model or precision == "int8" or (precision == "fp32" and cpu and onnxruntime_available()):
             backend = "onnxruntime"
         else:
             backend = "torch"
@@ -88,17 +101,29 @@ def resolve(backend: str, precision: str, device: torch.device, *, have_model: b
     return backend
 
 
-def torch_engine(model: nn.Module, precision: str, device: torch.device) -> Engine:
+def torch_engine(model: nn.Module, precision: str, device: torch.device, *, compile: bool = False) -> Engine:
+    """The torch fast path at ``precision``; ``compile``: through torch.compile, weights frozen."""
     from resnet.interop.inference import optimize_for_inference
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    fast = optimize_for_inference(model, dtype=dtype, device=device)
+    fast = optimize_for_inference(model, dtype=dtype, device=device, compile=compile)
+    compiled_batch = [0]
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:
-        return fast(x.to(device))
+        x = x.to(device)
+        if not compile:
+            return fast(x)
+        # A compiled graph is specialised to its batch size: a smaller batch (the last of an evaluation) is
+        # padded to the compiled size instead of compiling again (rows are independent in eval mode). The
+        # batch is always a tensor made here, under inference mode, so that the graph's guards (which tell
+        # inference tensors from others) see the same kind of input on every call.
+        n = len(x)
+        compiled_batch[0] = max(compiled_batch[0], n)
+        pad = x.new_zeros((compiled_batch[0] - n, *x.shape[1:]))
+        return fast(torch.cat([x, pad]))[:n]
 
-    return Engine(run, "torch", precision)
+    return Engine(run, "torch", precision, compiled=compile)
 
 
 def _session(model_bytes_or_path: bytes | str, threads: int | None) -> Any:

@@ -41,12 +41,14 @@ def evaluate_checkpoint(
     recompute_bn: int = 0,
     backend: str | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Rebuild the model, preprocessing and data of a checkpoint and evaluate it; a report dict.
 
     ``recompute_bn`` > 0 also evaluates a copy whose BN statistics are averaged over that many training
     batches (:mod:`resnet.eval.bn`); the report then holds both results. ``backend``/``precision`` (or an
-    ``.onnx`` file) go through an inference engine (array datasets).
+    ``.onnx`` file) go through an inference engine (array datasets); ``compile`` runs the torch engine through
+    torch.compile.
     """
     target = local_device(device)  # a bad or absent device fails before anything is read
     if limit is not None and (type(limit) is not int or limit < 1):
@@ -55,14 +57,14 @@ def evaluate_checkpoint(
         raise UserError(f"--workers must be 0 or more, got {workers!r}")
     if recompute_bn < 0:
         raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
-    if backend is not None or precision != "fp32" or str(path).lower().endswith(".onnx"):
+    if backend is not None or precision != "fp32" or compile or str(path).lower().endswith(".onnx"):
         if protocol not in (None, "center"):
             raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
         if recompute_bn:
             raise UserError("--recompute-bn needs the PyTorch model; drop --backend/--precision or the .onnx file")
         from resnet.interop.evaluate_engines import evaluate_with_engine
 
-        return evaluate_with_engine(path, split, data_dir, limit, backend or "auto", precision)
+        return evaluate_with_engine(path, split, data_dir, limit, backend or "auto", precision, compile)
     # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
     # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
     foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)

@@ -37,12 +37,18 @@ class _Recording(nn.Module):
 
 
 def evaluate_with_engine(
-    path: str | Path, split: str, data_dir: str | None, limit: int | None, backend: str, precision: str
+    path: str | Path,
+    split: str,
+    data_dir: str | None,
+    limit: int | None,
+    backend: str,
+    precision: str,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """The report of :func:`resnet.interop.evaluate.evaluate_checkpoint`, plus ``engine``, and for reduced
     precision ``agreement`` (top-1 vs fp32) and ``fp32_error``."""
     onnx_file = str(path).lower().endswith(".onnx")
-    concrete = backends.resolve(backend, precision, torch.device("cpu"), have_model=not onnx_file)
+    concrete = backends.resolve(backend, precision, torch.device("cpu"), have_model=not onnx_file, compile=compile)
     ckpt = backends.checkpoint_from_onnx(path) if onnx_file else load_checkpoint(path)
     if ckpt.dataset in ("imagefolder", "imagenet"):
         raise UserError(
@@ -64,9 +70,9 @@ def evaluate_with_engine(
     model = None if onnx_file else ckpt.build_model(str(path))
     c, h, w = ckpt.input_size
 
-    def make(prec: str) -> nn.Module:
+    def make(prec: str, compiled: bool = False) -> nn.Module:
         if concrete == "torch":
-            return backends.torch_engine(model, prec, torch.device("cpu"))
+            return backends.torch_engine(model, prec, torch.device("cpu"), compile=compiled)
         calib = None
         if prec == "int8":
             calib = normalizer(torch.from_numpy(data.train_x[:CALIBRATION_IMAGES]))
@@ -74,7 +80,7 @@ def evaluate_with_engine(
         return backends.onnx_engine(prec, onnx_path=onnx_path, model=model, input_size=(c, h, w), calibration=calib)
 
     images, labels = torch.from_numpy(x), torch.from_numpy(y)
-    engine = _Recording(make(precision))
+    engine = _Recording(make(precision, compile))
     res = evaluate(engine, images, labels, normalizer, num_classes=data.num_classes, batch_size=256)
     report: dict[str, Any] = {
         "checkpoint": str(path),
@@ -83,7 +89,7 @@ def evaluate_with_engine(
         "split": split,
         "result": res,
         "classes": data.classes,
-        "engine": f"{concrete} {precision}",
+        "engine": engine.engine.describe(),
     }
     if precision != "fp32":
         reference = _Recording(make("fp32"))

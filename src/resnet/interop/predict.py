@@ -108,17 +108,18 @@ class Predictor:
         backend: str | None = None,
         precision: str = "fp32",
         calibration: Sequence[Path] = (),
+        compile: bool = False,
         **kwargs: Any,
     ) -> Predictor:
         """A checkpoint, run directory, foreign weights or ``.onnx`` file; ``backend`` None = the plain torch
         fast path, else ``torch``, ``onnxruntime`` or ``auto`` at ``precision`` (int8 calibrates on up to 32
-        of the ``calibration`` images)."""
-        if backend is None and (str(path).lower().endswith(".onnx") or precision != "fp32"):
+        of the ``calibration`` images); ``compile``: the torch engine through torch.compile."""
+        if backend is None and (str(path).lower().endswith(".onnx") or precision != "fp32" or compile):
             backend = "auto"
         if backend is None:
             loaded = load_any(path)
             return cls(loaded.checkpoint, model=loaded.model, where=str(path), **kwargs)
-        return build_predictor(cls, path, backend, precision, calibration)
+        return build_predictor(cls, path, backend, precision, calibration, compile)
 
     def check_protocol(self, protocol: str) -> None:
         if protocol not in PROTOCOLS:
@@ -191,7 +192,9 @@ class Predictor:
         return report
 
 
-def build_predictor(cls: type, path: str | Path, backend: str, precision: str, calibration: Sequence[Path]) -> Any:
+def build_predictor(
+    cls: type, path: str | Path, backend: str, precision: str, calibration: Sequence[Path], compile: bool = False
+) -> Any:
     """:meth:`Predictor.from_file` with an explicit backend: the engine, and its fp32 reference when reduced."""
     from resnet.interop import backends
 
@@ -199,24 +202,24 @@ def build_predictor(cls: type, path: str | Path, backend: str, precision: str, c
     device = torch.device("cpu")
     if backend == "auto" and not onnx_file and precision == "fp32" and len(calibration) < AUTO_EXPORT_MIN_IMAGES:
         backend = "torch"  # exporting the graph for onnxruntime would take longer than it saves
-    concrete = backends.resolve(backend, precision, device, have_model=not onnx_file)
+    concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
     if onnx_file:
         ckpt, model = backends.checkpoint_from_onnx(path), None
     else:
         loaded = load_any(path)
         ckpt, model = loaded.checkpoint, loaded.model
 
-    def make(prec: str, calib: torch.Tensor | None = None) -> nn.Module:
+    def make(prec: str, calib: torch.Tensor | None = None, compiled: bool = False) -> nn.Module:
         if concrete == "torch":
-            return backends.torch_engine(model, prec, device)
+            return backends.torch_engine(model, prec, device, compile=compiled)
         c, h, w = ckpt.input_size
         return backends.onnx_engine(
             prec, onnx_path=path if onnx_file else None, model=model, input_size=(c, h, w), calibration=calib
         )
 
-    reference = make("fp32")
     if precision == "fp32":
-        return cls(ckpt, engine=reference)
+        return cls(ckpt, engine=make("fp32", compiled=compile))
+    reference = make("fp32")
     probe = cls(ckpt, engine=reference)  # its geometry and normaliser make the calibration views
     calib = None
     if precision == "int8":
@@ -227,7 +230,7 @@ def build_predictor(cls: type, path: str | Path, backend: str, precision: str, c
             except UserError:
                 continue
         calib = probe.normalizer(torch.cat(views)) if views else torch.empty(0)
-    return cls(ckpt, engine=make(precision, calib), reference=reference)
+    return cls(ckpt, engine=make(precision, calib, compiled=compile), reference=reference)
 
 
 def format_report(report: Report) -> str:
