@@ -106,7 +106,7 @@ def test_compiled_path_freezes_weights_and_matches():
         torch.testing.assert_close(compiled(x + 1), model(x + 1), rtol=1e-4, atol=1e-4)
 
 
-def test_compiled_engine_pads_smaller_batches_instead_of_compiling_again():
+def test_compiled_engine_pads_a_new_smaller_batch_and_compiles_for_a_repeated_one():
     from torch._dynamo.utils import counters
 
     from resnet.interop import backends
@@ -124,6 +124,9 @@ def test_compiled_engine_pads_smaller_batches_instead_of_compiling_again():
         torch.testing.assert_close(engine(x[:4]), model(x[:4]), rtol=1e-4, atol=1e-4)  # the last, smaller batch
         assert counters["stats"]["unique_graphs"] == frames  # padded to 6: no second compilation
         torch.testing.assert_close(engine(x[2:]), model(x[2:]), rtol=1e-4, atol=1e-4)  # padding never leaks
+        assert counters["stats"]["unique_graphs"] == frames + 1  # batch 4 again: compiled for, not padded
+        torch.testing.assert_close(engine(x[1:5]), model(x[1:5]), rtol=1e-4, atol=1e-4)
+        assert counters["stats"]["unique_graphs"] == frames + 1
 
 
 @pytest.mark.parametrize(

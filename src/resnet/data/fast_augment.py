@@ -120,9 +120,9 @@ def decode_scale_crop_flip(
     except Exception:  # noqa: BLE001 - any decoding failure: let the reference reader word the error
         load_image(path, channels)  # raises the UserError of a broken file (or succeeds: then re-raise)
         raise
-    if plan.flip:
-        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     array = np.asarray(out)
+    if plan.flip:  # mirrored within the one copy below (a Pillow transpose would be a second one)
+        array = array[:, ::-1]
     if array.ndim == 2:
         return torch.from_numpy(array.copy()).unsqueeze(0)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # one copy, straight to C x H x W

@@ -107,23 +107,37 @@ def torch_engine(model: nn.Module, precision: str, device: torch.device, *, comp
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     fast = optimize_for_inference(model, dtype=dtype, device=device, compile=compile)
-    compiled_batch = [0]
+    run = BatchSizes(fast) if compile else fast
 
     @torch.inference_mode()
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device)
-        if not compile:
-            return fast(x)
-        # A compiled graph is specialised to its batch size: a smaller batch (the last of an evaluation) is
-        # padded to the compiled size instead of compiling again (rows are independent in eval mode). The
-        # batch is always a tensor made here, under inference mode, so that the graph's guards (which tell
-        # inference tensors from others) see the same kind of input on every call.
-        n = len(x)
-        compiled_batch[0] = max(compiled_batch[0], n)
-        pad = x.new_zeros((compiled_batch[0] - n, *x.shape[1:]))
-        return fast(torch.cat([x, pad]))[:n]
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return run(x.to(device))
 
-    return Engine(run, "torch", precision, compiled=compile)
+    return Engine(forward, "torch", precision, compiled=compile)
+
+
+class BatchSizes:
+    """Calls a compiled net, which is specialised to each batch size, so that odd sizes do not recompile.
+
+    A batch size met for the first time that fits a graph already compiled (the last, smaller batch of an
+    evaluation) is padded to it: one padded batch costs far less than a compilation (seconds to a minute).
+    A size met again is compiled for, as a run of equal batches will pay that back. Rows are independent in
+    eval mode, so padding never changes the rows returned.
+    """
+
+    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.net, self.compiled, self.seen = net, set(), set()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        fits = [size for size in self.compiled if size >= n]
+        target = n if n in self.compiled or n in self.seen or not fits else min(fits)
+        self.seen.add(n)
+        self.compiled.add(target)
+        # Always a tensor made here, under inference mode: the graph's guards tell inference tensors from
+        # others, and an input of the other kind would compile again.
+        batch = torch.cat([x, x.new_zeros((target - n, *x.shape[1:]))])
+        return self.net(batch)[:n]
 
 
 def _session(model_bytes_or_path: bytes | str, threads: int | None) -> Any:
