@@ -153,3 +153,28 @@ def test_eval_and_predict_with_compile(run: Path, digit_files: Path, capsys):
     )
     err = capsys.readouterr().err
     assert "--compile applies to the torch backend" in err and err.count("\n") == 1
+
+
+def test_eval_engines_run_on_the_named_device_and_on_the_cpu_for_auto(run: Path, monkeypatch):
+    """A machine with a GPU, simulated: --device cuda moves the torch engine there, and is refused for
+    onnxruntime; --device auto keeps engines on the CPU, so int8 still runs."""
+    from resnet.interop import evaluate as ev
+
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(ev, "local_device", lambda requested: torch.device("cpu") if requested == "cpu" else gpu)
+    seen: list[torch.device] = []
+    real_engine = backends.torch_engine
+
+    def recording_engine(model, precision, device, *, compile=False):  # noqa: ANN001, ANN202
+        seen.append(device)
+        return real_engine(model, precision, torch.device("cpu"), compile=compile)
+
+    monkeypatch.setattr(backends, "torch_engine", recording_engine)
+    ev.evaluate_checkpoint(run, backend="torch", device="cuda")
+    assert seen == [gpu]
+    with pytest.raises(UserError, match="onnxruntime backend runs on the CPU here"):
+        ev.evaluate_checkpoint(run, precision="int8", device="cuda")
+    report = ev.evaluate_checkpoint(run, precision="int8", device="auto")
+    assert report["engine"] == "onnxruntime int8" and report["agreement"] > 0.9
+    ev.evaluate_checkpoint(run, backend="torch", device="auto")
+    assert seen == [gpu, torch.device("cpu")]

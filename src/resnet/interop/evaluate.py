@@ -64,7 +64,10 @@ def evaluate_checkpoint(
             raise UserError("--recompute-bn needs the PyTorch model; drop --backend/--precision or the .onnx file")
         from resnet.interop.evaluate_engines import evaluate_with_engine
 
-        return evaluate_with_engine(path, split, data_dir, limit, backend or "auto", precision, compile)
+        # An engine runs on the CPU unless a device is named: `auto` must not turn `--precision int8`
+        # (onnxruntime, CPU only) into an error on a machine that happens to have a GPU.
+        engine_device = None if device == "auto" else target
+        return evaluate_with_engine(path, split, data_dir, limit, backend or "auto", precision, compile, engine_device)
     # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
     # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
     foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)

@@ -44,11 +44,14 @@ def evaluate_with_engine(
     backend: str,
     precision: str,
     compile: bool = False,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """The report of :func:`resnet.interop.evaluate.evaluate_checkpoint`, plus ``engine``, and for reduced
-    precision ``agreement`` (top-1 vs fp32) and ``fp32_error``."""
+    precision ``agreement`` (top-1 vs fp32) and ``fp32_error``. ``device`` (default the CPU) is where a torch
+    engine runs; onnxruntime runs on the CPU only."""
+    device = device or torch.device("cpu")
     onnx_file = str(path).lower().endswith(".onnx")
-    concrete = backends.resolve(backend, precision, torch.device("cpu"), have_model=not onnx_file, compile=compile)
+    concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
     ckpt = backends.checkpoint_from_onnx(path) if onnx_file else load_checkpoint(path)
     if ckpt.dataset in ("imagefolder", "imagenet"):
         raise UserError(
@@ -72,7 +75,7 @@ def evaluate_with_engine(
 
     def make(prec: str, compiled: bool = False) -> nn.Module:
         if concrete == "torch":
-            return backends.torch_engine(model, prec, torch.device("cpu"), compile=compiled)
+            return backends.torch_engine(model, prec, device, compile=compiled)
         calib = None
         if prec == "int8":
             calib = normalizer(torch.from_numpy(data.train_x[:CALIBRATION_IMAGES]))
