@@ -356,3 +356,28 @@ def test_ctrl_c_stops_parallel_runs_gracefully_and_the_same_command_resumes(tmp_
     out_text, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-2000:]
     assert (out / "REPORT.md").is_file() and all(load(out / n)["iteration"] == 400 for n in stopped)
+
+
+def test_tensorboard_writer_is_closed_when_a_run_stops_on_nan(tmp_path: Path, monkeypatch):
+    """Events buffered in the writer reach the disk however the run ends (here: the NaN guard)."""
+    import resnet.train.metrics_log as metrics_log
+
+    writers = []
+
+    class Writer:
+        def __init__(self, log_dir: str) -> None:
+            self.scalars, self.closed = [], 0
+            writers.append(self)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            self.scalars.append((tag, step))
+
+        def close(self) -> None:
+            self.closed += 1
+
+    monkeypatch.setattr(metrics_log, "require_tensorboard", lambda: Writer)
+    monkeypatch.setattr("resnet.train.loop.require_tensorboard", lambda: Writer)
+    cfg = exploding_recipe(**{"train.tensorboard": True})
+    with pytest.raises(NonFiniteLoss):
+        fit(cfg, tmp_path / "r", echo=False)
+    assert len(writers) == 1 and writers[0].scalars and writers[0].closed == 1

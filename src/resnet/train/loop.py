@@ -67,6 +67,7 @@ def fit(
         normalizer, lighting = preprocessing(cfg, source, ckpt)
         state, kwargs = init_state(cfg, source, normalizer, lighting, rt, ckpt, str(run.checkpoint))
         metrics = open_run_dir(run, cfg, state, argv, rt.device)
+        held.callback(metrics.close)  # however the run ends (NaN, Ctrl-C, error): TensorBoard's events flushed
         trainer = Trainer(cfg, run, source, normalizer, lighting, state, kwargs, metrics, rt, progress, echo)
         trainer.announce(resumed=ckpt is not None)
         trainer.loop()

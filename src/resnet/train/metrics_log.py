@@ -51,8 +51,10 @@ class MetricsLog:
                     self.tb.add_scalar(f"{record['split']}/{key}", value, record["iteration"])
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (safe to call more than once)."""
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def well_formed(record: Any) -> bool:
