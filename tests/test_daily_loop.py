@@ -92,6 +92,13 @@ def test_a_run_directory_refuses_a_changed_recipe_and_a_plain_folder_is_explaine
     assert res.returncode == 0, res.stderr[-2000:]
     res = resnet("train", str(tmp_path / "r"), "--set", "optim.lr=0.05")
     assert res.returncode == 2 and "different recipe" in res.stderr and "optim.lr" in res.stderr
+    assert "--set schedule.iterations" not in res.stderr  # the hint is for --iterations only
+    # --iterations scales the milestones with the run; the refusal says how to extend it instead.
+    res = resnet("train", str(tmp_path / "r"), "--iterations", "8")
+    assert res.returncode == 2 and "use --set schedule.iterations=8" in res.stderr, res.stderr
+    res = resnet("train", str(tmp_path / "r"), "--set", "schedule.iterations=8")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "r/summary.json").read_text())["iterations"] == 8
     # A run whose data folder has moved since: the message names the record and the way out.
     moved = tmp_path / "moved"
     printed = resnet("train", "cifar10/resnet20", "--data-dir", str(tmp_path / "gone"), "--print-config")

@@ -230,10 +230,13 @@ def check_resumable(run: RunDir, stored: dict[str, Any], cfg: Config) -> None:
         stored = from_dict(stored).to_dict()
     except UserError:
         pass
-    changed = {k: v for k, v in diff(stored, cfg.to_dict()).items() if k not in RESUMABLE_KEYS}
+    differences = diff(stored, cfg.to_dict())
+    changed = {k: v for k, v in differences.items() if k not in RESUMABLE_KEYS}
     if changed:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in list(changed.items())[:4] for a, b in [b_a])
-        raise UserError(
-            f"{run.root} holds a run with a different recipe ({shown}); resume it with the same settings, "
-            "or choose a new --out"
-        )
+        hint = "resume it with the same settings, or choose a new --out"
+        if "schedule.milestones" in changed and "schedule.iterations" in differences:
+            # `--iterations N` scales the milestones with the run; extending a run keeps them where they are.
+            n = cfg.schedule.iterations
+            hint = f"to train it to {n} iterations on its own milestones use --set schedule.iterations={n}; {hint}"
+        raise UserError(f"{run.root} holds a run with a different recipe ({shown}); {hint}")
