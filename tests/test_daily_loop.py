@@ -99,6 +99,11 @@ def test_a_run_directory_refuses_a_changed_recipe_and_a_plain_folder_is_explaine
     res = resnet("train", str(tmp_path / "r"), "--set", "schedule.iterations=8")
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "r/summary.json").read_text())["iterations"] == 8
+    # The run's own config.yaml stands for the run: it continues there, no new run appears elsewhere.
+    res = resnet("train", str(tmp_path / "r" / "config.yaml"), "--set", "schedule.iterations=10", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path / "r/summary.json").read_text())["iterations"] == 10
+    assert not (tmp_path / "runs").exists()
     # A run whose data folder has moved since: the message names the record and the way out.
     moved = tmp_path / "moved"
     printed = resnet("train", "cifar10/resnet20", "--data-dir", str(tmp_path / "gone"), "--print-config")

@@ -76,7 +76,7 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     run with the same recipe). With a recipe name, a data folder recorded in ``--out``'s ``config.yaml`` is
     used when neither the command nor the recipe names one.
     """
-    source = args.config
+    source = run_of_recipe(args.config)
     from_run = Path(source).is_dir()
     if from_run and not is_run_dir(source):
         raise UserError(
@@ -101,6 +101,16 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
             "pass --data-dir with its new place"
         )
     return cfg, out, from_run
+
+
+def run_of_recipe(source: str) -> str:
+    """A run's own ``RUN/config.yaml`` stands for the run (``resnet train RUN``); anything else is itself."""
+    from resnet.train.rundir import RUN_MARKERS
+
+    path = Path(source)
+    if path.name == "config.yaml" and path.is_file() and any((path.parent / m).exists() for m in RUN_MARKERS):
+        return str(path.parent)
+    return source
 
 
 def default_run_dir(config: str | None, cfg: object) -> Path:
