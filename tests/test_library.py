@@ -173,6 +173,8 @@ def test_a_training_run_starts_from_converted_weights_with_a_new_head(tmp_path: 
     assert run.normalizer().mean.flatten().tolist() == pytest.approx([0.3])  # the weights' own preprocessing
     scratch = resnet.models.create_model("resnet8", in_channels=1).state_dict()["layer2.0.conv1.weight"]
     assert (scratch - src["layer2.0.conv1.weight"]).abs().max() > 0.1  # so the check above can fail
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"weights of {tmp_path / 'src.pt'} (resnet8); new classifier: 7 -> 10 classes" in log
 
     # Resume restores the run's own checkpoint, whatever init_from now holds.
     _foreign_resnet8(tmp_path / "src.pth", seed=2)
@@ -180,6 +182,7 @@ def test_a_training_run_starts_from_converted_weights_with_a_new_head(tmp_path: 
     fit(load_config(None, tiny_overrides(**{**extra, "schedule.iterations": 6})), tmp_path / "run", echo=False)
     resumed = resnet.load_checkpoint(tmp_path / "run")
     assert resumed.iteration == 6
+    assert (tmp_path / "run" / "train.log").read_text().count("new classifier") == 1  # not on resume
     assert (resumed.state_dict["layer2.0.conv1.weight"] - src["layer2.0.conv1.weight"]).abs().max() < 1e-5
 
 

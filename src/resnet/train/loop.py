@@ -127,8 +127,9 @@ def init_state(
     torch.manual_seed(cfg.train.seed)
     kwargs = model_kwargs(cfg, len(source.classes), source.input_size[0])
     model = create_model(cfg.model.name, **kwargs).to(device)
+    origin = None
     if ckpt is None and cfg.model.init_from:  # fine-tuning; a resumed run has its own weights
-        init_from(cfg.model.init_from, model, cfg.model.name)
+        origin = init_from(cfg.model.init_from, model, cfg.model.name)
     if world > 1 and cfg.train.sync_bn:
         if device.type != "cuda":
             raise UserError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on the CPU)")
@@ -139,6 +140,7 @@ def init_state(
     loader = source.train_stream(cfg, normalizer, lighting, device, dist.rank(), world)
     schedule = LRSchedule(cfg.schedule, cfg.optim.lr, device, loader.steps_per_epoch)
     state = TrainState(model, optimizer, schedule, loader, device)
+    state.origin = origin
     if ckpt is not None:
         restore(state, ckpt, where)
     return state, kwargs

@@ -59,6 +59,7 @@ class TrainState:
         self.records: list[dict[str, Any]] = []  # the metrics log's records (the same list)
         self.seconds_before = 0.0  # training time of earlier invocations
         self.clock_start = time.perf_counter()
+        self.origin: str | None = None  # what model.init_from loaded (announced; not saved: the run has it)
 
     def start_clock(self) -> None:
         self.clock_start = time.perf_counter()

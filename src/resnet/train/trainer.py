@@ -90,7 +90,7 @@ class Trainer:
             f"{'resuming' if resumed else 'training'} {cfg.model.name} on {src.name} ({sizes}) at iteration "
             f"{self.state.iteration}/{self.total}, device {rt.device}{ranks}, "
             f"{'bf16' if rt.autocast_dtype else 'fp32'}{layout}; run dir {self.run.root}"
-            + (f"; weights from {cfg.model.init_from}" if cfg.model.init_from and not resumed else "")
+            + (f"; {self.state.origin}" if self.state.origin else "")
             + "; "
             + describe_schedule(cfg, self.state.loader.steps_per_epoch)
         )
