@@ -61,3 +61,16 @@ def test_bad_input_gives_one_line_and_status_2(args, message):
     assert res.returncode == 2
     assert message in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_recipe_named_config_yaml_beside_a_checkpoint_is_not_a_run(tmp_path):
+    """A fine-tuning project (its recipe + the checkpoint it starts from) is trained as a recipe; only
+    what `resnet train` writes (its invocation records) makes a folder's config.yaml stand for its run."""
+    from resnet.cli.rundirs import run_of_recipe
+
+    recipe = tmp_path / "config.yaml"
+    recipe.write_text("model:\n  name: resnet8\n  init_from: checkpoint.pt\n")
+    (tmp_path / "checkpoint.pt").write_bytes(b"weights")
+    assert run_of_recipe(str(recipe)) == str(recipe)
+    (tmp_path / "invocations.jsonl").write_text("")
+    assert run_of_recipe(str(recipe)) == str(tmp_path)

@@ -175,3 +175,48 @@ def test_models_package_loads_names_lazily():
     assert models.create_model is create_model and "ResNet" in dir(models)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         models.nope  # noqa: B018
+
+
+def test_option_a_cannot_remove_channels():
+    with pytest.raises(ValueError, match=re.escape("option A cannot reduce channels (64 -> 16); use option B or C")):
+        Architecture("basic", (1, 1), (16, 32), "imagenet", shortcut="A")
+    Architecture("basic", (1, 1), (16, 32), "imagenet", shortcut="B")  # a projection can
+    Architecture("basic", (1, 1), (16, 32), "imagenet", residual=False, shortcut="A")  # no shortcuts at all
+
+
+def test_user_families_come_after_the_paper_s_and_first_use_is_thread_safe():
+    code = (
+        "import threading\n"
+        "from resnet.models.registry import register_family, model_info, list_models\n"
+        "from resnet.models.catalog import cifar_info\n"
+        "import dataclasses\n"
+        "mine = lambda name, depth, residual: dataclasses.replace(cifar_info(depth, residual), doc='user family')\n"
+        "register_family('mine', mine)\n"
+        "assert model_info('resnet38').doc.startswith('CIFAR ResNet-38'), model_info('resnet38').doc\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    race = (
+        "import sys, threading\n"
+        "sys.setswitchinterval(1e-6)\n"
+        "from resnet.models.registry import list_models, model_info\n"
+        "seen = []\n"
+        "def ask(): seen.append(len(list_models())); model_info('plain110')\n"
+        "threads = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "assert seen == [21] * 8, seen\n"
+    )
+    for _ in range(5):
+        subprocess.run([sys.executable, "-c", race], check=True, capture_output=True)
+
+
+def test_an_unknown_experiment_is_refused_without_torch_and_submodules_stay_reachable():
+    code = (
+        "import sys\nfrom resnet.cli import main\n"
+        "assert main(['reproduce', 'tabel1']) == 2\n"
+        "assert 'torch' not in sys.modules\n"
+        "import resnet.models\n"
+        "assert resnet.models.cifar.cifar_resnet and resnet.models.arch.check_cifar_depth(20) == 3\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "unknown experiment 'tabel1'; did you mean table1?" in res.stderr

@@ -96,6 +96,8 @@ def test_a_run_directory_refuses_a_changed_recipe_and_a_plain_folder_is_explaine
     # --iterations scales the milestones with the run; the refusal says how to extend it instead.
     res = resnet("train", str(tmp_path / "r"), "--iterations", "8")
     assert res.returncode == 2 and "use --set schedule.iterations=8" in res.stderr, res.stderr
+    res = resnet("train", str(tmp_path / "r"), "--iterations", "8", "--set", "optim.lr=0.05")
+    assert res.returncode == 2 and "optim.lr" in res.stderr and "--set schedule.iterations" not in res.stderr
     res = resnet("train", str(tmp_path / "r"), "--set", "schedule.iterations=8")
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "r/summary.json").read_text())["iterations"] == 8

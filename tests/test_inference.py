@@ -140,3 +140,57 @@ def test_compile_is_refused_where_the_torch_backend_does_not_run(backend: str, p
     with pytest.raises(UserError, match="--compile applies to the torch backend"):
         backends.resolve(backend, precision, torch.device("cpu"), have_model=have_model, compile=True)
     assert backends.resolve("auto", "fp32", torch.device("cpu"), compile=True) == "torch"
+
+
+def test_batch_sizes_pads_shrunken_batches_and_caps_its_graphs():
+    """predict batches that lost a few unreadable files: padded, not compiled for; never over MAX_GRAPHS."""
+    from resnet.interop.backends import BatchSizes
+
+    sizes: list[int] = []
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(x))
+        return x * 2
+
+    run = BatchSizes(net)
+    for n in (32, 30, 31, 30, 31, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 5, 5, 3, 3, 2, 2, 1, 1, 64, 1):
+        x = torch.arange(float(n))[:, None]
+        torch.testing.assert_close(run(x), x * 2)  # padding never leaks into the rows returned
+    assert sizes[:14] == [32] * 14  # 26-31 rows waste at most a fifth of 32: padded
+    # 25, 5 and 3 repeat and would waste more: one graph each, up to the cap; 2 and 1 then pad to 3; 64 fits
+    # nothing compiled, so it must compile.
+    assert set(sizes) == {32, 25, 5, 3, 64} and sizes[-1] == 3
+
+
+def test_engine_logits_come_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch):
+    """An engine on a GPU returns its logits to the CPU, where evaluation keeps labels (no GPU needed)."""
+    from resnet.interop import backends, inference
+
+    moved = []
+
+    class OnDevice:
+        def __init__(self, t: torch.Tensor) -> None:
+            self.t = t
+
+        def cpu(self) -> torch.Tensor:
+            moved.append(True)
+            return self.t
+
+    monkeypatch.setattr(inference, "optimize_for_inference", lambda model, **kw: lambda x: OnDevice(x.sum((2, 3))))
+    engine = backends.torch_engine(create_model("resnet8"), "fp32", torch.device("cpu"))
+    assert engine(torch.ones(2, 3, 4, 4)).shape == (2, 3) and moved == [True]
+
+
+def test_a_failed_compilation_is_one_line():
+    from torch._inductor.exc import InductorError
+
+    from resnet.errors import UserError
+    from resnet.interop.backends import BatchSizes
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        raise InductorError(RuntimeError("InvalidCxxCompiler: No working C++ compiler found"), None)
+
+    with pytest.raises(
+        UserError, match=r"torch.compile failed \(.*No working C\+\+ compiler.*\); run without --compile"
+    ):
+        BatchSizes(net)(torch.zeros(2, 3))

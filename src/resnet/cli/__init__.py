@@ -104,13 +104,15 @@ def _silence_stdout() -> None:
 #: Subcommands that never need torch (they start in a fraction of a second): the recipe browser, the zoo
 #: (counted from architectures) and Table 1 (the same arithmetic).
 TORCH_FREE_COMMANDS = frozenset({"recipes", "models"})
-TORCH_FREE_EXPERIMENTS = frozenset({"table1"})
 
 
 def needs_torch(args: argparse.Namespace) -> bool:
     """Whether the parsed command will import torch (it is then imported up front, Ctrl-C held back)."""
     if args.command == "reproduce":
-        return args.experiment not in TORCH_FREE_EXPERIMENTS
+        from resnet.experiments.reproduce import MODULES, TORCH_FREE
+
+        # An unknown name is refused (one line) without torch too.
+        return args.experiment in MODULES and args.experiment not in TORCH_FREE
     return args.command not in TORCH_FREE_COMMANDS
 
 

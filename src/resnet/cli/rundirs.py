@@ -103,12 +103,15 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     return cfg, out, from_run
 
 
+#: Files only `resnet train` writes into a run directory (a recipe beside a checkpoint is not a run: that is
+#: how a fine-tuning project with `model.init_from: checkpoint.pt` looks).
+RUN_RECORDS = ("invocations.jsonl", "run.json")
+
+
 def run_of_recipe(source: str) -> str:
     """A run's own ``RUN/config.yaml`` stands for the run (``resnet train RUN``); anything else is itself."""
-    from resnet.train.rundir import RUN_MARKERS
-
     path = Path(source)
-    if path.name == "config.yaml" and path.is_file() and any((path.parent / m).exists() for m in RUN_MARKERS):
+    if path.name == "config.yaml" and path.is_file() and any((path.parent / m).is_file() for m in RUN_RECORDS):
         return str(path.parent)
     return source
 

@@ -15,13 +15,15 @@ from resnet.experiments.registry import EXPERIMENTS, Options
 
 #: The module that registers each experiment.
 MODULES = {
-    "table1": "resnet.experiments.table1",
     "cifar-table6": "resnet.experiments.cifar",
     "cifar-fig6": "resnet.experiments.cifar",
     "fig7": "resnet.experiments.cifar",
     "imagenet-table2": "resnet.experiments.imagenet",
     "imagenet-table3": "resnet.experiments.imagenet",
+    "table1": "resnet.experiments.table1",
 }
+#: Experiments that run without torch (counting from the architectures).
+TORCH_FREE = frozenset({"table1"})
 
 
 def reproduce(name: str, opts: Options) -> Path:

@@ -111,33 +111,48 @@ def torch_engine(model: nn.Module, precision: str, device: torch.device, *, comp
 
     @torch.inference_mode()
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return run(x.to(device))
+        return run(x.to(device)).cpu()  # logits where the callers keep labels and scores, whatever ran them
 
     return Engine(forward, "torch", precision, compiled=compile)
 
 
 class BatchSizes:
-    """Calls a compiled net, which is specialised to each batch size, so that odd sizes do not recompile.
+    """Calls a compiled net, which is specialised to each batch size, so that odd sizes rarely recompile.
 
-    A batch size met for the first time that fits a graph already compiled (the last, smaller batch of an
-    evaluation) is padded to it: one padded batch costs far less than a compilation (seconds to a minute).
-    A size met again is compiled for, as a run of equal batches will pay that back. Rows are independent in
-    eval mode, so padding never changes the rows returned.
+    A batch that fits a graph already compiled is padded to it (the last, smaller batch of an evaluation;
+    a predict batch that lost a few unreadable files): one padded batch costs far less than a compilation
+    (seconds to a minute). Only a size met again that would waste more than a fifth of its padded batch gets
+    its own graph, and at most ``MAX_GRAPHS`` graphs are made (dynamo's own limit is 8, after which it falls
+    back to eager). Rows are independent in eval mode, so padding never changes the rows returned.
     """
+
+    MAX_GRAPHS = 4
 
     def __init__(self, net: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.net, self.compiled, self.seen = net, set(), set()
 
+    def target(self, n: int) -> int:
+        """The batch size ``n`` rows run at."""
+        fits = [size for size in self.compiled if size >= n]
+        if n in self.compiled or not fits:
+            return n
+        padded = min(fits)
+        worth_a_graph = n in self.seen and padded > 1.25 * n and len(self.compiled) < self.MAX_GRAPHS
+        return n if worth_a_graph else padded
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
-        fits = [size for size in self.compiled if size >= n]
-        target = n if n in self.compiled or n in self.seen or not fits else min(fits)
+        target = self.target(n)
         self.seen.add(n)
         self.compiled.add(target)
         # Always a tensor made here, under inference mode: the graph's guards tell inference tensors from
         # others, and an input of the other kind would compile again.
         batch = torch.cat([x, x.new_zeros((target - n, *x.shape[1:]))])
-        return self.net(batch)[:n]
+        try:
+            return self.net(batch)[:n]
+        except torch._dynamo.exc.TorchDynamoException as e:  # no C++ compiler, an inductor bug, ...
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise UserError(f"torch.compile failed ({first.strip()[:200]}); run without --compile") from None
 
 
 def _session(model_bytes_or_path: bytes | str, threads: int | None) -> Any:

@@ -61,7 +61,9 @@ def evaluate_checkpoint(
         if protocol not in (None, "center"):
             raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
         if recompute_bn:
-            raise UserError("--recompute-bn needs the PyTorch model; drop --backend/--precision or the .onnx file")
+            raise UserError(
+                "--recompute-bn needs the PyTorch model; drop --backend/--precision/--compile or the .onnx file"
+            )
         from resnet.interop.evaluate_engines import evaluate_with_engine
 
         # An engine runs on the CPU unless a device is named: `auto` must not turn `--precision int8`

@@ -55,8 +55,8 @@ def evaluate_with_engine(
     ckpt = backends.checkpoint_from_onnx(path) if onnx_file else load_checkpoint(path)
     if ckpt.dataset in ("imagefolder", "imagenet"):
         raise UserError(
-            "--backend/--precision and .onnx files evaluate array datasets (CIFAR, digits) here; for an image "
-            "folder use `resnet predict --backend ... FOLDER`, or `resnet eval` on the checkpoint"
+            "--backend/--precision/--compile and .onnx files evaluate array datasets (CIFAR, digits) here; for an "
+            "image folder use `resnet predict --backend ... FOLDER`, or `resnet eval` on the checkpoint"
         )
     cfg = ckpt.recipe(str(path))
     if cfg is None:

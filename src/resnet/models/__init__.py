@@ -53,7 +53,16 @@ if TYPE_CHECKING:
     from resnet.models.responses import response_layer_names
 
 
+#: Submodules reachable as attributes (``resnet.models.cifar``), as when the package imported them eagerly.
+_SUBMODULES = frozenset(
+    {"arch", "blocks", "catalog", "cifar", "complexity", "cost", "features", "imagenet", "network", "registry"}
+    | {"responses", "zoo"}
+)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"resnet.models.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'resnet.models' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

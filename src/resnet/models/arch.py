@@ -60,6 +60,11 @@ class Architecture:
             )
         check_option("shortcut", self.shortcut, SHORTCUT_OPTIONS)
         check_option("bottleneck_stride", self.bottleneck_stride, BOTTLENECK_STRIDES)
+        if self.residual and self.shortcut == "A":
+            channels = [self.stem_width, *(w * self.expansion for w in self.widths)]
+            for before, after in zip(channels, channels[1:], strict=False):
+                if after < before:  # zero padding can add channels, never remove them (section 3.3)
+                    raise ValueError(f"option A cannot reduce channels ({before} -> {after}); use option B or C")
 
     @property
     def expansion(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,11 @@ def register_model(info: ModelInfo) -> ModelInfo:
 
 
 def register_family(prefix: str, resolver: Callable[[str, int, bool], ModelInfo | None]) -> None:
-    """Let names like ``resnet38`` resolve through ``resolver(name, depth, residual)`` when not registered."""
+    """Let names like ``resnet38`` resolve through ``resolver(name, depth, residual)`` when not registered.
+
+    Families are tried in the order they were added, the paper's CIFAR family first.
+    """
+    _register_builtin()
     _FAMILY_BUILDERS[prefix] = resolver
 
 
@@ -79,18 +84,29 @@ def model_architecture(name: str, **kwargs: object) -> Architecture | None:
     return info.architecture(**kwargs)
 
 
-_builtin_registered = False
+_builtin_lock = threading.RLock()  # re-entrant: registering calls back into register_model
+_builtin = {"done": False, "running": False}
 
 
 def _register_builtin() -> None:
-    """Register the paper's nets (:mod:`resnet.models.catalog`) once, before the registry's first answer."""
-    global _builtin_registered
-    if _builtin_registered:
+    """Register the paper's nets (:mod:`resnet.models.catalog`) once, before the registry's first answer.
+
+    Under a lock, and marked done only once every name is in, so that threads asking at the same moment all
+    see the whole registry (the registering thread's own calls back in return at once).
+    """
+    if _builtin["done"]:
         return
-    _builtin_registered = True
-    for info in builtin_models():
-        register_model(info)
-    register_family("cifar", resolve_cifar)
+    with _builtin_lock:
+        if _builtin["done"] or _builtin["running"]:
+            return
+        _builtin["running"] = True
+        try:
+            for info in builtin_models():
+                register_model(info)
+            register_family("cifar", resolve_cifar)
+        finally:
+            _builtin["running"] = False
+        _builtin["done"] = True
 
 
 def _check_kwargs(info: ModelInfo, kwargs: dict) -> None:

@@ -235,7 +235,7 @@ def check_resumable(run: RunDir, stored: dict[str, Any], cfg: Config) -> None:
     if changed:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in list(changed.items())[:4] for a, b in [b_a])
         hint = "resume it with the same settings, or choose a new --out"
-        if "schedule.milestones" in changed and "schedule.iterations" in differences:
+        if set(changed) == {"schedule.milestones"} and "schedule.iterations" in differences:
             # `--iterations N` scales the milestones with the run; extending a run keeps them where they are.
             n = cfg.schedule.iterations
             hint = f"to train it to {n} iterations on its own milestones use --set schedule.iterations={n}; {hint}"
