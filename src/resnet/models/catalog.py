@@ -61,37 +61,36 @@ def _build_imagenet(depth: int, residual: bool, **kwargs: object):  # noqa: ANN2
     return imagenet_resnet(depth, residual=residual, **kwargs)  # type: ignore[arg-type]
 
 
+def _entry(family: str, depth: int, residual: bool, build: Callable, describe: Callable, note: str) -> ModelInfo:
+    """One registry entry; ``build`` and ``describe`` take (depth, residual) and then the user's keywords."""
+    name = f"{'resnet' if residual else 'plain'}{depth}"
+    cifar = family == "cifar"
+    if cifar:
+        kwargs = CIFAR_KWARGS_RESIDUAL if residual else CIFAR_KWARGS_PLAIN
+    else:
+        kwargs = IMAGENET_KWARGS_RESIDUAL if residual else IMAGENET_KWARGS_PLAIN
+    return ModelInfo(
+        name=name,
+        family=family,
+        builder=functools.partial(build, depth, residual),
+        kwargs=kwargs,
+        input_size=(3, 32, 32) if cifar else (3, 224, 224),
+        depth=depth,
+        residual=residual,
+        doc=f"{'CIFAR' if cifar else 'ImageNet'} {'ResNet' if residual else 'plain net'}-{depth} ({note})",
+        architecture=functools.partial(describe, depth, residual),
+    )
+
+
 def cifar_info(depth: int, residual: bool) -> ModelInfo:
     """The registry entry of a CIFAR net of depth 6n+2."""
     n = check_cifar_depth(depth)
-    kind = "resnet" if residual else "plain"
-    return ModelInfo(
-        name=f"{kind}{depth}",
-        family="cifar",
-        builder=functools.partial(_build_cifar, depth, residual),
-        kwargs=CIFAR_KWARGS_RESIDUAL if residual else CIFAR_KWARGS_PLAIN,
-        input_size=(3, 32, 32),
-        depth=depth,
-        residual=residual,
-        doc=f"CIFAR {'ResNet' if residual else 'plain net'}-{depth} (section 4.2, n={n})",
-        architecture=functools.partial(cifar_architecture, depth, residual),
-    )
+    return _entry("cifar", depth, residual, _build_cifar, cifar_architecture, f"section 4.2, n={n}")
 
 
 def imagenet_info(depth: int, residual: bool) -> ModelInfo:
     """The registry entry of a Table 1 net."""
-    kind = "resnet" if residual else "plain"
-    return ModelInfo(
-        name=f"{kind}{depth}",
-        family="imagenet",
-        builder=functools.partial(_build_imagenet, depth, residual),
-        kwargs=IMAGENET_KWARGS_RESIDUAL if residual else IMAGENET_KWARGS_PLAIN,
-        input_size=(3, 224, 224),
-        depth=depth,
-        residual=residual,
-        doc=f"ImageNet {'ResNet' if residual else 'plain net'}-{depth} (Table 1)",
-        architecture=functools.partial(imagenet_architecture, depth, residual),
-    )
+    return _entry("imagenet", depth, residual, _build_imagenet, imagenet_architecture, "Table 1")
 
 
 def resolve_cifar(name: str, depth: int, residual: bool) -> ModelInfo | None:
