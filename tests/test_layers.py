@@ -21,6 +21,7 @@ RANKS = {
     "paper": 1,
     "version": 1,
     "safe_yaml": 1,
+    "safe_json": 2,
     "ranges": 1,
     "config": 2,
     "models": 3,

@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from resnet.errors import UserError
+from resnet.io import read_input_text, shown
 from resnet.ranges import RANGES, check_range, get_key  # noqa: F401  (RANGES: re-exported)
-from resnet.safe_yaml import load_yaml, parse_yaml
+from resnet.safe_yaml import MAX_YAML_CHARS, load_yaml, parse_yaml
 
 
 @dataclass
@@ -279,12 +280,18 @@ def config_roots() -> list[Path]:
     return [p for p in (here / "configs", here.parent.parent / "configs") if p.is_dir()]
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The data of a YAML file (a recipe, a run's ``config.yaml``): a regular file, read through
+    :func:`resnet.safe_yaml.load_yaml` (no aliases, no duplicate keys, bounded size and nesting)."""
+    return load_yaml(read_input_text(path, max_bytes=4 * MAX_YAML_CHARS), shown(path))
+
+
 def load_config(name_or_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file (if any), then ``key=value`` overrides."""
     cfg = Config()
     if name_or_path:
         path = find_config(name_or_path)
-        data = load_yaml(path.read_text(), str(path)) or {}
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of sections (model, data, optim, schedule, train)")
         cfg = from_dict(data, where=f"{path}: ")

@@ -32,6 +32,22 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # A key given twice silently means its last value in PyYAML; in a recipe that hides a mistake.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML refuses it itself
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice; keep one", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
 
 def parse_yaml(text: str) -> Any:
     """The data of ``text``; ``yaml.YAMLError`` for invalid YAML, an alias, too much text or nesting."""

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resnet.analysis.plots import pyplot, save
+from resnet.config import read_yaml
 from resnet.errors import UserError
 from resnet.train.metrics_log import read_metrics
 
@@ -49,15 +48,15 @@ def read_curves(root: str | Path, label: str | None = None) -> Curves:
     """A run directory's curves; a folder that is not one, or holds no errors yet, is a one-line error."""
     root = Path(root)
     metrics = root / "metrics.jsonl"
-    if not metrics.is_file():
+    if not metrics.exists():
         what = "does not exist" if not root.exists() else "has no metrics.jsonl"
         raise UserError(f"{root} {what}: pass run directories written by `resnet train`")
     records = [r for r in read_metrics(metrics) if isinstance(r, dict)]
     model = "?"
     try:
-        config = yaml.safe_load((root / "config.yaml").read_text())
+        config = read_yaml(root / "config.yaml")
         model = str(config["model"]["name"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
+    except (OSError, UserError, KeyError, TypeError):
         pass
     curves = Curves(label or root.name, root, model, _series(records, "train"),
                     {s: _series(records, s) for s in ("val", "test")})  # fmt: skip

@@ -6,9 +6,12 @@ lines denote testing error", one colour per depth. matplotlib runs headless (Agg
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from resnet.io import check_output, printable, write_output
 
 Records = Sequence[Mapping[str, Any]]
 
@@ -24,13 +27,20 @@ def pyplot():
 
 
 def save(fig, out: str | Path) -> Path:
-    """Write a figure (creating the folder) and free it."""
+    """Write a figure under the output rule (:func:`resnet.io.write_output`) and free it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    pyplot().close(fig)
-    return out
+    check_output(out)  # before the drawing work
+    try:
+        for text in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "set_text")):
+            value = text.get_text()
+            if isinstance(value, str) and value != printable(value):  # a non-UTF-8 run name or title
+                text.set_text(printable(value))
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png", dpi=120)
+    finally:
+        pyplot().close(fig)
+    return write_output(out, buf.getvalue())
 
 
 def _series(records: Records, split: str) -> tuple[list[int], list[float]]:

@@ -8,7 +8,7 @@ finished experiment.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import statistics
 import time
 from collections.abc import Sequence
@@ -19,6 +19,9 @@ from typing import Any
 import yaml
 
 from resnet.config import from_dict
+from resnet.errors import UserError
+from resnet.io import write_output
+from resnet.safe_json import read_json
 from resnet.safe_yaml import load_yaml
 from resnet.train.metrics_log import read_metrics, summarize
 
@@ -55,8 +58,11 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        data = read_json(path, max_bytes=1 << 20)  # summary.json: a few hundred bytes
+    except UserError as e:
+        problems.append(f"{path.name} unreadable ({str(e).rsplit('(', 1)[-1].split(')')[0]})")
+        return {}
+    except OSError as e:
         problems.append(f"{path.name} unreadable ({type(e).__name__})")
         return {}
     if not isinstance(data, dict):
@@ -142,12 +148,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(headers)
-        w.writerows([["" if v is None else v for v in row] for row in rows])
-    return path
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(headers)
+    w.writerows([["" if v is None else v for v in row] for row in rows])
+    return write_output(path, buf.getvalue())
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

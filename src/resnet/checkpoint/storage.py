@@ -1,6 +1,6 @@
 """Checkpoint files: one dict of tensors and plain data, written atomically, read without running code.
 
-Writes go through :func:`resnet.io.atomic_write` (a crash or a full disk leaves the old file intact). Reads use
+Writes go through :func:`resnet.io.write_output` (a crash or a full disk leaves the old file intact). Reads use
 ``torch.load(weights_only=True)``: a pickle that tries to build anything but tensors and plain containers is refused.
 
 What the dict holds, and its validation, is :class:`resnet.checkpoint.typed.Checkpoint`.
@@ -18,14 +18,15 @@ from typing import Any
 import torch
 
 from resnet.errors import UserError
-from resnet.io import atomic_write
+from resnet.io import write_output
 
 FORMAT = "resnet-checkpoint/1"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically save a checkpoint dict (tensors and plain Python data only)."""
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    """Save a checkpoint dict (tensors and plain Python data only) under the output rule (atomic, no links,
+    never over a file resnet did not write: :func:`resnet.io.write_output`)."""
+    write_output(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

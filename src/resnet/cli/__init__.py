@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gracefully, see :mod:`resnet.train.signals`); a closed pipe (``resnet summary resnet152 | head``) ends
     quietly with status 0.
     """
+    _usable_std_streams()
     try:
         status = _run(list(sys.argv[1:] if argv is None else argv))
         sys.stdout.flush()  # a reader that went away shows up here, not in Python's shutdown
@@ -89,6 +90,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+
+
+def _usable_std_streams() -> None:
+    """Streams every command can write to: a closed stdout or stderr (``resnet models >&-``) becomes
+    /dev/null (else the next file opened would take descriptor 1 and receive the output), and a non-UTF-8
+    file name or title is printed as its own bytes instead of failing the print."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                if devnull != fd:
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+                setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115  (lives as long as the process)
+            except OSError:
+                pass
+        stream = getattr(sys, name, None)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+        elif hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape" if name == "stdout" else "backslashreplace")
+            except (ValueError, OSError):
+                pass
 
 
 def _silence_stdout() -> None:
@@ -139,6 +166,7 @@ def _import_torch_holding_ctrl_c() -> None:
 
 def _run(argv: list[str]) -> int:
     from resnet.errors import UserError
+    from resnet.io import replacing
     from resnet.train import signals as stop_signals
 
     parser = build_parser()
@@ -155,7 +183,8 @@ def _run(argv: list[str]) -> int:
         _import_torch_holding_ctrl_c()
     previous = stop_signals.install_startup_handler()
     try:
-        return args.handler(args)
+        with replacing(bool(getattr(args, "force", False))):  # --force: the output rule's one exception
+            return args.handler(args)
     except BrokenPipeError:
         raise
     except (UserError, ValueError, OSError, KeyboardInterrupt, RecursionError, ImportError) as e:

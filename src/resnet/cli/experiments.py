@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from resnet.cli.recipes import add_force
 from resnet.errors import TrainingInterrupted, UserError
 
 
@@ -62,6 +63,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR-style depths 6n+2 to compare")
     p.add_argument("--iterations", type=int, default=500, help="training iterations of every run")
     p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel (one process each)")
+    add_force(p)
     p.set_defaults(handler=cmd_demo)
 
 
@@ -116,4 +118,5 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="ImageNet test views for the final errors (section 3.4)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every run")
+    add_force(p)
     p.set_defaults(handler=cmd_reproduce)

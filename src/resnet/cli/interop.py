@@ -6,13 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from resnet.cli.recipes import add_force
 from resnet.errors import UserError
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from resnet.interop.convert import convert_file
     from resnet.interop.stats import preprocessing_stats
+    from resnet.io import check_output
 
+    check_output(args.to)  # before any reading: an existing file resnet did not write is refused (--force)
     stats = preprocessing_stats(args.preprocessing, args.mean, args.std)
     ckpt, notes, _ = convert_file(
         args.src,
@@ -82,12 +85,13 @@ ONNX_TOLERANCE = 1e-3
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet.interop.convert import load_any
     from resnet.interop.export import default_output, export_checkpoint
-    from resnet.io import refuse_overwriting
+    from resnet.io import check_output, refuse_overwriting
 
-    ckpt, _, model = load_any(args.checkpoint)
     out = args.out or default_output(args.checkpoint, args.format)
     source = Path(args.checkpoint) / "checkpoint.pt" if Path(args.checkpoint).is_dir() else args.checkpoint
     refuse_overwriting(out, source, flag="--out" if args.out else "the default output")
+    check_output(out)  # before the export work: an existing file resnet did not write is refused (--force)
+    ckpt, _, model = load_any(args.checkpoint)
     res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
     batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
     line = f"{out}: {args.format}, {ckpt.model_name}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
@@ -134,6 +138,7 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", help="weights: torchvision .pth, a state_dict, our checkpoint or run directory, .safetensors")
     p.add_argument("--to", required=True, help="output: a .pt checkpoint, or .safetensors for the weights alone")
+    add_force(p)
     p.add_argument("--model", default=None, help="model name when the weights cannot tell (plain vs option A)")
     p.add_argument(
         "--bottleneck-stride",
@@ -174,4 +179,5 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX)")
     p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    add_force(p)
     p.set_defaults(handler=cmd_export)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 
-import yaml
-
 from resnet.errors import UserError
 
 
@@ -27,9 +25,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return help_text
 
 
+def add_force(p: argparse.ArgumentParser) -> None:
+    """``--force``: the one flag that lets a command replace an existing file resnet did not write."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing output files resnet did not write (a link is replaced, never written through)",
+    )
+
+
 def list_recipes() -> list[tuple[str, str]]:
     """(name, description) of every recipe, in name order; a recipe found in two roots is listed once."""
-    from resnet.config import config_roots
+    from resnet.config import config_roots, read_yaml
 
     found: dict[str, str] = {}
     for root in config_roots():
@@ -38,9 +45,9 @@ def list_recipes() -> list[tuple[str, str]]:
             if name in found:
                 continue
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = read_yaml(path) or {}
                 text = str(data.get("description") or "") if isinstance(data, dict) else ""
-            except (OSError, yaml.YAMLError):
+            except (OSError, UserError):
                 text = "(unreadable YAML)"
             found[name] = text or "(no description)"
     return sorted(found.items())

@@ -13,9 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from resnet.config import Config, load_config, parse_override, shortened_schedule
+from resnet.config import Config, load_config, parse_override, read_yaml, shortened_schedule
 from resnet.errors import UserError
 
 #: Shortcut flags of ``resnet train`` and the config keys they set.
@@ -63,8 +61,8 @@ def recorded_config(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(path)
+    except (OSError, UserError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -40,11 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         if args.seeds:
+            if args.restart:
+                raise UserError("--restart takes one run directory, not --seeds")
             from resnet.train.multiseed_fit import fit_seeds
 
             fit_seeds(cfg, {s: f"{out}-s{s}" for s in parse_seeds(args.seeds, args.seed)}, argv=args.argv)
         else:
-            fit(cfg, out, argv=args.argv)
+            fit(cfg, out, argv=args.argv, restart=args.restart)
     except TrainingInterrupted as e:
         if distributed.is_main():
             # Several seeds write OUT-s<seed> each; they resume together with the same command.
@@ -76,7 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.cli.views import check_confusion_target, eval_document, write_confusion
     from resnet.interop.evaluate import evaluate_checkpoint, format_eval
 
-    check_confusion_target(args.confusion)  # before minutes of evaluation, not after
+    check_confusion_target(args.confusion, args.run, args.split)  # before minutes of evaluation, not after
     report = evaluate_checkpoint(
         args.run,
         split=args.split,
@@ -138,6 +140,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="a run whose checkpoint is gone: train it again from iteration 0 (old metrics kept as metrics.jsonl.old)",
+    )
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe (YAML) and exit")
     p.add_argument(
@@ -176,6 +183,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="also write the confusion matrix as PNG and CSV (default file: RUN_DIR/confusion-SPLIT.png)",
     )
+    from resnet.cli.recipes import add_force
+
+    add_force(p)
     p.add_argument(
         "--recompute-bn",
         type=int,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
+from resnet.cli.recipes import add_force
 from resnet.errors import UserError
 
 
@@ -16,7 +18,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_plot_path(args.runs)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"--out {out}: name a .png, .pdf or .svg file")
-    path = plot_runs(args.runs, out, overlay=args.overlay, split=args.split, ylim=args.ylim, title=args.title)
+    from resnet.io import check_output, owning
+
+    with owning(out.parent) if not args.out and len(args.runs) == 1 else contextlib.nullcontext():
+        check_output(out)  # before the runs are read
+        path = plot_runs(args.runs, out, overlay=args.overlay, split=args.split, ylim=args.ylim, title=args.title)
     print(f"curves: {path}")
     return 0
 
@@ -41,6 +47,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         "--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None, help="error axis in %% (default: auto)"
     )
     p.add_argument("--title", default=None, help="figure title")
+    add_force(p)
     p.set_defaults(handler=cmd_plot)
 
 
@@ -56,9 +63,26 @@ def confusion_paths(run: str, split: str, target: str) -> tuple[Path, Path]:
     return png, png.with_suffix(".csv")
 
 
-def check_confusion_target(target: str | None) -> None:
+def check_confusion_target(target: str | None, run: str | None = None, split: str = "test") -> None:
+    """Refuse a --confusion target that is no .png, or whose PNG or CSV the output rule would refuse."""
     if target and Path(target).suffix.lower() != ".png":
         raise UserError(f"--confusion {target}: name a .png file (the CSV is written beside it)")
+    if target is None or run is None:
+        return
+    from resnet.io import check_output
+
+    with _run_views(run, target):
+        for path in confusion_paths(run, split, target):
+            check_output(path)
+
+
+def _run_views(run: str, target: str | None):
+    """The run directory owns the views written into it by default (confusion-*.png, curves.png)."""
+    import contextlib
+
+    from resnet.io import owning
+
+    return owning(run) if not target and Path(run).is_dir() else contextlib.nullcontext()
 
 
 def write_confusion(report: dict, run: str, target: str) -> list[Path]:
@@ -69,7 +93,12 @@ def write_confusion(report: dict, run: str, target: str) -> list[Path]:
     png, csv_path = confusion_paths(run, report["split"], target)
     matrix = res.confusion(len(classes))
     title = f"{report['model']} at iteration {report['iteration']}, {report['split']}: top-1 error {res.error:.2f}%"
-    return [plot_confusion(matrix, classes, png, title=title), write_confusion_csv(matrix, classes, csv_path)]
+    from resnet.io import check_output
+
+    with _run_views(run, target):
+        for path in (png, csv_path):  # both checked before either is written
+            check_output(path)
+        return [plot_confusion(matrix, classes, png, title=title), write_confusion_csv(matrix, classes, csv_path)]
 
 
 def eval_document(report: dict, written: list[Path]) -> dict:

@@ -24,7 +24,7 @@ from resnet.data.imagefolder import FolderIndex, cache_dir
 from resnet.data.preprocess import ImageMoments, Normalizer
 from resnet.data.transforms import center_crop, load_view, resize_shorter
 from resnet.errors import UserError
-from resnet.io import atomic_write
+from resnet.io import open_input, write_cache
 
 PIXELS_PER_IMAGE = 1_000  # pixels per image sampled for the covariance
 
@@ -85,7 +85,8 @@ def estimate_stats(
         try:
             with warnings.catch_warnings():  # a damaged cache may draw torch's pickle-protocol warning
                 warnings.simplefilter("ignore")
-                state = torch.load(cache, weights_only=True)
+                with open_input(cache, max_bytes=1 << 20) as f:  # a few hundred bytes when it is ours
+                    state = torch.load(f, weights_only=True)
             lighting = Lighting.from_state_dict(state["lighting"])
             lighting.std = lighting_std if channels == 3 else 0.0  # the axes are cached; the strength is the recipe's
             return Normalizer.from_state_dict(state["normalizer"]), lighting
@@ -113,10 +114,6 @@ def estimate_stats(
     pixels = torch.cat(pixel_sample)
     lighting = Lighting.fit(pixels, lighting_std) if channels == 3 else Lighting(torch.zeros(1), torch.eye(1), 0.0)
     if use_cache:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            state = {"normalizer": normalizer.state_dict(), "lighting": lighting.state_dict(), "images": moments.count}
-            atomic_write(cache, lambda f: torch.save(state, f))
-        except OSError:
-            pass
+        state = {"normalizer": normalizer.state_dict(), "lighting": lighting.state_dict(), "images": moments.count}
+        write_cache(cache, lambda f: torch.save(state, f))  # optional: any failure only costs the next start
     return normalizer, lighting

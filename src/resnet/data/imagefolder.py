@@ -18,7 +18,7 @@ from pathlib import Path
 
 from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file, shown
 from resnet.errors import UserError
-from resnet.io import atomic_write_text
+from resnet.io import write_cache
 
 
 def cache_dir() -> Path:
@@ -144,11 +144,8 @@ def scan(split_dir: Path, classes: list[str] | None = None, use_cache: bool = Tr
         files += [os.path.relpath(f, split_dir) for f in found]
         labels += [label_of[e.name]] * len(found)
     if use_cache:
-        try:
-            index_data = {"classes": classes, "folders": mtimes, "files": files, "labels": labels}
-            atomic_write_text(cache, json.dumps(index_data))
-        except OSError:
-            pass  # a read-only home directory only costs the next start a re-scan
+        index_data = {"classes": classes, "folders": mtimes, "files": files, "labels": labels}
+        write_cache(cache, json.dumps(index_data))  # a read-only or full cache disk only costs a re-scan
     return FolderIndex(split_dir, classes, files, labels)
 
 

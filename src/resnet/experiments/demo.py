@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resnet.analysis.claims import compare, final_error, render
 from resnet.analysis.plots import plot_error_curves
 from resnet.analysis.report import applicable_config
+from resnet.config import read_yaml
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.io import atomic_write_text
 from resnet.models import create_model
@@ -80,7 +79,7 @@ def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str
         compare(f"the deeper ResNet-{hi} does not have higher training error than ResNet-{lo} (section 4.1)",
                 f"resnet{hi}", f"resnet{lo}", errors, expect="not higher", floor=DEGRADATION_MARGIN),
     ]  # fmt: skip
-    config = applicable_config(yaml.safe_load((out / f"resnet{hi}" / "config.yaml").read_text()))
+    config = applicable_config(read_yaml(out / f"resnet{hi}" / "config.yaml"))
     config.pop("model.name")  # one per run
     rows = []
     for d in depths:

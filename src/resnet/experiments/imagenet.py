@@ -18,7 +18,8 @@ from resnet.errors import UserError
 from resnet.experiments.registry import Options, experiment
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.interop.evaluate import evaluate_checkpoint
-from resnet.io import atomic_write_text
+from resnet.io import write_output
+from resnet.safe_json import read_json
 
 
 def _specs(recipes: list[str], opts: Options) -> list[RunSpec]:
@@ -45,8 +46,8 @@ def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
         return None
     path = run.root / f"eval-{opts.protocol}.json"
     if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("iteration") == run.iteration:
+        cached = read_json(path)
+        if isinstance(cached, dict) and cached.get("iteration") == run.iteration:
             return cached
     if opts.report_only:
         return None
@@ -54,7 +55,7 @@ def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
     res = report["result"]
     out = {"iteration": report["iteration"], "protocol": opts.protocol, "top1": res.error, "top5": res.top5_error,
            "n": res.n, "skipped": len(res.skipped)}  # fmt: skip
-    atomic_write_text(path, json.dumps(out, indent=2) + "\n")
+    write_output(path, json.dumps(out, indent=2) + "\n", owned=True)  # in the run directory
     return out
 
 

@@ -42,7 +42,7 @@ from resnet.errors import UserError
 from resnet.interop import akamaster
 from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, read_config
 from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
-from resnet.io import atomic_write, refuse_overwriting
+from resnet.io import refuse_overwriting, write_output
 from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
@@ -301,7 +301,7 @@ def save_safetensors(path: str | Path, ckpt: Checkpoint) -> None:
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     data = st.torch.save(tensors, metadata={"format": SAFETENSORS_FORMAT, **meta})
-    atomic_write(path, lambda f: f.write(data))
+    write_output(path, data)
 
 
 def convert_file(

@@ -33,7 +33,7 @@ from resnet.checkpoint import Checkpoint
 from resnet.errors import UserError
 from resnet.eval.views import view_geometry
 from resnet.interop.inference import fold_batchnorm
-from resnet.io import atomic_write
+from resnet.io import write_output
 from resnet.models import model_info
 
 FORMATS = ("onnx", "torchscript")
@@ -123,7 +123,7 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, *, dyna
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    atomic_write(path, lambda f: f.write(data))
+    write_output(path, data)
 
 
 def export_torchscript(net: nn.Module, path: str | Path, example: torch.Tensor, *, meta: dict) -> None:
@@ -133,7 +133,7 @@ def export_torchscript(net: nn.Module, path: str | Path, example: torch.Tensor, 
         traced = torch.jit.freeze(torch.jit.trace(net, example))
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={"resnet.json": json.dumps(meta)})
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    write_output(path, buffer.getvalue())
 
 
 def onnxruntime_max_relative_error(path: str | Path, net: nn.Module, inputs: list[torch.Tensor]) -> float | None:

@@ -28,7 +28,7 @@ from resnet.interop.pretrained import (
     pretrained_cfg,
     read_config,
 )
-from resnet.io import atomic_write, atomic_write_text
+from resnet.io import check_folder_is_ours, write_output
 from resnet.models import create_model as build_model
 from resnet.models.features import FeatureExtractor
 
@@ -140,7 +140,9 @@ def save_pretrained(model: nn.Module | Checkpoint, directory: str | Path) -> Pat
     """Write ``directory/config.json`` (the model's description) and ``directory/model.safetensors``.
 
     ``model``: one made by :func:`create_model`, :func:`load` or :func:`from_pretrained` (it carries
-    ``pretrained_cfg``), or a :class:`~resnet.checkpoint.Checkpoint`. Both files are written atomically.
+    ``pretrained_cfg``), or a :class:`~resnet.checkpoint.Checkpoint`. Both files are written under the output
+    rule (:func:`resnet.io.write_output`): a folder holding files resnet did not write there is refused unless
+    inside :func:`resnet.io.replacing`.
     """
     st = require_safetensors()
     if isinstance(model, Checkpoint):
@@ -153,11 +155,11 @@ def save_pretrained(model: nn.Module | Checkpoint, directory: str | Path) -> Pat
         cfg = {**cfg, "model_kwargs": {**cfg["model_kwargs"], "num_classes": int(model.fc.out_features)}}
     Checkpoint.from_dict(checkpoint_dict(cfg, state, str(directory)), str(directory))  # readable back?
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder_is_ours(out, (WEIGHTS_FILE, CONFIG_FILE))  # another tool's folder (its own config.json) is refused
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     data = st.torch.save(tensors, metadata={"format": PRETRAINED_FORMAT})
-    atomic_write(out / WEIGHTS_FILE, lambda f: f.write(data))
-    atomic_write_text(out / CONFIG_FILE, json.dumps({"format": PRETRAINED_FORMAT, **cfg}, indent=2) + "\n")
+    write_output(out / WEIGHTS_FILE, data)
+    write_output(out / CONFIG_FILE, json.dumps({"format": PRETRAINED_FORMAT, **cfg}, indent=2) + "\n")
     return out
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from resnet.io import check_output, write_output
+
 
 class Console:
     def __init__(
@@ -30,7 +32,9 @@ class Console:
         batch_size: int = 0,
     ) -> None:
         self.enabled, self.echo, self.batch_size = enabled, echo, batch_size
-        self.log_file = log_path.open("a") if (log_path is not None and enabled) else None
+        self.log_file = log_path if (log_path is not None and enabled) else None
+        if self.log_file is not None:
+            check_output(self.log_file, owned=True)  # a link or FIFO planted as train.log: refused before training
         use_bar = progress is not False and sys.stderr.isatty()
         self.stats = ""  # the last training record, shown after the speed
         self.bar = (
@@ -53,8 +57,7 @@ class Console:
         if not self.enabled:
             return
         if self.log_file is not None:
-            self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-            self.log_file.flush()
+            self._write(message)
         if self.bar is not None:
             self.bar.write(message)
         elif self.echo:
@@ -72,8 +75,7 @@ class Console:
             self.bar.update(max(0, rec["iteration"] - self.bar.n))  # in case a caller does not tick
             self.stats = f"loss {rec['loss']:.3f} err {rec['error']:.1f}% lr {rec['lr']:.3g}"
             if self.log_file is not None:
-                self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
-                self.log_file.flush()
+                self._write(text)
         else:
             self.log(text)
 
@@ -81,6 +83,9 @@ class Console:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.log_file = None
+
+    def _write(self, line: str) -> None:
+        """One line appended to train.log (the output rule: never through a link, never into a FIFO)."""
         if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
+            write_output(self.log_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n", owned=True, append=True)

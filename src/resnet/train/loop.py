@@ -12,6 +12,7 @@ warm-up), so a GPU never waits on Python.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource, FolderSource, open_source
 from resnet.errors import UserError
-from resnet.io import atomic_write_text
+from resnet.io import write_output
 from resnet.models import create_model
 from resnet.train import distributed as dist
 from resnet.train.bn_average import check_supported
-from resnet.train.metrics_log import MetricsLog, require_tensorboard
+from resnet.train.metrics_log import MetricsLog, read_metrics, require_tensorboard
 from resnet.train.resume import check_same_data, restore
 from resnet.train.rundir import RunDir, check_resumable, claim, record_invocation
 from resnet.train.runtime import Runtime, resolve_runtime
@@ -47,11 +48,13 @@ def fit(
     argv: list[str] | None = None,
     progress: bool | None = None,
     echo: bool = True,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary.
 
     ``progress`` forces the tqdm bar on or off (default: on a terminal); ``echo=False`` prints nothing (the
-    run's train.log still gets every line). The run directory is locked while this runs.
+    run's train.log still gets every line). The run directory is locked while this runs. ``restart``: a
+    run whose checkpoint is gone trains again from iteration 0, its old metrics kept aside.
     """
     run = RunDir(Path(out))
     rt = resolve_device(cfg)
@@ -60,7 +63,9 @@ def fit(
         require_tensorboard()  # before the run directory is touched
     with contextlib.ExitStack() as held:
         claim(run, held)  # locked before anything in it is read: a finishing run's last checkpoint is never stale
-        ckpt = read_resume_point(run, cfg)
+        ckpt = read_resume_point(run, cfg, restart)
+        if ckpt is None:
+            early_config(run, cfg, held)  # a kill while the data loads still leaves `resnet train RUN` to retry
         source = open_source(cfg)  # before writing: a bad --data-dir leaves nothing behind
         check_same_data(run, ckpt, source)
         check_supported(cfg, source)
@@ -91,14 +96,70 @@ def check_model(cfg: Config) -> None:
         create_model(cfg.model.name, **model_kwargs(cfg, 10, 3))
 
 
-def read_resume_point(run: RunDir, cfg: Config) -> Checkpoint | None:
-    """The run directory's checkpoint, if any, after checking that it may be continued under ``cfg``."""
+def read_resume_point(run: RunDir, cfg: Config, restart: bool = False) -> Checkpoint | None:
+    """The run directory's checkpoint, if any, after checking that it may be continued under ``cfg``.
+
+    A run without a checkpoint whose metrics reach past its first checkpoint lost that checkpoint (deleted,
+    moved): starting it over would silently rewrite its metrics, so it is refused with the choices, and
+    ``restart`` moves the old metrics aside (``metrics.jsonl.old``, ``.old-2``, ...) and starts over. A run
+    killed before its first checkpoint simply starts again.
+    """
     if not run.checkpoint.is_file():
+        reached = recorded_iteration(run)
+        first = min(cfg.train.checkpoint_every, cfg.schedule.iterations or cfg.train.checkpoint_every)
+        if reached >= first and not restart:
+            raise UserError(
+                f"{run.root} has metrics up to iteration {reached} but no checkpoint.pt (deleted or moved?); "
+                f"put the checkpoint back to resume it, train into a new --out, or pass --restart to train it "
+                "again from iteration 0 (its old metrics are kept aside)"
+            )
+        if reached > 0 and restart:
+            keep_aside(run.metrics)
+            keep_aside(run.summary)
         return None
+    if restart:
+        raise UserError(
+            f"--restart is for a run whose checkpoint is gone, and {run.checkpoint} exists; to train again from "
+            "iteration 0 choose a new --out"
+        )
     ckpt = load_checkpoint(run.checkpoint)
     ckpt.require_training(str(run.checkpoint))
     check_resumable(run, ckpt.config or {}, cfg)
     return ckpt
+
+
+def recorded_iteration(run: RunDir) -> int:
+    """The last iteration a run's ``metrics.jsonl`` records (0 when it has none)."""
+    if not run.metrics.exists():
+        return 0
+    return max((r["iteration"] for r in read_metrics(run.metrics) if type(r.get("iteration")) is int), default=0)
+
+
+def keep_aside(path: Path) -> Path | None:
+    """Rename ``path`` to the first free ``NAME.old``, ``NAME.old-2``, ...; never over an existing file."""
+    if not path.exists():
+        return None
+    for n in range(1, 10_000):
+        aside = path.with_name(f"{path.name}.old" + (f"-{n}" if n > 1 else ""))
+        if not os.path.lexists(aside):
+            os.rename(path, aside)
+            return aside
+    raise UserError(f"{path.parent} holds 10,000 old copies of {path.name}; remove some")
+
+
+def early_config(run: RunDir, cfg: Config, held: contextlib.ExitStack) -> None:
+    """Write a fresh run's resolved recipe before the data is read (minutes for an image folder), so a run
+    killed before its first checkpoint restarts with ``resnet train RUN``; an error or Ctrl-C before training
+    starts takes it back (a bad --data-dir leaves nothing behind)."""
+    if not dist.is_main() or run.config.exists():
+        return
+    write_output(run.config, dump(cfg), owned=True)
+    held.callback(_forget_early_config, run)
+
+
+def _forget_early_config(run: RunDir) -> None:
+    if not run.invocations.exists():  # training never started: nothing else in the run refers to it
+        run.config.unlink(missing_ok=True)
 
 
 def preprocessing(cfg: Config, source: Source, ckpt: Checkpoint | None) -> tuple[Normalizer, Lighting | None]:
@@ -157,7 +218,7 @@ def open_run_dir(
     main = dist.is_main()
     if main:
         record_invocation(run, argv, device, state.iteration)
-        atomic_write_text(run.config, dump(cfg))
+        write_output(run.config, dump(cfg), owned=True)
         if state.iteration < total_iterations(cfg.schedule, state.loader.steps_per_epoch):
             run.summary.unlink(missing_ok=True)  # extending a finished run: its old summary no longer holds
     metrics = MetricsLog(run.metrics if main else None, state.records)

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from resnet.errors import UserError
-from resnet.io import atomic_write_text
+from resnet.io import read_input_text, write_output
+from resnet.safe_json import JSONError, parse_json
+
+#: Largest metrics.jsonl read: a 600k-iteration run logged every 10 iterations is ~10 MB.
+MAX_METRICS_BYTES = 256 << 20
 
 
 def require_tensorboard() -> Any:
@@ -34,7 +38,7 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = list(records or [])
         if path is not None:
             # Rewrite from the known records: drops lines a killed run wrote after its last checkpoint.
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
+            write_output(path, "".join(json.dumps(r) + "\n" for r in self.records), owned=True)
         self.tb = None
 
     def enable_tensorboard(self, log_dir: Path) -> None:
@@ -43,8 +47,7 @@ class MetricsLog:
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            write_output(self.path, json.dumps(record) + "\n", owned=True, append=True)
         if self.tb is not None and "iteration" in record and "split" in record:
             for key, value in record.items():
                 if key not in ("iteration", "split") and isinstance(value, int | float):
@@ -75,10 +78,10 @@ def read_metrics(path: str | Path, skipped: list[str] | None = None) -> list[dic
     """All well-formed records of a metrics.jsonl; a torn last line from a killed process, or a damaged line,
     is skipped (and, when ``skipped`` is given, its line number appended there)."""
     records = []
-    for n, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+    for n, line in enumerate(read_input_text(path, max_bytes=MAX_METRICS_BYTES, errors="replace").splitlines(), 1):
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = parse_json(line)
+        except JSONError:  # torn, damaged, nested too deeply, a key twice
             record = None
         if well_formed(record):
             records.append(record)

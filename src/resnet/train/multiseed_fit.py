@@ -25,7 +25,7 @@ from resnet.config import Config, dump
 from resnet.data.sources import ArraySource, open_source
 from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
-from resnet.io import atomic_write_text
+from resnet.io import write_output
 from resnet.train import distributed as dist
 from resnet.train.console import Console
 from resnet.train.loop import check_model, read_resume_point, resolve_device
@@ -110,7 +110,7 @@ class SeedRuns:
         self.metrics, self.consoles = {}, {}
         for s, run in self.runs.items():  # each locked by fit_seeds (claim) before anything was read
             record_invocation(run, self.argv, self.rt.device, self.multi.iteration)
-            atomic_write_text(run.config, dump(seed_config(self.cfg, s)))
+            write_output(run.config, dump(seed_config(self.cfg, s)), owned=True)
             if self.multi.iteration < self.total:
                 run.summary.unlink(missing_ok=True)
             self.metrics[s] = MetricsLog(run.metrics, self.records[s])
@@ -216,7 +216,7 @@ class SeedRuns:
             data = {"dataset": self.source.name, **self.source.sizes}
             summary.update(train_seconds=self.train_seconds, target_iterations=self.total, data=data)
             summary["batched_seeds"] = self.seeds
-            atomic_write_text(run.summary, json.dumps(summary, indent=2) + "\n")
+            write_output(run.summary, json.dumps(summary, indent=2) + "\n", owned=True)
             self.consoles[s].log(f"done: {self.multi.iteration} iterations (seed {s})")
             self.consoles[s].close()
             self.metrics[s].close()

@@ -27,12 +27,19 @@ import torch
 
 from resnet.config import RESUMABLE_KEYS, Config, diff, from_dict
 from resnet.errors import UserError
-from resnet.io import DirLock, atomic_write_text
+from resnet.io import DirLock, check_output, owning, read_input_text, write_output
+from resnet.safe_json import JSONError, load_json, parse_json
 from resnet.train import distributed as dist
 from resnet.version import __version__
 
 #: Files that mark a folder as a run directory (any one of them).
 RUN_MARKERS = (".lock", "invocations.jsonl", "run.json", "checkpoint.pt")
+#: The files ``resnet train`` writes in a run directory: a link, FIFO or folder planted under one of these
+#: names is refused before anything in the run is read or written.
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.yaml", "run.json", "invocations.jsonl", "summary.json",
+             "train.log")  # fmt: skip
+#: Largest run record read (invocations.jsonl of ~10,000 invocations; a metrics log is read by its own reader).
+MAX_RECORD_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -116,34 +123,26 @@ def record_invocation(run: RunDir, argv: list[str] | None, device: torch.device,
         "start_iteration": start_iteration,
         **environment(device),
     }
-    if not run.invocations.is_file():  # a run directory of an earlier version: its run.json seeds the log
+    if not run.invocations.exists():  # a run directory of an earlier version: its run.json seeds the log
         old = _invocations_of_run_json(run.info)
         if old is None and run.info.is_file():  # damaged: kept aside for a person to read, never overwritten
             os.replace(run.info, run.root / "run.json.damaged")
         _append_lines(run.invocations, old or [])
     _append_lines(run.invocations, [record])
     everything = read_invocations(run.root)
-    atomic_write_text(run.info, json.dumps({"invocations": everything}, indent=2) + "\n")
+    write_output(run.info, json.dumps({"invocations": everything}, indent=2) + "\n", owned=True)
 
 
 def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append JSON lines durably; a torn last line (a kill mid-write) is closed first, not glued onto."""
-    with path.open("ab") as f:
-        if f.tell() > 0:
-            with path.open("rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write(b"\n")
-        f.write("".join(json.dumps(r) + "\n" for r in records).encode())
-        f.flush()
-        os.fsync(f.fileno())
+    """Append JSON lines durably (a torn last line, a kill mid-write, is closed first, not glued onto)."""
+    write_output(path, "".join(json.dumps(r) + "\n" for r in records), owned=True, append=True)
 
 
 def _invocations_of_run_json(path: Path) -> list[dict[str, Any]] | None:
     """The invocations an old-style run.json lists; None when it is missing or damaged (torn, not a dict)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = load_json(read_input_text(path, max_bytes=MAX_RECORD_BYTES, errors="replace"), str(path))
+    except (OSError, ValueError):  # UserError is a ValueError
         return None
     invs = data.get("invocations") if isinstance(data, dict) else None
     return [i for i in invs if isinstance(i, dict)] if isinstance(invs, list) else None
@@ -152,12 +151,12 @@ def _invocations_of_run_json(path: Path) -> list[dict[str, Any]] | None:
 def read_invocations(root: Path) -> list[dict[str, Any]]:
     """Every recorded invocation of a run directory (damaged lines skipped), oldest first."""
     log = RunDir(root).invocations
-    if not log.is_file():
+    if not log.exists():
         return _invocations_of_run_json(RunDir(root).info) or []
     found = []
-    for line in log.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            rec = json.loads(line)
+    for line in read_input_text(log, max_bytes=MAX_RECORD_BYTES, errors="replace").splitlines():
+        with contextlib.suppress(JSONError):
+            rec = parse_json(line)
             if isinstance(rec, dict):
                 found.append(rec)
     return found
@@ -201,6 +200,9 @@ def _claim_main(run: RunDir, held: contextlib.ExitStack) -> None:
         root.mkdir(parents=True)
         held.callback(_remove_if_empty, created)  # runs after the lock is released (ExitStack: last in, first out)
     held.enter_context(DirLock(root))
+    held.enter_context(owning(root))  # its own files are replaced in place (see resnet.io's output rule)
+    for name in RUN_FILES:
+        check_output(root / name, owned=True)
     remove_torn_writes(root)
 
 

@@ -19,7 +19,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource, FolderSource
 from resnet.errors import NonFiniteLoss, TrainingInterrupted
 from resnet.eval.sources import evaluate_split
-from resnet.io import atomic_write_text
+from resnet.io import write_output
 from resnet.train import distributed as dist
 from resnet.train.bn_average import recomputed_bn_event
 from resnet.train.console import Console
@@ -280,7 +280,7 @@ class Trainer:
         if getattr(s.loader, "skipped", 0):
             summary["skipped_images"] = s.loader.skipped  # type: ignore[attr-defined]
         if self.main:
-            atomic_write_text(self.run.summary, json.dumps(summary, indent=2) + "\n")
+            write_output(self.run.summary, json.dumps(summary, indent=2) + "\n", owned=True)
         errors = ", ".join(f"{k} {v:.2f}%" for k, v in summary.items() if k.endswith("_error") and v is not None)
         self.console.log(f"done: {s.iteration} iterations; {errors}")
         self.console.close()
