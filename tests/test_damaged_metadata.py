@@ -178,7 +178,7 @@ def test_defect23_the_umask_is_read_without_setting_it(monkeypatch):
         def forbidden(mask):
             raise AssertionError("os.umask called: it changes the umask of every thread")
 
-        monkeypatch.setattr(io_mod.os, "umask", forbidden)
+        monkeypatch.setattr(io_mod.files.os, "umask", forbidden)
         assert io_mod.current_umask() == 0o027
     finally:
         monkeypatch.undo()

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 from resnet.errors import UserError
+from resnet.io import open_input
+from resnet.safe_json import parse_json
 from resnet.train.runtime import cpu_has_bf16
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -259,7 +261,6 @@ def onnx_engine(
 def checkpoint_from_onnx(path: str | Path) -> Any:
     """The description an ``.onnx`` file written by ``resnet export`` carries (model, input size,
     preprocessing, classes, dataset and recipe) as a weightless :class:`~resnet.checkpoint.Checkpoint`."""
-    import json
 
     from resnet.checkpoint import Checkpoint
 
@@ -268,8 +269,11 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
     except ImportError:
         raise UserError(f"{path}: reading an .onnx file needs onnx; pip install 'resnet-paper[export]'") from None
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except FileNotFoundError:
+        with open_input(path) as f:  # a FIFO or device is refused in one line, never waited on
+            proto = onnx.load(f, load_external_data=False)
+    except (FileNotFoundError, UserError) as e:
+        if isinstance(e, UserError):
+            raise
         raise UserError(f"{path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError and others
         raise UserError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
@@ -280,7 +284,7 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
     if missing:
         raise UserError(f"{path}: not written by `resnet export` (no {missing[0]} in its metadata); re-export it")
     try:
-        pre = json.loads(meta["resnet.preprocessing"])
+        pre = parse_json(meta["resnet.preprocessing"])
         preprocessing = {
             "kind": pre["kind"],
             "mean": torch.tensor(pre["mean"], dtype=torch.float32),
@@ -291,10 +295,10 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
             model_kwargs={},
             state_dict={},
             preprocessing=preprocessing,
-            classes=list(json.loads(meta["resnet.classes"])),
-            input_size=[int(v) for v in json.loads(meta["resnet.input_size"])],
+            classes=list(parse_json(meta["resnet.classes"])),
+            input_size=[int(v) for v in parse_json(meta["resnet.input_size"])],
             dataset=meta.get("resnet.dataset", "unknown"),
-            config=json.loads(meta["resnet.recipe"]) if "resnet.recipe" in meta else None,
+            config=parse_json(meta["resnet.recipe"]) if "resnet.recipe" in meta else None,
         )
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: damaged resnet metadata ({type(e).__name__}: {e}); re-export it") from None
