@@ -38,3 +38,14 @@ def tiny_overrides(**extra: object) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 12-iteration ResNet-8 run directory on the digits (train once; copy it before changing it)."""
+    from resnet.config import load_config
+    from resnet.train.loop import fit
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    fit(load_config(None, tiny_overrides()), out, echo=False)
+    return out

@@ -192,8 +192,10 @@ def _run(argv: list[str]) -> int:
         if isinstance(e, KeyboardInterrupt) or stop_signals.interrupted_at_startup():
             print("resnet: interrupted", file=sys.stderr)
             return 130
-        if os.environ.get("RESNET_DEBUG") or isinstance(e, RecursionError | ImportError):
+        if os.environ.get("RESNET_DEBUG") or isinstance(e, ImportError):
             raise
+        if isinstance(e, RecursionError):  # the readers bound nesting; this is the last line of defence
+            e = UserError("an input is nested too deeply to be read (a damaged or hostile file); check the files named")
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # an append, not an atomic write
             where = f" ({e.filename})" if e.filename else ""
             e = UserError(f"no space left on the device{where}: free some space and run again")

@@ -19,6 +19,7 @@ from pathlib import Path
 from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file, shown
 from resnet.errors import UserError
 from resnet.io import write_cache
+from resnet.safe_json import read_json
 
 
 def cache_dir() -> Path:
@@ -94,7 +95,7 @@ def _walk(class_dir: str, mtimes: dict[str, int], split_dir: Path) -> list[str]:
 def _cached(cache: Path, split_dir: Path, classes: list[str]) -> FolderIndex | None:
     """The cached index if every folder it was built from is unchanged (one stat per folder, no listing)."""
     try:
-        data = json.loads(cache.read_text())
+        data = read_json(cache)
         if data.get("classes") != classes:
             return None
         for rel, mtime in data["folders"].items():
@@ -106,7 +107,7 @@ def _cached(cache: Path, split_dir: Path, classes: list[str]) -> FolderIndex | N
         if not ok or not all(0 <= y < len(classes) for y in labels):
             return None  # hand-edited or of another shape: rebuilt
         return FolderIndex(split_dir, classes, files, labels)
-    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):  # UserError is a ValueError
         return None  # a damaged (torn, hand-edited) or outdated cache is rebuilt
 
 

@@ -104,8 +104,9 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise UserError(f"{shown(path)}: no such file") from None
     except UnidentifiedImageError:
         raise UserError(f"{shown(path)}: not an image in a format read here ({', '.join(IMAGE_FORMATS)})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, Image.DecompressionBombError) as e:
-        # Pillow reports truncated and corrupt data as OSError, some format plugins as SyntaxError.
+    except Exception as e:  # noqa: BLE001 - any Pillow refusal is one line naming the file
+        # Pillow reports truncated and corrupt data as OSError, some format plugins as SyntaxError, struct.error,
+        # IndexError or ZeroDivisionError: whichever, the file is unreadable.
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{shown(path)}: unreadable image ({reason[:160]})") from None
     tensor = torch.from_numpy(array)
