@@ -158,7 +158,8 @@ def writers(run: Path, work: Path) -> list[tuple[str, list, list[Path], bool]]:
         ("plot default", ["plot", run], [run / "curves.png"], True),
         ("export default", ["export", "--checkpoint", run / "checkpoint.pt", "--format", "torchscript"],
          [run / "checkpoint.torchscript.pt"], False),
-        ("reproduce table1", ["reproduce", "table1", "--out", work / "t1"], [work / "t1" / "table1" / "REPORT.md"], False),
+        ("reproduce table1", ["reproduce", "table1", "--out", work / "t1"],
+         [work / "t1" / "table1" / "REPORT.md"], False),
         ("train", ["train", run, "--set", "schedule.iterations=16"], [run / "train.log", run / "metrics.jsonl"], True),
     ]  # fmt: skip
     try:
