@@ -38,7 +38,9 @@ def image(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_model_with_external_data_works_from_any_directory(exported: Path, image: Path, tmp_path, monkeypatch, capsys):
+def test_a_model_with_external_data_works_from_any_directory(
+    exported: Path, image: Path, tmp_path, monkeypatch, capsys
+):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -78,7 +80,9 @@ def hostile_cases(tmp_path: Path) -> dict[str, tuple[str, int | None, str]]:
     }
 
 
-def test_external_data_outside_the_folder_is_refused_before_onnxruntime(exported: Path, image, tmp_path, monkeypatch, capsys):
+def test_external_data_outside_the_folder_is_refused_before_onnxruntime(
+    exported: Path, image, tmp_path, monkeypatch, capsys
+):
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("onnxruntime was given the file")
 

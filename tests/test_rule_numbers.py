@@ -43,7 +43,11 @@ def tiny_checkpoint(path: Path, damage: str | None = None) -> Path:
             "model": state,
             "model_name": "resnet8",
             "model_kwargs": {},
-            "preprocessing": {"kind": "channel_mean_std", "mean": torch.full((3, 1, 1), 0.5), "std": torch.ones(3, 1, 1)},
+            "preprocessing": {
+                "kind": "channel_mean_std",
+                "mean": torch.full((3, 1, 1), 0.5),
+                "std": torch.ones(3, 1, 1),
+            },
             "classes": [f"c{i}" for i in range(10)],
             "input_size": [3, 32, 32],
             "dataset": "unknown",

@@ -110,6 +110,8 @@ class Preprocessing:
         for key in ("mean", "std"):
             shape, flat = _shape_of(obj.get(key), where, f"preprocessing.{key}")
             given = obj.get(f"{key}_shape")
+            if given is None and len(shape) == 1:  # a flat list: one value per channel
+                shape = (shape[0], 1, 1)
             if given is not None:
                 if not isinstance(given, list) or not all(_whole(s, 1, MAX_SIDE) for s in given):
                     raise _fail(where, f"preprocessing.{key}_shape", "must be a list of sizes")

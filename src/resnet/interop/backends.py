@@ -287,6 +287,9 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
     proto = read_onnx(path)
     props = {p.key: p.value for p in proto.metadata_props}
     meta = ModelMetadata.from_onnx_props(props, str(path), resize_for)
+    outputs = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
+    if outputs and outputs[-1].HasField("dim_value"):  # one class name per output of the graph
+        meta.check_outputs(outputs[-1].dim_value, str(path))
     return Checkpoint.from_metadata(meta, {}, config=meta.extra.get("recipe"))
 
 
