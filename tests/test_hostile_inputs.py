@@ -143,7 +143,11 @@ def test_defect21_a_damaged_safetensors_header_is_named(run_ckpt: dict, tmp_path
     convert_file(tmp_path / "w.pt", tmp_path / "w.safetensors")
     with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as f:
         tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
-    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={**meta, key: value})
+    if key in ("config", "iteration"):
+        meta = {**meta, key: value}
+    else:  # the description's fields live in one JSON object, "metadata" (resnet.metadata.ModelMetadata)
+        meta = {**meta, "metadata": json.dumps({**json.loads(meta["metadata"]), key: json.loads(value)})}
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
     for argv in (["convert", str(tmp_path / "bad.safetensors"), "--to", str(tmp_path / "o.pt")],
                  ["export", "--checkpoint", str(tmp_path / "bad.safetensors"), "--format", "torchscript"]):  # fmt: skip
         assert main(argv) == 2

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from resnet.checkpoint.statedict import StateDictDiff
-from resnet.checkpoint.typed import Checkpoint, load_checkpoint, with_bn_counters
+from resnet.checkpoint.typed import Checkpoint, check_weights, load_checkpoint, with_bn_counters
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
 
@@ -26,9 +26,17 @@ def transfer_weights(ckpt: Checkpoint, model: nn.Module, where: str = "checkpoin
 
     The head is taken when its shape fits, else ``model`` keeps its freshly initialised ``fc``.
     """
+    check_weights(ckpt.state_dict, where)  # refused even where a fresh classifier would replace the bad tensor
     own = model.state_dict()
     state = with_bn_counters(ckpt.state_dict, own)
     new_head = any(k in state and k in own and state[k].shape != own[k].shape for k in HEAD_KEYS)
+    if new_head and not _is_classifier(state, own["fc.weight"].shape[1]):
+        shapes = ", ".join(f"{k} {list(state[k].shape)}" for k in HEAD_KEYS if k in state)
+        raise UserError(
+            f"{where}: damaged classifier ({shapes or 'missing'}): a classifier over "
+            f"{own['fc.weight'].shape[1]} features has a [classes, {own['fc.weight'].shape[1]}] weight and a "
+            "[classes] bias; convert the weights again"
+        )
     if new_head:
         state = {k: v for k, v in state.items() if k not in HEAD_KEYS}
         own_body = {k: v for k, v in own.items() if k not in HEAD_KEYS}
@@ -42,6 +50,18 @@ def transfer_weights(ckpt: Checkpoint, model: nn.Module, where: str = "checkpoin
         old, new = ckpt.state_dict["fc.weight"].shape[0], own["fc.weight"].shape[0]
         return f"weights of {where} ({ckpt.model_name}); new classifier: {old} -> {new} classes"
     return f"weights of {where} ({ckpt.model_name}), classifier included"
+
+
+def _is_classifier(state: dict[str, torch.Tensor], features: int) -> bool:
+    """Whether ``state`` holds an fc layer over ``features`` inputs (of any class count): what may be replaced."""
+    weight, bias = state.get("fc.weight"), state.get("fc.bias")
+    return (
+        weight is not None
+        and bias is not None
+        and weight.ndim == 2
+        and weight.shape[1] == features
+        and tuple(bias.shape) == (weight.shape[0],)
+    )
 
 
 def init_from(path: str | Path, model: nn.Module, model_name: str) -> str:

@@ -26,7 +26,9 @@ from resnet.checkpoint.storage import FORMAT, load_file, save_checkpoint
 from resnet.config import Config, from_dict
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
-from resnet.models import create_model
+from resnet.eval.views import view_resize
+from resnet.metadata import ModelMetadata, Preprocessing, Resize, check_classes, check_model_kwargs
+from resnet.models import create_model, model_info
 
 #: Fields a training checkpoint holds beyond the model description (its train state).
 TRAINING_KEYS = ("optimizer", "schedule", "loader", "rng", "metrics", "train_seconds")
@@ -37,36 +39,52 @@ def _check(ok: bool, where: str, key: str, must: str) -> None:
         raise UserError(f"{where}: damaged checkpoint: {key!r} {must}")
 
 
-def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list | tuple) and all(isinstance(c, str) for c in v)
+#: Above sqrt(float32's 3.4e38) a weight overflows float32 when it meets a value of its own size (BN squares
+#: its inputs for the variance; a conv multiplies): no trained net comes within many orders of it.
+MAX_ABS_WEIGHT = 1.8e19
 
 
-def _check_preprocessing(pre: Any, where: str) -> None:
+def check_weights(state: dict[str, Any], where: str) -> None:
+    """Refuse weights that cannot compute a number: a non-float tensor (BN's integer counters aside), NaN or
+    Inf, or values beyond :data:`MAX_ABS_WEIGHT`; the message names the first such tensor."""
+    for key, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise UserError(f"{where}: damaged weights: {key!r} is not a tensor")
+        if key.endswith("num_batches_tracked"):
+            if t.is_floating_point() or t.is_complex() or t.numel() != 1:
+                raise UserError(f"{where}: damaged weights: {key!r} must be one whole number (a BN counter)")
+            continue
+        if not t.is_floating_point():
+            raise UserError(
+                f"{where}: damaged weights: {key!r} holds {str(t.dtype).removeprefix('torch.')} values, not "
+                "floating point; weights are never whole numbers: the file is damaged or not a model's weights"
+            )
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise UserError(f"{where}: damaged weights: {key!r} holds NaN or Inf values; use an earlier checkpoint")
+        if t.numel() and float(t.detach().abs().max()) > MAX_ABS_WEIGHT:
+            raise UserError(
+                f"{where}: damaged weights: {key!r} holds values of {float(t.detach().abs().max()):.3g}, beyond "
+                f"{MAX_ABS_WEIGHT:.2g} (float32 overflows on them); use an earlier checkpoint"
+            )
+
+
+def resize_for(model_name: str, input_size: tuple[int, int, int] | list[int]) -> Resize:
+    """The resize and crop this project applies to the inputs of ``model_name`` (the paper's, section 3.4 / 4.2)."""
+    try:
+        imagenet = model_info(model_name).family == "imagenet"
+    except ValueError:  # an unknown name: refused when the model is built, with the close matches
+        imagenet = False
+    size = (int(input_size[1]), int(input_size[2]))
+    return Resize(view_resize(imagenet, size), size)
+
+
+def _check_preprocessing(pre: Any, channels: int, where: str) -> None:
     _check(isinstance(pre, dict), where, "preprocessing", "must be a dict")
-    _check(isinstance(pre.get("kind"), str), where, "preprocessing.kind", "must be a string")
-    for k in ("mean", "std"):
-        t = pre.get(k)
-        _check(isinstance(t, torch.Tensor) and t.is_floating_point(), where, f"preprocessing.{k}", "must be a tensor")
-        _check(bool(torch.isfinite(t).all()), where, f"preprocessing.{k}", "must be finite")
-    _check(bool((pre["std"] > 0).all()), where, "preprocessing.std", "must be positive")
-
-
-#: Types and ranges of the model keywords a checkpoint may record (create_model checks the names and choices).
-_KWARG_RULES: dict[str, tuple[type, int]] = {"num_classes": (int, 1_000_000), "in_channels": (int, 4096)}
+    Preprocessing.from_state(pre, where).check(channels, where)
 
 
 def _check_model_kwargs(kwargs: Any, where: str) -> None:
-    _check(
-        isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs), where, "model_kwargs", "must be a dict"
-    )
-    for key, value in kwargs.items():
-        if key in _KWARG_RULES:
-            ok = type(value) is int and 1 <= value <= _KWARG_RULES[key][1]
-            _check(ok, where, f"model_kwargs.{key}", f"must be a whole number in 1..{_KWARG_RULES[key][1]:,}")
-        elif key == "zero_init_residual":
-            _check(isinstance(value, bool), where, f"model_kwargs.{key}", "must be true or false")
-        else:
-            _check(value is None or isinstance(value, str), where, f"model_kwargs.{key}", "must be a name or null")
+    check_model_kwargs(kwargs, where)
 
 
 def _check_lighting(light: Any, where: str) -> None:
@@ -136,11 +154,11 @@ class Checkpoint:
         _check(isinstance(state, dict) and bool(state), where, "model", "must be a non-empty state_dict")
         bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
         _check(bad is None, where, f"model[{bad!r}]", "must be a tensor under a string key")
-        _check_preprocessing(obj.get("preprocessing"), where)
-        _check(_is_str_list(obj.get("classes")) and len(obj["classes"]) > 0, where, "classes", "must list class names")
+        check_classes(obj.get("classes"), where)
         size = obj.get("input_size")
         ok = isinstance(size, list | tuple) and len(size) == 3 and all(type(s) is int and s > 0 for s in size)
         _check(ok, where, "input_size", "must be [channels, height, width]")
+        _check_preprocessing(obj.get("preprocessing"), size[0], where)
         it = obj.get("iteration")
         _check(it is None or (type(it) is int and it >= 0), where, "iteration", "must be a count")
         for key in ("config", "lighting", "data"):
@@ -159,7 +177,7 @@ class Checkpoint:
             training = {k: obj[k] for k in TRAINING_KEYS if k in obj}
         known = {"format", "model", "model_name", "model_kwargs", "preprocessing", "classes", "input_size",
                  "dataset", "iteration", "config", "lighting", "data", *TRAINING_KEYS}  # fmt: skip
-        return cls(
+        ckpt = cls(
             model_name=obj["model_name"],
             model_kwargs=dict(kwargs),
             state_dict=state,
@@ -174,6 +192,35 @@ class Checkpoint:
             data=obj.get("data"),
             extra={k: v for k, v in obj.items() if k not in known},
         )
+        ckpt.metadata(where)  # the description as a whole: classes against the head, channels, resize
+        return ckpt
+
+    @classmethod
+    def from_metadata(cls, meta: ModelMetadata, state_dict: dict[str, torch.Tensor], **fields: Any) -> Checkpoint:
+        """A checkpoint of ``state_dict`` described by ``meta`` (``fields``: iteration, config, ...)."""
+        return cls(
+            model_name=meta.model_name,
+            model_kwargs=dict(meta.model_kwargs),
+            state_dict=state_dict,
+            preprocessing=meta.preprocessing.state(),
+            classes=list(meta.classes),
+            input_size=list(meta.input_size),
+            dataset=meta.dataset,
+            **fields,
+        )
+
+    def metadata(self, where: str = "checkpoint") -> ModelMetadata:
+        """What travels with these weights, validated (:class:`resnet.metadata.ModelMetadata`)."""
+        size = tuple(int(s) for s in self.input_size)
+        return ModelMetadata(
+            model_name=self.model_name,
+            model_kwargs=dict(self.model_kwargs),
+            classes=tuple(self.classes),
+            input_size=size,  # type: ignore[arg-type]
+            preprocessing=Preprocessing.from_state(self.preprocessing, where),
+            resize=resize_for(self.model_name, size),
+            dataset=self.dataset,
+        ).check(where)
 
     def to_dict(self) -> dict[str, Any]:
         """The flat on-disk layout (the format every version of this project reads)."""
@@ -214,11 +261,21 @@ class Checkpoint:
         return self.training
 
     def build_model(self, where: str = "checkpoint") -> nn.Module:
-        """The eval-mode model with these weights, loaded strictly (a readable diff if they do not fit)."""
+        """The eval-mode model with these weights, loaded strictly (a readable diff if they do not fit).
+
+        The weights are checked first (:func:`check_weights`); the net's size is checked against the budget
+        before it is built (``create_model``), and the class names against its outputs after.
+        """
+        check_weights(self.state_dict, where)
         try:
             model = create_model(self.model_name, **self.model_kwargs)
         except (ValueError, TypeError) as e:
             raise UserError(f"{where}: cannot build {self.model_name} ({e})") from None
+        if isinstance(getattr(model, "fc", None), nn.Linear) and len(self.classes) != model.fc.out_features:
+            raise UserError(
+                f"{where}: the model has {model.fc.out_features} outputs but the file names {len(self.classes)} "
+                "classes; the file is damaged or was edited by hand: convert the weights again"
+            )
         state = with_bn_counters(self.state_dict, model.state_dict())
         diff = StateDictDiff.compare(model.state_dict(), state)
         if diff:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from resnet.cli.recipes import add_force
 from resnet.errors import TrainingInterrupted, UserError
+from resnet.ranges import check_flag
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -21,6 +22,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_cifar_depth(d)
     if len(depths) < 2:
         raise UserError("--depths needs at least two depths to compare, e.g. --depths 20 56")
+    check_flag("--jobs", args.jobs)
     try:
         report = run_demo(args.out, depths=depths, iterations=args.iterations, jobs=args.jobs)
     except TrainingInterrupted as e:
@@ -86,8 +88,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         sets=list(args.set or []),
         protocol=args.protocol,
     )
-    if opts.seeds < 1 or opts.jobs < 1:
-        raise UserError("--seeds and --jobs must be at least 1")
+    check_flag("--seeds", opts.seeds)
+    check_flag("--jobs", opts.jobs)
     try:
         report = reproduce(args.experiment, opts)
     except TrainingInterrupted as e:

@@ -24,6 +24,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "`resnet train runs/cifar10-resnet20`; `resnet recipes` lists the recipes"
         )
     cfg, out, _ = resolve_target(args)
+    # Checked before anything runs: a seed refused after its run was trained wastes the run.
+    seeds = parse_seeds(args.seeds, args.seed) if args.seeds is not None else None
     if args.print_config:
         from resnet.config import dump
 
@@ -39,12 +41,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnet.train.loop import fit
 
     try:
-        if args.seeds:
+        if seeds is not None:
             if args.restart:
                 raise UserError("--restart takes one run directory, not --seeds")
             from resnet.train.multiseed_fit import fit_seeds
 
-            fit_seeds(cfg, {s: f"{out}-s{s}" for s in parse_seeds(args.seeds, args.seed)}, argv=args.argv)
+            fit_seeds(cfg, {s: f"{out}-s{s}" for s in seeds}, argv=args.argv)
         else:
             fit(cfg, out, argv=args.argv, restart=args.restart)
     except TrainingInterrupted as e:
@@ -64,13 +66,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def parse_seeds(text: str, seed: int | None) -> list[int]:
-    """``--seeds 0,1,2`` -> [0, 1, 2] (distinct, not with --seed)."""
+    """``--seeds 0,1,2`` -> [0, 1, 2] (distinct, each a valid ``train.seed``, not with --seed)."""
+    from resnet.ranges import check_flag, check_range
+
     try:
         seeds = [int(s) for s in text.split(",")]
     except ValueError:
         raise UserError(f"--seeds takes comma-separated integers (e.g. 0,1,2,3,4), got {text!r}") from None
     if seed is not None or len(set(seeds)) != len(seeds):
         raise UserError("--seeds takes distinct seeds and replaces --seed (each seed gets OUT-s<seed>)")
+    check_flag("--seeds", len(seeds))
+    for s in seeds:
+        try:
+            check_range("train.seed", s)
+        except UserError:
+            raise UserError(f"--seeds {text}: {s} is not a seed; seeds are whole numbers in [0, 2^63)") from None
     return seeds
 
 
@@ -79,6 +89,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.interop.evaluate import evaluate_checkpoint, format_eval
 
     check_confusion_target(args.confusion, args.run, args.split)  # before minutes of evaluation, not after
+    if args.recompute_bn:  # 0: off
+        from resnet.ranges import check_flag
+
+        check_flag("--recompute-bn", args.recompute_bn)
     report = evaluate_checkpoint(
         args.run,
         split=args.split,

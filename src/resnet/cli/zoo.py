@@ -21,6 +21,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from resnet.models import create_model, model_info
     from resnet.models.complexity import format_table, layer_table
+    from resnet.models.registry import check_model_budget
 
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
@@ -30,8 +31,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in (("shortcut", args.shortcut), ("bottleneck_stride", args.bottleneck_stride)) if v}
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
-    model = create_model(args.name, **kwargs)
     shape = tuple(args.input_size) if args.input_size else info.input_size
+    check_model_budget(args.name, info, kwargs, shape)  # before anything is allocated, at the input asked for
+    model = create_model(args.name, **kwargs)
     try:
         table = layer_table(model, shape)
     except RuntimeError as e:  # too few channels, or an image too small for the stem's strides

@@ -7,7 +7,8 @@ file can still ask for absurd amounts of memory without naming a single global: 
 field beyond the end of the file. So, before unpickling:
 
 - the file is read whole, up to :data:`MAX_BATCH_BYTES` (no length field can then reach past real bytes);
-- the opcodes are walked once (``pickletools``) and memo indices beyond the number of opcodes refused;
+- the opcodes are walked once (``pickletools``): memo indices beyond the number of opcodes, and more containers
+  or opcodes than any batch has (each empty set is 216 bytes from one byte of file) are refused;
 - arrays are rebuilt through a subclass whose ``__setstate__`` refuses object dtypes and any array larger
   than the file itself (an array's bytes are stored in the file, so a real one always fits).
 
@@ -30,6 +31,17 @@ from resnet.errors import UserError
 #: Largest batch file read: CIFAR-100's ``train`` (50,000 images) is 155 MiB, the largest official one.
 MAX_BATCH_BYTES = 512 * 2**20
 _PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+#: Opcodes that make a new container or object: one byte of EMPTY_SET is a 216-byte set, so 20 MB of them
+#: would grow to 4.7 GB. An official batch makes a few dozen (a dict, two lists, the array's tuples).
+_MAKERS = frozenset(
+    {"EMPTY_SET", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "FROZENSET", "DICT", "LIST", "TUPLE", "TUPLE1"}
+    | {"TUPLE2", "TUPLE3", "OBJ", "INST", "NEWOBJ", "NEWOBJ_EX", "REDUCE", "BUILD", "MARK"}
+)
+#: At most this many of them (216 bytes each at worst: 22 MB); CIFAR-100's train batch needs under 100.
+MAX_CONTAINERS = 100_000
+#: And at most this many opcodes in all: CIFAR-100's train batch (50,000 names and 2 x 50,000 labels, each
+#: with its memo entry) has under 400,000; every opcode leaves at most one object on the stack.
+MAX_OPCODES = 4_000_000
 
 
 class _BoundedArray(np.ndarray):
@@ -87,9 +99,16 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _check_opcodes(blob: bytes) -> None:
     """Walk the opcodes once: malformed ones and memo indices no real pickle of this size uses are refused."""
+    makers = 0
     for count, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(blob))):
         if op.name in _PUTS and not (isinstance(arg, int) and 0 <= arg <= count):
             raise pickle.UnpicklingError(f"memo index {arg} at opcode {count}")
+        makers += op.name in _MAKERS
+        if makers > MAX_CONTAINERS or count >= MAX_OPCODES:
+            raise pickle.UnpicklingError(
+                f"more than {MAX_CONTAINERS:,} containers or {MAX_OPCODES:,} opcodes (a batch has far fewer); "
+                "unpickling it could take gigabytes"
+            )
 
 
 def read_pickle(f: BinaryIO, name: str) -> dict[str, Any]:

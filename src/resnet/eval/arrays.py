@@ -15,7 +15,7 @@ from torch import nn
 from resnet.data.loader import eval_batches
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
-from resnet.eval.metrics import EvalResult, per_class_error, topk_wrong
+from resnet.eval.metrics import EvalResult, check_finite_logits, per_class_error, topk_wrong
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def evaluate(
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast or contextlib.nullcontext():
                 logits = model(x)
-            logits = logits.float()
+            logits = check_finite_logits(logits.float())
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             wrong1.append(topk_wrong(logits, y, 1))
             wrong5.append(topk_wrong(logits, y, 5))

@@ -20,7 +20,7 @@ from resnet.data.imagefolder import FolderIndex
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import load_view
 from resnet.errors import UserError
-from resnet.eval.metrics import EvalResult, per_class_error
+from resnet.eval.metrics import EvalResult, check_finite_logits, per_class_error
 from resnet.eval.views import MULTISCALE_SIZES, views
 
 
@@ -68,7 +68,7 @@ def view_scores(
     total, n = None, 0
     for shape, group in groups.items():
         x = normalizer.at_size(shape[-2], shape[-1]).to(device)(torch.stack(group).to(device))
-        out = model(x).float()
+        out = check_finite_logits(model(x).float())
         out = out.softmax(dim=1) if scores == "softmax" else out
         total = out.sum(dim=0) if total is None else total + out.sum(dim=0)
         n += len(group)

@@ -7,6 +7,21 @@ from typing import Any
 
 import torch
 
+from resnet.errors import UserError
+
+
+def check_finite_logits(logits: torch.Tensor, what: str = "the model") -> torch.Tensor:
+    """``logits`` when every value is a number; a ``UserError`` otherwise: a probability or an error rate
+    computed from NaN/Inf (damaged or overflowing weights, a broken graph) is never reported."""
+    bad = ~torch.isfinite(logits)
+    if bool(bad.any()):
+        rows = int(bad.reshape(len(logits), -1).any(dim=1).sum()) if logits.ndim else 1
+        raise UserError(
+            f"{what} produced NaN/Inf outputs for {rows} of {len(logits) if logits.ndim else 1} input(s): its weights "
+            "are damaged or overflow; no score or error rate is computed from them"
+        )
+    return logits
+
 
 @dataclass
 class EvalResult:

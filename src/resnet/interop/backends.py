@@ -33,8 +33,6 @@ import torch
 from torch import nn
 
 from resnet.errors import UserError
-from resnet.io import open_input
-from resnet.safe_json import parse_json
 from resnet.train.runtime import cpu_has_bf16
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -231,9 +229,15 @@ def onnx_engine(
     threads: int | None = None,
 ) -> Engine:
     """onnxruntime on ``onnx_path``, or on ``model`` exported now (BN folded, dynamic batch, opset 18)."""
+    from resnet.interop.onnx_files import checked_onnx_bytes, ort_failure
+
+    where = str(onnx_path) if onnx_path is not None else "the exported graph"
     with tempfile.TemporaryDirectory(prefix="resnet-ort-") as tmp:
-        path = Path(onnx_path) if onnx_path is not None else Path(tmp) / "fp32.onnx"
-        if onnx_path is None:
+        path = Path(tmp) / "fp32.onnx"
+        if onnx_path is not None:  # checked, external data inlined: nothing outside its folder is ever read
+            data = checked_onnx_bytes(onnx_path)
+            path.write_bytes(data)
+        else:
             from resnet.interop.export import export_onnx
             from resnet.interop.inference import fold_batchnorm
 
@@ -243,17 +247,31 @@ def onnx_engine(
         if precision == "int8":
             if calibration is None:
                 raise UserError("int8 needs calibration images")
-            quantize_int8(path, Path(tmp) / "int8.onnx", calibration)
+            try:
+                quantize_int8(path, Path(tmp) / "int8.onnx", calibration)
+            except (UserError, ImportError):
+                raise
+            except Exception as e:  # noqa: BLE001 - the quantiser raises whatever its graph walk meets
+                raise ort_failure(where, e) from None
             path = Path(tmp) / "int8.onnx"
-        session = _session(path.read_bytes(), threads)
+        try:
+            session = _session(path.read_bytes(), threads)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's Fail, InvalidGraph, NotImplemented, ...
+            raise ort_failure(where, e) from None
     inp = session.get_inputs()[0]
     fixed = isinstance(inp.shape[0], int)
+
+    def run_batch(arr: np.ndarray) -> torch.Tensor:
+        try:
+            return torch.from_numpy(session.run(None, {inp.name: arr})[0])
+        except Exception as e:  # noqa: BLE001 - a wrong input size, an op failing at run time
+            raise ort_failure(where, e) from None
 
     def run(x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
         if fixed and len(arr) != inp.shape[0]:  # a graph exported for batch 1: one image at a time
-            return torch.cat([torch.from_numpy(session.run(None, {inp.name: a[None]})[0]) for a in arr])
-        return torch.from_numpy(session.run(None, {inp.name: arr})[0])
+            return torch.cat([run_batch(a[None]) for a in arr])
+        return run_batch(arr)
 
     return Engine(run, "onnxruntime", precision)
 
@@ -261,47 +279,18 @@ def onnx_engine(
 def checkpoint_from_onnx(path: str | Path) -> Any:
     """The description an ``.onnx`` file written by ``resnet export`` carries (model, input size,
     preprocessing, classes, dataset and recipe) as a weightless :class:`~resnet.checkpoint.Checkpoint`."""
-
     from resnet.checkpoint import Checkpoint
+    from resnet.checkpoint.typed import resize_for
+    from resnet.interop.onnx_files import read_onnx
+    from resnet.metadata import ModelMetadata
 
-    try:
-        import onnx
-    except ImportError:
-        raise UserError(f"{path}: reading an .onnx file needs onnx; pip install 'resnet-paper[export]'") from None
-    try:
-        with open_input(path) as f:  # a FIFO or device is refused in one line, never waited on
-            proto = onnx.load(f, load_external_data=False)
-    except (FileNotFoundError, UserError) as e:
-        if isinstance(e, UserError):
-            raise
-        raise UserError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError and others
-        raise UserError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-    missing = [
-        k for k in ("resnet.model_name", "resnet.input_size", "resnet.preprocessing", "resnet.classes") if k not in meta
-    ]
-    if missing:
-        raise UserError(f"{path}: not written by `resnet export` (no {missing[0]} in its metadata); re-export it")
-    try:
-        pre = parse_json(meta["resnet.preprocessing"])
-        preprocessing = {
-            "kind": pre["kind"],
-            "mean": torch.tensor(pre["mean"], dtype=torch.float32),
-            "std": torch.tensor(pre["std"], dtype=torch.float32),
-        }
-        return Checkpoint(
-            model_name=meta["resnet.model_name"],
-            model_kwargs={},
-            state_dict={},
-            preprocessing=preprocessing,
-            classes=list(parse_json(meta["resnet.classes"])),
-            input_size=[int(v) for v in parse_json(meta["resnet.input_size"])],
-            dataset=meta.get("resnet.dataset", "unknown"),
-            config=parse_json(meta["resnet.recipe"]) if "resnet.recipe" in meta else None,
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: damaged resnet metadata ({type(e).__name__}: {e}); re-export it") from None
+    proto = read_onnx(path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    meta = ModelMetadata.from_onnx_props(props, str(path), resize_for)
+    outputs = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
+    if outputs and outputs[-1].HasField("dim_value"):  # one class name per output of the graph
+        meta.check_outputs(outputs[-1].dim_value, str(path))
+    return Checkpoint.from_metadata(meta, {}, config=meta.extra.get("recipe"))
 
 
 def make_default_engine(model: nn.Module, input_size: tuple[int, int, int], threads: int | None = None) -> Engine:

@@ -40,9 +40,10 @@ from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wr
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
 from resnet.errors import UserError
 from resnet.interop import akamaster
-from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, read_config
+from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, metadata_of, read_config
 from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
 from resnet.io import refuse_overwriting, write_output
+from resnet.metadata import load_json_field
 from resnet.models import model_info
 
 SAFETENSORS_FORMAT = "resnet-safetensors/1"
@@ -80,16 +81,19 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:160]})") from None
     if meta.get("format") != SAFETENSORS_FORMAT:
         return tensors
-    try:
-        info = {k: json.loads(meta[k]) for k in META_KEYS if k in meta}
-        pre = info["preprocessing"]
-        info["preprocessing"] = {
-            "kind": pre["kind"],
-            **{k: torch.tensor(pre[k], dtype=torch.float32).view(pre[f"{k}_shape"]) for k in ("mean", "std")},
-        }
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path}: damaged resnet metadata in the safetensors header ({e})") from None
-    return {"format": FORMAT, "model": tensors, **info}
+    return {"format": FORMAT, **_header_checkpoint(meta, tensors, f"{path}: safetensors header")}
+
+
+def _header_checkpoint(meta: dict[str, str], tensors: dict[str, torch.Tensor], where: str) -> dict[str, Any]:
+    """Our checkpoint's fields from a safetensors header: the description under ``metadata`` (earlier files:
+    one JSON value per field, migrated), the iteration and the recipe."""
+    fields = {k: load_json_field(v, f"{where}: {k}") for k, v in meta.items() if k in (*META_KEYS, "metadata")}
+    desc = fields.pop("metadata", None)
+    if desc is None:  # written before the one description: its fields side by side, and no resize
+        desc = {k: fields.pop(k) for k in list(fields) if k not in ("iteration", "config")}
+    ckpt = Checkpoint.from_metadata(metadata_of(desc, where), tensors)
+    extra = {k: fields[k] for k in ("iteration", "config") if fields.get(k) is not None}
+    return {**ckpt.to_dict(), **extra}
 
 
 def bare_state_dict(obj: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
@@ -287,18 +291,9 @@ def load_weights(
 def save_safetensors(path: str | Path, ckpt: Checkpoint) -> None:
     """Write the weights as safetensors, with the checkpoint's metadata (JSON) in the header, atomically."""
     st = require_safetensors()
-    flat = ckpt.to_dict()
-    pre = ckpt.preprocessing
-    meta = {k: json.dumps(flat.get(k)) for k in META_KEYS if k not in ("preprocessing", "config")}
+    meta = {"metadata": json.dumps(ckpt.metadata(str(path)).to_json()), "iteration": json.dumps(ckpt.iteration)}
     if ckpt.config is not None:
         meta["config"] = json.dumps(ckpt.config)
-    meta["preprocessing"] = json.dumps(
-        {
-            "kind": pre["kind"],
-            **{k: pre[k].flatten().tolist() for k in ("mean", "std")},
-            **{f"{k}_shape": list(pre[k].shape) for k in ("mean", "std")},
-        }
-    )
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     data = st.torch.save(tensors, metadata={"format": SAFETENSORS_FORMAT, **meta})
     write_output(path, data)

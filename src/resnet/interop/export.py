@@ -3,10 +3,11 @@
 The exported graph is the inference fast path's network (:mod:`resnet.interop.inference`: BN folded into the
 convolutions), fp32, taking the *normalised* ``N x C x H x W`` input at the model's native size and
 returning logits. The preprocessing constants and class names travel inside the file (ONNX
-``metadata_props``, TorchScript extra files ``resnet.json``), and so does the resize and crop ``predict``
-applies (``resnet.resize``: shorter side, filter, crop), so a deployment needs nothing else to reproduce
-``predict``'s probabilities: resize and crop as recorded, ``x = (pixels / 255 - mean) / std``, then
-``softmax(logits)``.
+``metadata_props``, TorchScript extra files ``resnet.json``) as the model's description
+(:class:`resnet.metadata.ModelMetadata` under ``resnet.metadata``), with the resize and crop ``predict``
+applies spelled out (``resnet.resize``: shorter side, filter, crop), so a deployment needs nothing else to
+reproduce ``predict``'s probabilities: resize and crop as recorded, ``x = (pixels / 255 - mean) / std``,
+then ``softmax(logits)``.
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript; the default exporter
 since torch 2.9), opset 18. ``dynamic_batch`` makes the batch dimension symbolic; otherwise it is fixed to
@@ -42,22 +43,14 @@ ONNX_OPSET = 18
 
 
 def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
-    """What a runtime needs besides the graph: model name, input size, the resize and crop ``predict`` uses
-    (``resnet.resize``), preprocessing and class names (JSON)."""
-    pre = ckpt.preprocessing
+    """What a runtime needs besides the graph: the model's description (``resnet.metadata``: model name, input
+    size, preprocessing, classes, resize and crop), how ``predict`` resizes in words and numbers
+    (``resnet.resize``) and the recipe (``resnet.recipe``), all JSON."""
+    meta = ckpt.metadata()
+    if ckpt.config:  # lets `resnet eval model.onnx` rebuild the test data exactly as for the checkpoint
+        meta.extra["recipe"] = ckpt.config
     size = (int(ckpt.input_size[1]), int(ckpt.input_size[2]))
-    return {
-        "resnet.resize": json.dumps(view_geometry(model_info(ckpt.model_name).family == "imagenet", size)),
-        "resnet.model_name": ckpt.model_name,
-        "resnet.input_size": json.dumps(list(ckpt.input_size)),
-        "resnet.preprocessing": json.dumps(
-            {"kind": pre["kind"], "scale": 1 / 255, "mean": pre["mean"].tolist(), "std": pre["std"].tolist()}
-        ),
-        "resnet.classes": json.dumps(list(ckpt.classes)),
-        "resnet.dataset": ckpt.dataset,
-        # The recipe lets `resnet eval model.onnx` rebuild the test data exactly as for the checkpoint.
-        **({"resnet.recipe": json.dumps(ckpt.config)} if ckpt.config else {}),
-    }
+    return meta.onnx_props(view_geometry(model_info(ckpt.model_name).family == "imagenet", size))
 
 
 #: Suffixes of weights files that the default output name replaces (any other name keeps all of it).

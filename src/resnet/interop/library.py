@@ -127,7 +127,7 @@ def create_model(
         net, ckpt = _from_checkpoint(name, checkpoint_path, kwargs)
     else:
         net = build_model(name, **kwargs)
-        meta, _ = default_meta(name, kwargs)
+        meta, _ = default_meta(name, {**kwargs, "num_classes": int(net.fc.out_features)})  # resnet20: 10
         ckpt = Checkpoint(model_name=name, model_kwargs=dict(kwargs), state_dict={}, **meta)
     cfg = pretrained_cfg(ckpt)
     if features_only:

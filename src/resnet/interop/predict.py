@@ -30,6 +30,7 @@ from tqdm import tqdm
 from resnet.checkpoint import Checkpoint
 from resnet.data.transforms import is_image_file, load_view
 from resnet.errors import UserError
+from resnet.eval.metrics import check_finite_logits
 from resnet.eval.views import view_resize
 from resnet.eval.views import views as test_views
 from resnet.interop.convert import load_any
@@ -141,10 +142,11 @@ class Predictor:
         """Softmax scores of uint8 views, averaged over each image's ``per_image`` consecutive views (and,
         with a ``reference`` engine, its top-1 agreement counted in ``report``)."""
         x = self.normalizer(views)
-        probs = torch.softmax(self.model(x).float(), dim=1)
+        probs = torch.softmax(check_finite_logits(self.model(x).float()), dim=1)
         probs = probs.view(-1, per_image, probs.shape[1]).mean(dim=1)
         if self.reference is not None and report is not None:
-            ref = torch.softmax(self.reference(x).float(), dim=1).view(-1, per_image, probs.shape[1]).mean(dim=1)
+            ref = torch.softmax(check_finite_logits(self.reference(x).float()), dim=1)
+            ref = ref.view(-1, per_image, probs.shape[1]).mean(dim=1)
             report.agree += int((ref.argmax(1) == probs.argmax(1)).sum())
             report.compared += len(probs)
         return probs

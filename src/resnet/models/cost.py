@@ -82,3 +82,83 @@ def architecture_cost(arch: Architecture, input_hw: Sequence[int]) -> Cost:
             hw = (conv_out(hw[0], 1, stride), conv_out(hw[1], 1, stride))
     fc = Cost(c_in * arch.num_classes + arch.num_classes, c_in * arch.num_classes)
     return total + fc
+
+
+# -- the budget: a net's size checked before anything is allocated -------------------------------------------------
+
+#: Parameters any net built here may have: 500M floats are 2 GB in float32. The largest paper nets hold 60.2M
+#: (ResNet-152, 1,000 classes) and 19.4M (ResNet-1202), so every one fits with 8x to spare; a 1,000,000-class
+#: ResNet-152 (2.1G, 8.2 GB) or a CIFAR net of depth 600,002 (9.7G) does not.
+MAX_PARAMS = 500_000_000
+#: Elements of all convolution outputs for one image: what a forward pass (and training's backward) keeps.
+#: Counted by :func:`architecture_size`: ResNet-152 needs 0.022G at 224x224 and 0.24G at the paper's largest test
+#: scale (shorter side 640 of a 4:3 image), ResNet-1202 0.011G on CIFAR; 2G (8 GB of float32 for one image)
+#: leaves room for every paper setting.
+MAX_ACTIVATIONS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Size:
+    """What a net needs before any tensor exists: parameters, and convolution output elements per image."""
+
+    params: int
+    activations: int
+
+
+def _block_size(arch: Architecture, c_in: int, planes: int, stride: int, hw: tuple[int, int]) -> tuple[Size, int]:
+    """One block's parameters and output elements (branch and projection) and its output channels."""
+    cost, c_out = _block(arch, c_in, planes, stride, hw)
+    out = (conv_out(hw[0], 1, stride), conv_out(hw[1], 1, stride))
+    if arch.block == "basic":
+        elements = 2 * planes * out[0] * out[1]
+    else:
+        first = hw if arch.bottleneck_stride == "3x3" else out
+        elements = planes * first[0] * first[1] + planes * out[0] * out[1] + c_out * out[0] * out[1]
+    if arch.residual and (arch.shortcut == "C" or (arch.shortcut == "B" and (stride != 1 or c_in != c_out))):
+        elements += c_out * out[0] * out[1]
+    return Size(cost.params, elements), c_out
+
+
+def architecture_size(arch: Architecture, input_hw: Sequence[int]) -> Size:
+    """Parameters and activation elements of ``arch`` in time proportional to its stages, not its blocks:
+    every block after a stage's first repeats the same shapes (a CIFAR depth of 600,002 is counted at once)."""
+    hw = (int(input_hw[0]), int(input_hw[1]))
+    if arch.stem == "imagenet":
+        stem, hw = conv_bn(arch.in_channels, arch.stem_width, 7, 2, hw)
+        elements = arch.stem_width * hw[0] * hw[1]
+        hw = (conv_out(hw[0], 3, 2, 1), conv_out(hw[1], 3, 2, 1))
+    else:
+        stem, hw = conv_bn(arch.in_channels, arch.stem_width, 3, 1, hw)
+        elements = arch.stem_width * hw[0] * hw[1]
+    params, c_in = stem.params, arch.stem_width
+    for i, (blocks, width) in enumerate(zip(arch.layers, arch.widths, strict=True)):
+        stride = 2 if i > 0 else 1
+        first, c_in = _block_size(arch, c_in, width, stride, hw)
+        hw = (conv_out(hw[0], 1, stride), conv_out(hw[1], 1, stride))
+        rest = _block_size(arch, c_in, width, 1, hw)[0] if blocks > 1 else Size(0, 0)
+        params += first.params + (blocks - 1) * rest.params
+        elements += first.activations + (blocks - 1) * rest.activations
+    params += c_in * arch.num_classes + arch.num_classes
+    return Size(params, elements + arch.num_classes)
+
+
+def check_budget(arch: Architecture, input_hw: Sequence[int], what: str = "this model") -> Size:
+    """Refuse, in one line with the figure, a net too large to build or run (see :data:`MAX_PARAMS`,
+    :data:`MAX_ACTIVATIONS`); its size otherwise. Raises ``ValueError`` (a ``UserError``)."""
+    from resnet.errors import UserError
+
+    try:
+        size = architecture_size(arch, input_hw)
+    except ValueError as e:
+        raise UserError(f"{what}: {e}") from None
+    if size.params > MAX_PARAMS:
+        raise UserError(
+            f"{what} would have {size.params:,} parameters ({4 * size.params / 1e9:.1f} GB in float32), more than "
+            f"the {MAX_PARAMS:,} any net here may have (the paper's largest has 60.2M): check the depth and classes"
+        )
+    if size.activations > MAX_ACTIVATIONS:
+        raise UserError(
+            f"{what} on {input_hw[0]}x{input_hw[1]} inputs would compute {size.activations:,} activations per image "
+            f"({4 * size.activations / 1e9:.1f} GB), more than the {MAX_ACTIVATIONS:,} allowed: use a smaller input"
+        )
+    return size

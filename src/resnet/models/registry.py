@@ -128,8 +128,28 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     """Build a registered model: ``create_model("resnet56")``, ``create_model("resnet50", bottleneck_stride="3x3")``.
 
     Raises:
-        ValueError: unknown name or keyword, a CIFAR depth that is not 6n+2, or an invalid option value.
+        ValueError: unknown name or keyword, a CIFAR depth that is not 6n+2, an invalid option value, or a net
+            larger than the budget (``resnet.models.cost.MAX_PARAMS``; a ``UserError`` naming its size).
     """
     info = model_info(name)
     _check_kwargs(info, kwargs)
+    check_model_budget(name, info, kwargs, info.input_size)
     return info.builder(**kwargs)
+
+
+def check_model_budget(
+    name: str, info: ModelInfo, kwargs: dict, input_size: tuple[int, ...] | list[int] | None = None
+) -> None:
+    """Refuse a net too large to build (a depth or class count from a flag or a file) before anything is
+    allocated: its size is counted from its description alone (:func:`resnet.models.cost.check_budget`)."""
+    from resnet.models.cost import check_budget
+
+    if info.architecture is None:
+        return
+    arch_kwargs = {k: v for k, v in kwargs.items() if k != "zero_init_residual"}
+    try:
+        arch = info.architecture(**arch_kwargs)
+    except TypeError:  # a keyword the builder itself reports better
+        return
+    size = input_size if input_size is not None else info.input_size
+    check_budget(arch, tuple(size)[-2:], what=name)
