@@ -17,7 +17,7 @@ from resnet.config import Config
 from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource, FolderSource
-from resnet.errors import NonFiniteLoss, TrainingInterrupted
+from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
 from resnet.io import atomic_write_text
 from resnet.train import distributed as dist
@@ -59,6 +59,13 @@ class Trainer:
         self.total = total_iterations(cfg.schedule, state.loader.steps_per_epoch)
         self.net = self._wrap(state.model)
         self.window = LossWindow(cfg.train.log_every, rt.device, cfg.train.batch_size // self.world, self.world)
+        try:  # a run stopped between log points continues its window (its records then equal an unstopped run's)
+            self.window.load_state_dict(state.saved_window, dist.rank())
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            raise UserError(
+                f"{run.checkpoint}: damaged checkpoint: its loss window does not fit this run ({e}); "
+                "restore the file from a backup or train into a new --out"
+            ) from None
         log = run.log if self.main else None
         self.console = Console(log, self.total, state.iteration, enabled=self.main, progress=progress, echo=echo,
                                batch_size=cfg.train.batch_size)  # fmt: skip
@@ -117,8 +124,7 @@ class Trainer:
                     self.checkpoint()
                 # Under DDP the ranks agree on stopping through an all-reduce, so ask only every 10 iterations.
                 if not at_end and (self.world == 1 or s.iteration % 10 == 0) and stop.requested(self.world):
-                    self.log(lr)
-                    self.checkpoint()
+                    self.checkpoint()  # the unlogged window travels in it: no record is split by the stop
                     self.console.close()
                     raise TrainingInterrupted(s.iteration, self.run.root, stop.name, stop.exit_code)
 
@@ -226,8 +232,11 @@ class Trainer:
                 f"checkpoint: {self._kept()}. Lower optim.lr or check the data"
             )
         self.window.clock.pause()
+        window = self.window.state_dict()  # every rank's rows (a collective), before rank 0 writes
         if self.main:
-            self.describe().save(self.run.checkpoint)
+            ckpt = self.describe()
+            ckpt.training["window"] = window  # type: ignore[index]
+            ckpt.save(self.run.checkpoint)
         dist.barrier()
         self.window.clock.resume()
 
