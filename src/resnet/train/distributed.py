@@ -122,11 +122,22 @@ def agree(fn: Callable[[], T]) -> T:
     return result  # type: ignore[return-value]
 
 
+def lost_peer_line(e: RuntimeError) -> str | None:
+    """One line for a collective that failed because another rank died or went silent (its own line says
+    why), or None when ``e`` is no error of the process group."""
+    if not launched_by_torchrun() or not isinstance(e, getattr(dist, "DistError", ())):
+        return None
+    return (
+        f"rank {env_rank()}: another rank stopped or lost contact during training ({_first_line(e)}); "
+        "the failing rank's own line (or its node's log) says why"
+    )
+
+
 def check_divides(batch_size: int) -> None:
     """The global batch must split evenly over the ranks (every rank trains on the same number of images)."""
     n = world_size()
     if batch_size % n:
-        raise UserError(
+        raise RankError(
             f"rank {rank()}: train.batch_size {batch_size} does not divide evenly over {n} ranks; "
             f"choose a multiple of {n} (e.g. --set train.batch_size={max(n, batch_size // n * n)}) or another number "
             "of processes"
@@ -170,6 +181,15 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank. DDP broadcasts them at the start of every
+    forward, so after a training step each rank holds its own batch's update; an evaluation split over the
+    ranks must use one model: rank 0's, the one its checkpoint holds."""
+    if is_distributed():
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
 
 
 def barrier() -> None:

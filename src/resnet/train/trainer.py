@@ -202,18 +202,21 @@ class Trainer:
         self.console.train_line(rec)  # type: ignore[arg-type]
 
     def evaluate(self) -> None:
-        """Val/test errors on rank 0; a plateau schedule then drops the lr on every rank at once."""
+        """Val/test errors, each rank evaluating its share of the images (rank 0 records them); a plateau
+        schedule then drops the lr on every rank at once."""
         self.check_finite()
         self.read_graph()  # a plateau schedule asks whether the warm-up is over
         self.window.clock.pause()  # img/s counts training steps only
         s, errors = self.state, {}
-        if self.main:
-            for split in self.source.eval_splits():
-                res = evaluate_split(self.source, split, s.model, self.normalizer, self.cfg, self.rt.device,
-                                     autocast=self.rt.autocast(), channels_last=self.rt.channels_last)  # fmt: skip
-                errors[split] = res.error
+        dist.broadcast_buffers(s.model)
+        for split in self.source.eval_splits():
+            res = evaluate_split(self.source, split, s.model, self.normalizer, self.cfg, self.rt.device,
+                                 autocast=self.rt.autocast(), channels_last=self.rt.channels_last,
+                                 shard=self.world > 1)  # fmt: skip
+            errors[split] = res.error
+            if self.main:
                 self.metrics.add({"iteration": s.iteration, "split": split, **res.as_record()})
-                self.console.log(f"iter {s.iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
+            self.console.log(f"iter {s.iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
         if self.cfg.schedule.kind == "plateau":
             val = dist.broadcast_object(errors.get("val"))
             if val is not None and s.schedule.on_eval(s.iteration, val):  # type: ignore[arg-type]
@@ -233,12 +236,13 @@ class Trainer:
             )
         self.window.clock.pause()
         window = self.window.state_dict()  # every rank's rows (a collective), before rank 0 writes
-        if self.main:
-            ckpt = self.describe()
-            ckpt.training["window"] = window  # type: ignore[index]
-            ckpt.save(self.run.checkpoint)
-        dist.barrier()
+        dist.agree(lambda: self._save(window) if self.main else None)  # a failed write ends every rank at once
         self.window.clock.resume()
+
+    def _save(self, window: dict[str, Any] | None) -> None:
+        ckpt = self.describe()
+        ckpt.training["window"] = window  # type: ignore[index]
+        ckpt.save(self.run.checkpoint)
 
     def describe(self) -> Checkpoint:
         """The typed checkpoint of the current state."""
