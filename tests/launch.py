@@ -31,7 +31,8 @@ def free_port() -> int:
 
 def env(**extra: str) -> dict[str, str]:
     """The tests' environment for a launcher: these sources first (from any working directory), one thread."""
-    path = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    first = [extra.pop("PYTHONPATH")] if "PYTHONPATH" in extra else []  # a test's own folders before ours
+    path = os.pathsep.join([*first, str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
