@@ -15,6 +15,10 @@ import pytest
 import torch
 
 from launch import STANDALONE, finish, free_port, sets, torchrun, two_nodes
+from resnet.checkpoint import load_checkpoint
+from resnet.config import load_config
+from resnet.data.sources import open_source
+from resnet.eval.sources import evaluate_split
 from resnet.train.metrics_log import read_metrics
 
 from conftest import tiny_overrides
@@ -71,6 +75,13 @@ def test_two_nodes_train_a_cifar_net_as_one_node_does(cifar_subset: Path, recipe
     assert "x 2 ranks" in (tmp_path / "nodes" / "train.log").read_text()
     same_weights(tmp_path / "nodes", tmp_path / "one")
     assert timeless(tmp_path / "nodes") == timeless(tmp_path / "one")
+    # The final test error, evaluated by both ranks on their share of the images, is one process's on the
+    # same weights: all 1017 images, each counted once.
+    final = [r for r in timeless(tmp_path / "nodes") if r.get("split") == "test"][-1]
+    ckpt = load_checkpoint(tmp_path / "nodes" / "checkpoint.pt")
+    cfg = load_config(None, cifar_overrides(cifar_subset))
+    res = evaluate_split(open_source(cfg), "test", ckpt.build_model(), ckpt.normalizer(), cfg, torch.device("cpu"))
+    assert final == {"iteration": 6, "split": "test", **res.as_record()} and res.n == 1017
 
 
 @pytest.mark.slow  # three pairs of launchers: about 80 s on 2 busy cores
