@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except UserError as e:
         if not distributed.launched_by_torchrun():
             raise
-        print(f"resnet: error: rank {distributed.env_rank()}: {e}", file=sys.stderr)  # this rank alone failed
+        named = str(e) if str(e).startswith("rank ") else f"rank {distributed.env_rank()}: {e}"
+        print(f"resnet: error: {named}", file=sys.stderr)  # this rank alone failed
         return 2
     except RuntimeError as e:
         line = distributed.lost_peer_line(e)

@@ -40,6 +40,13 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+class RankError(UserError):
+    """A ``UserError`` every rank raises together because one of them hit it (the message names that rank).
+
+    Every rank ends; the command line prints it once per node (on local rank 0), not once per process.
+    """
+
+
 #: Seconds a rank waits for the others, in the rendezvous and in any collective, before it gives up with one
 #: line (``RESNET_DIST_TIMEOUT``). Long enough for rank 0 to write a ResNet-152 checkpoint on a slow disk while
 #: the others wait at the barrier behind it; a dead peer usually shows much sooner (its connection closes).
@@ -55,8 +62,8 @@ def timeout_seconds() -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value <= 7 * 24 * 3600:
-        raise UserError(f"RESNET_DIST_TIMEOUT is {text!r}; set it to a number of seconds (e.g. 600), or unset it")
+    if not 0 < value <= 7 * 24 * 3600:  # the same setting on every rank of a node: one line per node
+        raise RankError(f"RESNET_DIST_TIMEOUT is {text!r}; set it to a number of seconds (e.g. 600), or unset it")
     return value
 
 
@@ -90,13 +97,6 @@ def setup(device: torch.device) -> None:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
-
-class RankError(UserError):
-    """A ``UserError`` every rank raises together because one of them hit it (the message names that rank).
-
-    Every rank ends; the command line prints it once per node (on local rank 0), not once per process.
-    """
 
 
 def agree(fn: Callable[[], T]) -> T:
