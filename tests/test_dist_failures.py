@@ -3,6 +3,8 @@ cause; no rank waits forever in a collective that another rank never joins."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from launch import STANDALONE, env, finish, free_port, sets, torchrun, two_nodes
+from launch import (
+    STANDALONE,
+    env,
+    finish,
+    free_port,
+    killing,
+    logged_iteration,
+    sets,
+    torchrun,
+    two_nodes,
+    wait_for,
+    worker_pids,
+)
 
 from conftest import tiny_overrides
 from folders import build_folder
@@ -96,3 +110,18 @@ def test_a_bad_timeout_setting_is_one_line(recipe: Path, tmp_path: Path):
     assert status != 0 and errors(err) == [
         "resnet: error: RESNET_DIST_TIMEOUT is 'soon'; set it to a number of seconds (e.g. 600), or unset it"
     ]
+
+
+@pytest.mark.slow  # a torchrun launch: about 25 s on 2 busy cores
+def test_a_rank_that_dies_mid_run_ends_the_others_with_one_line(recipe: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    overrides = tiny_overrides(**{"schedule.iterations": 2000, "train.eval_every": 5000})
+    proc = torchrun(STANDALONE, [str(recipe), "--out", str(run), *sets(overrides)], RESNET_TEST_TAG="dies")
+    with killing(proc):
+        wait_for(lambda: logged_iteration(run) >= 10, "iteration 10")
+        (rank1,) = worker_pids("dies", rank=1)
+        os.kill(rank1, signal.SIGKILL)
+        (status, _, err), = finish(proc)  # fmt: skip
+    assert status != 0 and "[rank0]: Traceback" not in err
+    (line,) = errors(err)
+    assert line.startswith("resnet: error: rank 0: another rank stopped or lost contact during training"), line

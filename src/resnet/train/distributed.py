@@ -125,7 +125,12 @@ def agree(fn: Callable[[], T]) -> T:
 def lost_peer_line(e: RuntimeError) -> str | None:
     """One line for a collective that failed because another rank died or went silent (its own line says
     why), or None when ``e`` is no error of the process group."""
-    if not launched_by_torchrun() or not isinstance(e, getattr(dist, "DistError", ())):
+    # gloo reports a closed peer as a plain RuntimeError ("... Connection reset by peer"), NCCL and the store
+    # as torch's DistError subclasses.
+    markers = ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out")
+    if not launched_by_torchrun():
+        return None
+    if not isinstance(e, getattr(dist, "DistError", ())) and not any(m in str(e) for m in markers):
         return None
     return (
         f"rank {env_rank()}: another rank stopped or lost contact during training ({_first_line(e)}); "
