@@ -49,3 +49,27 @@ def test_a_stop_inside_a_log_window_resumes_to_the_same_metrics(tmp_path: Path, 
     assert timeless(tmp_path / "run") == timeless(tmp_path / "straight")
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in ("run", "straight"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_batched_seeds_stopped_inside_a_log_window_resume_to_the_same_metrics(tmp_path: Path, monkeypatch):
+    from resnet.train import multiseed
+    from resnet.train.multiseed_fit import fit_seeds
+
+    cfg = load_config(None, tiny_overrides(**{"train.log_every": 4, "train.checkpoint_every": 100}))
+    fit_seeds(cfg, {0: tmp_path / "a0", 1: tmp_path / "a1"}, echo=False)
+    step = multiseed.MultiSeedTrainer.step
+
+    def step_then_signal(self):
+        out = step(self)
+        if self.iteration == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(multiseed.MultiSeedTrainer, "step", step_then_signal)
+    with pytest.raises(TrainingInterrupted):
+        fit_seeds(cfg, {0: tmp_path / "b0", 1: tmp_path / "b1"}, echo=False)
+    monkeypatch.setattr(multiseed.MultiSeedTrainer, "step", step)
+    assert [r["iteration"] for r in timeless(tmp_path / "b1")] == [4]
+    fit_seeds(cfg, {0: tmp_path / "b0", 1: tmp_path / "b1"}, echo=False)
+    for seed in (0, 1):
+        assert timeless(tmp_path / f"b{seed}") == timeless(tmp_path / f"a{seed}")
