@@ -31,7 +31,7 @@ from resnet.metadata import ModelMetadata, Preprocessing, Resize, check_classes,
 from resnet.models import create_model, model_info
 
 #: Fields a training checkpoint holds beyond the model description (its train state).
-TRAINING_KEYS = ("optimizer", "schedule", "loader", "rng", "metrics", "train_seconds")
+TRAINING_KEYS = ("optimizer", "schedule", "loader", "rng", "metrics", "train_seconds", "window")
 
 
 def _check(ok: bool, where: str, key: str, must: str) -> None:
@@ -120,6 +120,10 @@ def _check_training(obj: dict[str, Any], where: str) -> None:
     scalar = (str, int, float, bool, type(None))
     ok = all(isinstance(r, dict) and all(isinstance(v, scalar) for v in r.values()) for r in obj["metrics"])
     _check(ok, where, "metrics", "must hold records of plain numbers and names")
+    window = obj.get("window")  # the unlogged loss window of a run stopped between log points
+    rows = window.get("rows") if isinstance(window, dict) else None
+    ok = window is None or (isinstance(rows, torch.Tensor) and rows.is_floating_point())
+    _check(ok, where, "window", "must hold a float tensor of loss rows")
     seconds = obj.get("train_seconds", 0.0)
     _check(isinstance(seconds, int | float) and math.isfinite(seconds), where, "train_seconds", "must be a number")
 

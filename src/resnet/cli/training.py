@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from resnet.errors import UserError
 
 def cmd_train(args: argparse.Namespace) -> int:
     from resnet.cli.recipes import format_recipes
-    from resnet.cli.rundirs import resolve_target, resume_command
+    from resnet.cli.rundirs import resolve_target
 
     if args.list:
         print(format_recipes())
@@ -36,6 +37,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(format_plan(plan_run(cfg, out)))
         return 0
+    from resnet.train import distributed
+
+    try:
+        return _train(args, cfg, out)
+    except distributed.RankError as e:  # every rank raised it: one line per node, from its first process
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"resnet: error: {e}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        if not distributed.launched_by_torchrun():
+            raise
+        named = str(e) if str(e).startswith("rank ") else f"rank {distributed.env_rank()}: {e}"
+        print(f"resnet: error: {named}", file=sys.stderr)  # this rank alone failed
+        return 2
+    except RuntimeError as e:
+        line = distributed.lost_peer_line(e)
+        if line is None:
+            raise
+        print(f"resnet: error: {line}", file=sys.stderr)
+        return 1
+
+
+def _train(args: argparse.Namespace, cfg: object, out: Path) -> int:
+    from resnet.cli.rundirs import resume_command
     from resnet.errors import TrainingInterrupted
     from resnet.train import distributed
     from resnet.train.loop import fit

@@ -21,6 +21,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import load_view
 from resnet.errors import UserError
 from resnet.eval.metrics import EvalResult, check_finite_logits, per_class_error
+from resnet.eval.shards import gather_lists, merge, mine
 from resnet.eval.views import MULTISCALE_SIZES, views
 
 
@@ -94,9 +95,12 @@ def folder_scores(
     size: int = 224,
     scales: tuple[int, ...] = MULTISCALE_SIZES,
     strict: bool = False,
+    shard: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Averaged scores (images x classes), labels, and the unreadable files left out (``strict``: an
-    unreadable file is an error instead, as ``data.strict_decode`` asks of training)."""
+    unreadable file is an error instead, as ``data.strict_decode`` asks of training). ``shard``: under a
+    process group each rank scores its share of the images and every rank gets them all, in order, equal to
+    one process's (see :mod:`resnet.eval.shards`)."""
     if scores not in ("softmax", "logits"):
         raise UserError(f"unknown score averaging {scores!r}; choose softmax or logits")
     views(torch.zeros(3, 8, 8, dtype=torch.uint8), protocol, 8, 8, (8,))  # validates the protocol name
@@ -106,33 +110,48 @@ def folder_scores(
         g = torch.Generator().manual_seed(0)
         picks = sorted(torch.randperm(len(index), generator=g)[:limit].tolist())
     channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    per_batch = batch_images if protocol != "multiscale" else 1
+    positions = [k for k in range(len(picks)) if not shard or mine(k // per_batch)]
     loader = DataLoader(
-        ViewImages(index, picks, protocol, channels, resize, size, scales),
-        batch_size=batch_images if protocol != "multiscale" else 1,
+        ViewImages(index, [picks[k] for k in positions], protocol, channels, resize, size, scales),
+        batch_size=per_batch,
         num_workers=min(workers, os.cpu_count() or 1),  # more processes than cores only thrash
         collate_fn=_collate,
     )
+    classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    parts = {
+        "scores": torch.zeros(len(picks), classes),
+        "labels": torch.zeros(len(picks), dtype=torch.int64),
+        "readable": torch.zeros(len(picks), dtype=torch.int64),
+    }
+    seen, skipped = torch.zeros(len(picks), dtype=torch.int64), []
     was_training = model.training
     model.eval()
-    all_scores, labels, skipped = [], [], []
     try:
         from tqdm import tqdm
 
+        at = iter(positions)
         for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress):
             for vs, label, err in batch:
+                k = next(at)
+                seen[k] += 1
                 if vs is None:
                     if strict:
                         raise UserError(f"{err} (data.strict_decode is on; turn it off to skip such files)")
-                    skipped.append(err)
+                    skipped.append((k, err))
                     continue
                 with autocast or contextlib.nullcontext():
-                    all_scores.append(view_scores(model, vs, normalizer, device, scores).cpu())
-                labels.append(label)
+                    parts["scores"][k] = view_scores(model, vs, normalizer, device, scores).cpu()
+                parts["labels"][k], parts["readable"][k] = label, 1
     finally:
         model.train(was_training)
-    if not labels:
+    if shard:
+        merge(parts, seen)
+        skipped = gather_lists(skipped)
+    keep = parts["readable"].bool()
+    if not keep.any():
         raise UserError(f"no readable images to evaluate in {index.root}")
-    return torch.stack(all_scores), torch.tensor(labels), skipped
+    return parts["scores"][keep], parts["labels"][keep], [err for _, err in sorted(skipped)]
 
 
 def evaluate_folder(model: nn.Module, index: FolderIndex, normalizer: Normalizer, **kw: Any) -> EvalResult:
@@ -142,7 +161,9 @@ def evaluate_folder(model: nn.Module, index: FolderIndex, normalizer: Normalizer
     wrong1 = top5[:, 0] != y
     wrong5 = ~(top5 == y[:, None]).any(dim=1)
     softmax = kw.get("scores", "softmax") == "softmax"
-    loss = torch.nn.functional.nll_loss(s.clamp_min(1e-12).log(), y).item() if softmax else float("nan")
+    # Per image in float64, summed in image order: a sharded evaluation gives the same number bit for bit.
+    per_image = -s.clamp_min(1e-12).log().gather(1, y[:, None]).squeeze(1).double()
+    loss = per_image.sum().item() / len(y) if softmax else float("nan")
     return EvalResult(
         n=len(y),
         loss=loss,

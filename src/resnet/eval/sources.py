@@ -15,6 +15,7 @@ from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
 from resnet.eval.folders import evaluate_folder
 from resnet.eval.metrics import EvalResult
+from resnet.eval.shards import rank_and_world
 
 
 def evaluate_split(
@@ -27,9 +28,11 @@ def evaluate_split(
     *,
     autocast: contextlib.AbstractContextManager | None = None,
     channels_last: bool = False,
+    shard: bool = False,
 ) -> EvalResult:
     """Arrays: the single original view of every image (section 4.2). Image folders: the centre crop of the
-    val split (the paper's curves in Fig. 4 are center-crop errors; 10-crop is for the final test)."""
+    val split (the paper's curves in Fig. 4 are center-crop errors; 10-crop is for the final test).
+    ``shard``: split over the ranks of the process group, each image counted once (:mod:`resnet.eval.shards`)."""
     if isinstance(source, FolderSource):
         if split != "val" or source.val is None:
             raise UserError(f"image folders have a val split only (ROOT/val), not {split!r}")
@@ -45,8 +48,11 @@ def evaluate_split(
             size=cfg.data.crop,
             autocast=autocast or contextlib.nullcontext(),
             strict=cfg.data.strict_decode,
+            shard=shard,
         )
-        if res.skipped:  # never silently: the error is over fewer images than the split holds
+        if res.skipped and (
+            not shard or rank_and_world()[0] == 0
+        ):  # never silently: the error is over fewer images than the split holds
             more = f" and {len(res.skipped) - 3} more" if len(res.skipped) > 3 else ""
             named = "; ".join(res.skipped[:3])
             print(
@@ -65,4 +71,5 @@ def evaluate_split(
         num_classes=len(source.classes),
         autocast=autocast,
         channels_last=channels_last,
+        shard=shard,
     )

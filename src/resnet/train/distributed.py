@@ -9,11 +9,15 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from resnet.errors import UserError
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -36,14 +40,113 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+class RankError(UserError):
+    """A ``UserError`` every rank raises together because one of them hit it (the message names that rank).
+
+    Every rank ends; the command line prints it once per node (on local rank 0), not once per process.
+    """
+
+
+#: Seconds a rank waits for the others, in the rendezvous and in any collective, before it gives up with one
+#: line (``RESNET_DIST_TIMEOUT``). Long enough for rank 0 to write a ResNet-152 checkpoint on a slow disk while
+#: the others wait at the barrier behind it; a dead peer usually shows much sooner (its connection closes).
+DEFAULT_TIMEOUT_S = 1800
+
+
+def timeout_seconds() -> float:
+    """The process group's timeout: ``RESNET_DIST_TIMEOUT`` seconds (a positive number), else 30 minutes."""
+    text = os.environ.get("RESNET_DIST_TIMEOUT", "").strip()
+    if not text:
+        return float(DEFAULT_TIMEOUT_S)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 7 * 24 * 3600:  # the same setting on every rank of a node: one line per node
+        raise RankError(f"RESNET_DIST_TIMEOUT is {text!r}; set it to a number of seconds (e.g. 600), or unset it")
+    return value
+
+
+def env_rank() -> str:
+    """This process's rank as its launcher set it (before the process group exists)."""
+    return os.environ.get("RANK", "?")
+
+
 def setup(device: torch.device) -> None:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); a no-op otherwise."""
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); a no-op otherwise.
+
+    Ranks that do not all arrive within :func:`timeout_seconds` end with one line naming this rank and the
+    rendezvous address, instead of waiting forever.
+    """
     if not launched_by_torchrun() or is_distributed():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    seconds = timeout_seconds()
+    try:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=seconds))
+    except (RuntimeError, ValueError) as e:  # torch's DistStoreError/DistNetworkError are RuntimeErrors
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        raise UserError(
+            f"rank {env_rank()} of {os.environ.get('WORLD_SIZE')}: the process group could not be formed at {where} "
+            f"within {seconds:g} s ({_first_line(e)}); start the same command on every node, check "
+            "the address and port, or raise RESNET_DIST_TIMEOUT"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def agree(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on every rank; if it fails with a ``UserError`` on any rank, every rank raises
+    :class:`RankError` naming the first failing rank and its message, so that no rank goes on into a
+    collective that the failed one never joins (where it would wait until the timeout).
+
+    One process: ``fn``'s own result or exception, unchanged.
+    """
+    if world_size() == 1:
+        return fn()
+    result, error = None, None
+    try:
+        result = fn()
+    except UserError as e:
+        error = str(e)
+    errors: list[str | None] = [None] * world_size()
+    dist.all_gather_object(errors, error)
+    failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if failed:
+        r, message = failed[0]
+        raise RankError(message if message.startswith(f"rank {r}") else f"rank {r}: {message}")
+    return result  # type: ignore[return-value]
+
+
+def lost_peer_line(e: RuntimeError) -> str | None:
+    """One line for a collective that failed because another rank died or went silent (its own line says
+    why), or None when ``e`` is no error of the process group."""
+    # gloo reports a closed peer as a plain RuntimeError ("... Connection reset by peer"), NCCL and the store
+    # as torch's DistError subclasses.
+    markers = ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out")
+    if not launched_by_torchrun():
+        return None
+    if not isinstance(e, getattr(dist, "DistError", ())) and not any(m in str(e) for m in markers):
+        return None
+    return (
+        f"rank {env_rank()}: another rank stopped or lost contact during training ({_first_line(e)}); "
+        "the failing rank's own line (or its node's log) says why"
+    )
+
+
+def check_divides(batch_size: int) -> None:
+    """The global batch must split evenly over the ranks (every rank trains on the same number of images)."""
+    n = world_size()
+    if batch_size % n:
+        raise RankError(
+            f"rank {rank()}: train.batch_size {batch_size} does not divide evenly over {n} ranks; "
+            f"choose a multiple of {n} (e.g. --set train.batch_size={max(n, batch_size // n * n)}) or another number "
+            "of processes"
+        )
 
 
 #: The devices this project runs on (the paper's nets train on CUDA GPUs; the CPU for tests and small runs).
@@ -83,6 +186,15 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank. DDP broadcasts them at the start of every
+    forward, so after a training step each rank holds its own batch's update; an evaluation split over the
+    ranks must use one model: rank 0's, the one its checkpoint holds."""
+    if is_distributed():
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
 
 
 def barrier() -> None:

@@ -58,20 +58,23 @@ def fit(
     """
     run = RunDir(Path(out))
     rt = resolve_device(cfg)
-    check_model(cfg)  # a misspelt model fails before thousands of images are decoded
+    # Under torchrun every step below that may fail on one rank alone (its data, rank 0's run directory) is
+    # agreed on: all ranks end together with that rank's one line, none waits in a collective it never joins.
+    agree = dist.agree
+    agree(lambda: dist.check_divides(cfg.train.batch_size))
+    agree(lambda: check_model(cfg))  # a misspelt model fails before thousands of images are decoded
     if cfg.train.tensorboard:
-        require_tensorboard()  # before the run directory is touched
+        agree(require_tensorboard)  # before the run directory is touched
     with contextlib.ExitStack() as held:
         claim(run, held)  # locked before anything in it is read: a finishing run's last checkpoint is never stale
         ckpt = read_resume_point(run, cfg, restart)
         if ckpt is None:
             early_config(run, cfg, held)  # a kill while the data loads still leaves `resnet train RUN` to retry
-        source = open_source(cfg)  # before writing: a bad --data-dir leaves nothing behind
-        check_same_data(run, ckpt, source)
-        check_supported(cfg, source)
+        source = agree(lambda: open_source(cfg))  # before writing: a bad --data-dir leaves nothing behind
+        agree(lambda: (check_same_data(run, ckpt, source), check_supported(cfg, source)))
         normalizer, lighting = preprocessing(cfg, source, ckpt)
-        state, kwargs = init_state(cfg, source, normalizer, lighting, rt, ckpt, str(run.checkpoint))
-        metrics = open_run_dir(run, cfg, state, argv, rt.device)
+        state, kwargs = agree(lambda: init_state(cfg, source, normalizer, lighting, rt, ckpt, str(run.checkpoint)))
+        metrics = agree(lambda: open_run_dir(run, cfg, state, argv, rt.device))
         held.callback(metrics.close)  # however the run ends (NaN, Ctrl-C, error): TensorBoard's events flushed
         trainer = Trainer(cfg, run, source, normalizer, lighting, state, kwargs, metrics, rt, progress, echo)
         trainer.announce(resumed=ckpt is not None)
@@ -99,7 +102,15 @@ def check_model(cfg: Config) -> None:
 def read_resume_point(run: RunDir, cfg: Config, restart: bool = False) -> Checkpoint | None:
     """The run directory's checkpoint, if any, after checking that it may be continued under ``cfg``.
 
-    A run without a checkpoint whose metrics reach past its first checkpoint lost that checkpoint (deleted,
+    Under torchrun rank 0 alone reads it and sends it to the others: the run directory need only be visible
+    on the first node.
+    """
+    ckpt = dist.agree(lambda: _read_resume_point(run, cfg, restart) if dist.is_main() else None)
+    return dist.broadcast_object(ckpt) if dist.world_size() > 1 else ckpt  # type: ignore[return-value]
+
+
+def _read_resume_point(run: RunDir, cfg: Config, restart: bool) -> Checkpoint | None:
+    """A run without a checkpoint whose metrics reach past its first checkpoint lost that checkpoint (deleted,
     moved): starting it over would silently rewrite its metrics, so it is refused with the choices, and
     ``restart`` moves the old metrics aside (``metrics.jsonl.old``, ``.old-2``, ...) and starts over. A run
     killed before its first checkpoint simply starts again.
@@ -165,12 +176,22 @@ def _forget_early_config(run: RunDir) -> None:
 def preprocessing(cfg: Config, source: Source, ckpt: Checkpoint | None) -> tuple[Normalizer, Lighting | None]:
     """The checkpoint's constants when resuming; else estimated from the training data (rank 0's under DDP)."""
     if ckpt is not None:
-        return ckpt.normalizer(), (Lighting.from_state_dict(ckpt.lighting) if ckpt.lighting else None)
+        return dist.agree(
+            lambda: (ckpt.normalizer(), Lighting.from_state_dict(ckpt.lighting) if ckpt.lighting else None)
+        )
+    if dist.world_size() > 1 and not dist.is_main():  # rank 0's estimates are used; none needed here
+        normalizer, lighting = dist.agree(lambda: (None, None))
+    else:
+        normalizer, lighting = dist.agree(lambda: _estimate(cfg, source))
+    if dist.world_size() > 1:  # every rank must use rank 0's constants (estimates from a sample could differ)
+        normalizer, lighting = dist.broadcast_object((normalizer, lighting))  # type: ignore[misc]
+    return normalizer, lighting
+
+
+def _estimate(cfg: Config, source: Source) -> tuple[Normalizer, Lighting | None]:
     normalizer, lighting = source.preprocessing(cfg)
     if cfg.model.init_from:  # fine-tuned weights see inputs normalised as in their own training
         normalizer = init_normalizer(cfg.model.init_from, source.input_size) or normalizer
-    if dist.world_size() > 1:  # every rank must use rank 0's constants (estimates from a sample could differ)
-        normalizer, lighting = dist.broadcast_object((normalizer, lighting))  # type: ignore[misc]
     return normalizer, lighting
 
 

@@ -33,6 +33,11 @@ class StepClock:
         if self._since is None:
             self._since = time.perf_counter()
 
+    def seconds_so_far(self) -> float:
+        """Training seconds since the last reset, without resetting."""
+        running = self._since is not None
+        return self.seconds + (time.perf_counter() - self._since if running else 0.0)  # type: ignore[operator]
+
     def read_and_reset(self) -> float:
         """Training seconds since the last reset (the clock keeps running if it was running)."""
         running = self._since is not None
@@ -65,6 +70,40 @@ class LossWindow:
         row = torch.stack([loss.detach().double(), wrong.double()]).view(1, 2)
         self.values.index_copy_(0, self.cursor, row)
         self.cursor.add_(1)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The unlogged part of the window, every rank's rows (a collective under DDP), for a checkpoint
+        written between log points: a stop there must not split the window, or the resumed run's training
+        records would differ from an uninterrupted run's. None when the window is empty."""
+        if self.filled == 0:
+            return None
+        rows = self.values[: self.filled].clone()
+        if self.world > 1:
+            gathered = [torch.empty_like(rows) for _ in range(self.world)]
+            torch.distributed.all_gather(gathered, rows)
+            rows = torch.stack(gathered)
+        else:
+            rows = rows.unsqueeze(0)
+        return {"rows": rows.cpu(), "per_rank": self.per_rank, "seconds": self.clock.seconds_so_far()}
+
+    def load_state_dict(self, state: dict[str, Any] | None, rank: int) -> None:
+        """Continue a window saved by :meth:`state_dict` (ranks x rows x (loss, wrong)). The same world size
+        takes its own rank's rows back (bit-identical records); another world size gets the rows' mean loss
+        and their wrong counts scaled to its own per-rank batch (the record's averages stay the same)."""
+        if not state:
+            return
+        rows = state["rows"].to(self.values.device, torch.float64)
+        if rows.dim() != 3 or rows.shape[2] != 2 or not 0 < rows.shape[1] <= len(self.values):
+            raise ValueError(f"the saved loss window has shape {tuple(rows.shape)}")
+        if rows.shape[0] == self.world:
+            mine = rows[rank]
+        else:
+            mine = rows.mean(dim=0)
+            mine[:, 1] *= self.per_rank / float(state["per_rank"])
+        self.filled = rows.shape[1]
+        self.values[: self.filled] = mine
+        self.cursor = torch.full((1,), self.filled, dtype=torch.int64, device=self.values.device)
+        self.clock.seconds += float(state.get("seconds", 0.0))
 
     def first_nonfinite(self) -> tuple[int, float] | None:
         """(position in the window, loss) of the first NaN/Inf loss on any rank, or None (one host sync)."""

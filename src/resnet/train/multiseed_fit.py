@@ -100,6 +100,21 @@ class SeedRuns:
         self.window: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.clock = StepClock()
         self.t0 = time.perf_counter()
+        self.restore_window(
+            [c.training.get("window") if c is not None and c.training else None for c in ckpts.values()]
+        )
+
+    def restore_window(self, saved: list[dict[str, Any] | None]) -> None:
+        """Continue the loss window a stop saved between log points (every seed's, of the same length)."""
+        if not all(saved):
+            return
+        rows = [w["rows"] for w in saved]  # type: ignore[index]
+        if any(r.dim() != 3 or r.shape[0] != 1 or r.shape[1:] != rows[0].shape[1:] or r.shape[2] != 2 for r in rows):
+            raise UserError("the seeds' checkpoints hold loss windows that do not fit together; restore them from "
+                            "a backup or train into a new --out")  # fmt: skip
+        per_seed = torch.stack([r[0] for r in rows], dim=1).to(self.rt.device, torch.float64)  # n x K x 2
+        self.window = [(row[:, 0], row[:, 1]) for row in per_seed]
+        self.clock.seconds += float(saved[0].get("seconds", 0.0))  # type: ignore[union-attr]
 
     @property
     def train_seconds(self) -> float:
@@ -135,7 +150,7 @@ class SeedRuns:
                 if it % every.checkpoint_every == 0 or at_end:
                     self.checkpoint()
                 if not at_end and stop.requested(1):
-                    self.checkpoint()
+                    self.checkpoint(flush=False)  # the unlogged window travels in it: no record split by the stop
                     raise TrainingInterrupted(it, self.runs[self.seeds[0]].root, stop.name, stop.exit_code)
 
     def log(self) -> None:
@@ -179,8 +194,9 @@ class SeedRuns:
                 self.consoles[s].log(f"iter {it:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
         self.clock.resume()
 
-    def checkpoint(self) -> None:
-        self.log()
+    def checkpoint(self, flush: bool = True) -> None:
+        if flush:
+            self.log()
         self.clock.pause()
         replicas = [self.multi.replica_model(k) for k in range(len(self.seeds))]
         for s, (model, _) in zip(self.seeds, replicas, strict=True):  # every seed checked before any is saved
@@ -192,6 +208,13 @@ class SeedRuns:
             self.describe(k, s, model, opt).save(self.runs[s].checkpoint)
         self.clock.resume()
 
+    def window_state(self, k: int) -> dict[str, Any] | None:
+        """Seed ``k``'s unlogged loss window, as :meth:`resnet.train.meters.LossWindow.state_dict` saves it."""
+        if not self.window:
+            return None
+        rows = torch.stack([torch.stack([w[0][k], w[1][k]]).double() for w in self.window]).cpu()
+        return {"rows": rows[None], "per_rank": self.cfg.train.batch_size, "seconds": self.clock.seconds_so_far()}
+
     def describe(self, k: int, seed: int, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Checkpoint:
         cuda = self.rt.device.type == "cuda"
         training = {
@@ -201,6 +224,7 @@ class SeedRuns:
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.rt.device) if cuda else None},
             "metrics": self.metrics[seed].records,
             "train_seconds": self.train_seconds,
+            "window": self.window_state(k),
         }
         src = self.source
         return Checkpoint(model_name=self.cfg.model.name, model_kwargs=self.multi.kwargs,

@@ -1,4 +1,9 @@
-"""Graceful stops: SIGINT/SIGTERM finish the current step, write a checkpoint and stop (every rank at once)."""
+"""Graceful stops: SIGINT/SIGTERM/SIGUSR1 finish the current step, write a checkpoint and stop (every rank at once).
+
+SIGUSR1 is what SLURM sends ahead of a job's time limit or preemption (``#SBATCH --signal=USR1@90``); clusters
+send SIGTERM. The process then exits with 128 + the signal's number (143 for SIGTERM, 138 for SIGUSR1, 130 for
+Ctrl-C) after its checkpoint is written, which a requeue script tells from a failure (1 or 2).
+"""
 
 from __future__ import annotations
 
@@ -38,12 +43,12 @@ def interrupted_at_startup() -> bool:
 
 
 class StopSignals:
-    """Within the block, SIGINT/SIGTERM only set a flag; the loop finishes its step, checkpoints and stops.
+    """Within the block, SIGINT/SIGTERM/SIGUSR1 only set a flag; the loop finishes its step, checkpoints and stops.
 
     A second signal of the same kind while stopping falls back to the default behaviour (Ctrl-C twice kills).
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
 
     def __init__(self) -> None:
         self.signum: int | None = None

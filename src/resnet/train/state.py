@@ -59,6 +59,7 @@ class TrainState:
         self.records: list[dict[str, Any]] = []  # the metrics log's records (the same list)
         self.seconds_before = 0.0  # training time of earlier invocations
         self.clock_start = time.perf_counter()
+        self.saved_window: dict[str, Any] | None = None  # the unlogged loss window of a stop (see LossWindow)
         self.origin: str | None = None  # what model.init_from loaded (announced; not saved: the run has it)
 
     def start_clock(self) -> None:
@@ -89,6 +90,7 @@ class TrainState:
         self.iteration = int(state["iteration"])
         self.records = list(state["metrics"])
         self.seconds_before = float(state.get("train_seconds", 0.0))
+        self.saved_window = state.get("window")
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)

@@ -17,7 +17,7 @@ from resnet.config import Config
 from resnet.data.augment import Lighting
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource, FolderSource
-from resnet.errors import NonFiniteLoss, TrainingInterrupted
+from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
 from resnet.io import write_output
 from resnet.train import distributed as dist
@@ -59,6 +59,13 @@ class Trainer:
         self.total = total_iterations(cfg.schedule, state.loader.steps_per_epoch)
         self.net = self._wrap(state.model)
         self.window = LossWindow(cfg.train.log_every, rt.device, cfg.train.batch_size // self.world, self.world)
+        try:  # a run stopped between log points continues its window (its records then equal an unstopped run's)
+            self.window.load_state_dict(state.saved_window, dist.rank())
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            raise UserError(
+                f"{run.checkpoint}: damaged checkpoint: its loss window does not fit this run ({e}); "
+                "restore the file from a backup or train into a new --out"
+            ) from None
         log = run.log if self.main else None
         self.console = Console(log, self.total, state.iteration, enabled=self.main, progress=progress, echo=echo,
                                batch_size=cfg.train.batch_size)  # fmt: skip
@@ -117,8 +124,7 @@ class Trainer:
                     self.checkpoint()
                 # Under DDP the ranks agree on stopping through an all-reduce, so ask only every 10 iterations.
                 if not at_end and (self.world == 1 or s.iteration % 10 == 0) and stop.requested(self.world):
-                    self.log(lr)
-                    self.checkpoint()
+                    self.checkpoint()  # the unlogged window travels in it: no record is split by the stop
                     self.console.close()
                     raise TrainingInterrupted(s.iteration, self.run.root, stop.name, stop.exit_code)
 
@@ -196,18 +202,21 @@ class Trainer:
         self.console.train_line(rec)  # type: ignore[arg-type]
 
     def evaluate(self) -> None:
-        """Val/test errors on rank 0; a plateau schedule then drops the lr on every rank at once."""
+        """Val/test errors, each rank evaluating its share of the images (rank 0 records them); a plateau
+        schedule then drops the lr on every rank at once."""
         self.check_finite()
         self.read_graph()  # a plateau schedule asks whether the warm-up is over
         self.window.clock.pause()  # img/s counts training steps only
         s, errors = self.state, {}
-        if self.main:
-            for split in self.source.eval_splits():
-                res = evaluate_split(self.source, split, s.model, self.normalizer, self.cfg, self.rt.device,
-                                     autocast=self.rt.autocast(), channels_last=self.rt.channels_last)  # fmt: skip
-                errors[split] = res.error
+        dist.broadcast_buffers(s.model)
+        for split in self.source.eval_splits():
+            res = evaluate_split(self.source, split, s.model, self.normalizer, self.cfg, self.rt.device,
+                                 autocast=self.rt.autocast(), channels_last=self.rt.channels_last,
+                                 shard=self.world > 1)  # fmt: skip
+            errors[split] = res.error
+            if self.main:
                 self.metrics.add({"iteration": s.iteration, "split": split, **res.as_record()})
-                self.console.log(f"iter {s.iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
+            self.console.log(f"iter {s.iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
         if self.cfg.schedule.kind == "plateau":
             val = dist.broadcast_object(errors.get("val"))
             if val is not None and s.schedule.on_eval(s.iteration, val):  # type: ignore[arg-type]
@@ -226,10 +235,14 @@ class Trainer:
                 f"checkpoint: {self._kept()}. Lower optim.lr or check the data"
             )
         self.window.clock.pause()
-        if self.main:
-            self.describe().save(self.run.checkpoint)
-        dist.barrier()
+        window = self.window.state_dict()  # every rank's rows (a collective), before rank 0 writes
+        dist.agree(lambda: self._save(window) if self.main else None)  # a failed write ends every rank at once
         self.window.clock.resume()
+
+    def _save(self, window: dict[str, Any] | None) -> None:
+        ckpt = self.describe()
+        ckpt.training["window"] = window  # type: ignore[index]
+        ckpt.save(self.run.checkpoint)
 
     def describe(self) -> Checkpoint:
         """The typed checkpoint of the current state."""
