@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnet.train import distributed
 
     try:
-        return _train(args, cfg, out)
+        return _train(args, cfg, out, seeds)
     except distributed.RankError as e:  # every rank raised it: one line per node, from its first process
         if os.environ.get("LOCAL_RANK", "0") == "0":
             print(f"resnet: error: {e}", file=sys.stderr)
@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
 
 
-def _train(args: argparse.Namespace, cfg: object, out: Path) -> int:
+def _train(args: argparse.Namespace, cfg: object, out: Path, seeds: list[int] | None) -> int:
     from resnet.cli.rundirs import resume_command
     from resnet.errors import TrainingInterrupted
     from resnet.train import distributed
