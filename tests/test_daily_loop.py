@@ -179,7 +179,7 @@ def test_dry_run_resolves_data_model_and_schedule_and_writes_nothing(cifar_subse
     text = res.stdout
     assert "5,085 train, 1,017 test" in text and "1,727,962 parameters" in text  # all 5,085: no val hold-out
     assert "64,000 iterations of batch 128" in text and "(39 iterations each)" in text
-    assert "divided at iterations 32,000 (lr 0.01), 48,000 (lr 0.001)" in text
+    assert "0.1; /10 at iteration 32,000 (lr 0.01), /10 at iteration 48,000 (lr 0.001)" in text
     assert "warm-up:    lr 0.01 until the running training error is below 80%" in text
     assert not out.exists()
     bad = resnet("train", "cifar10/resnet20", "--data-dir", str(tmp_path / "nothing"), "--dry-run")

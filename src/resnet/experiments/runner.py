@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from resnet.config import load_config
 from resnet.errors import TrainingInterrupted, UserError
@@ -39,11 +38,9 @@ class RunSpec:
 
 
 def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
-
-    if threads:
-        torch.set_num_threads(threads)
     cfg = load_config(spec.recipe, list(spec.overrides))
-    summary = fit(cfg, spec.out, argv=["resnet", "train", spec.recipe, *spec.overrides], progress=echo, echo=echo)
+    argv = ["resnet", "train", spec.recipe, *spec.overrides]
+    summary = fit(cfg, spec.out, argv=argv, progress=echo, echo=echo, threads=threads or None)
     return {"name": spec.name, **summary}
 
 

@@ -47,14 +47,16 @@ def fit(
     argv: list[str] | None = None,
     progress: bool | None = None,
     echo: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary.
 
     ``progress`` forces the tqdm bar on or off (default: on a terminal); ``echo=False`` prints nothing (the
-    run's train.log still gets every line). The run directory is locked while this runs.
+    run's train.log still gets every line). ``threads``: torch's intra-op threads (default: the policy of
+    :func:`resnet.train.runtime.choose_threads`). The run directory is locked while this runs.
     """
     run = RunDir(Path(out))
-    rt = resolve_device(cfg)
+    rt = resolve_device(cfg, threads)
     check_model(cfg)  # a misspelt model fails before thousands of images are decoded
     if cfg.train.tensorboard:
         require_tensorboard()  # before the run directory is touched
@@ -74,7 +76,7 @@ def fit(
         return trainer.finish()
 
 
-def resolve_device(cfg: Config) -> Runtime:
+def resolve_device(cfg: Config, threads: int | None = None) -> Runtime:
     """The device this process trains on (joining torchrun's process group), and how the math runs there."""
     device = dist.local_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -82,7 +84,7 @@ def resolve_device(cfg: Config) -> Runtime:
     dist.setup(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return resolve_runtime(cfg, device)
+    return resolve_runtime(cfg, device, threads)
 
 
 def check_model(cfg: Config) -> None:
