@@ -19,8 +19,8 @@ import yaml
 from resnet.analysis.claims import compare, final_error, render
 from resnet.analysis.plots import plot_error_curves
 from resnet.analysis.report import applicable_config
-from resnet.experiments.runner import RunSpec, train_runs
 from resnet.config import load_config, shortened_schedule
+from resnet.experiments.runner import RunSpec, train_runs
 from resnet.io import atomic_write_text
 from resnet.models import create_model
 from resnet.models.complexity import count_params

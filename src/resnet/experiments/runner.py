@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from resnet.config import load_config
 from resnet.errors import TrainingInterrupted, UserError
 from resnet.train.loop import fit
