@@ -11,6 +11,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBSET = Path(os.environ.get("RESNET_CIFAR_SUBSET", ROOT.parent / "shared/data/cifar10-subset/cifar-10-batches-py"))
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """`resnet train` and `reproduce` set torch's intra-op threads (their thread policy); called in-process by
+    a test, that must not change the numerics of the tests after it."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cifar_subset() -> Path:
     """The first 1017 images of each official CIFAR-10 batch (../shared; see its README)."""

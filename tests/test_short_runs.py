@@ -59,7 +59,7 @@ def test_train_one_iteration_then_again_says_it_is_finished(tmp_path: Path):
     code, text, err = run_cli("train", "demo/digits", "--iterations", "1", "--out", str(out), "--threads", "1")
     assert code == 0, err
     first = text.splitlines()[0]
-    assert "lr 0.1 constant" in first and "over 1 iteration (milestones" in first and "1 thread (--threads)" in first
+    assert "lr 0.1 constant" in first and "over 1 iteration (milestones" in first and "1 thread (requested)" in first
     assert "done: 1 iteration;" in text
     code, text, err = run_cli("train", str(out))
     assert code == 0, err
@@ -81,7 +81,7 @@ def test_dry_run_refuses_what_the_real_run_refuses(tmp_path: Path):
 
 
 def test_threads_policy_respects_the_flag_then_the_environment_then_the_free_cores():
-    assert choose_threads(3, env={"OMP_NUM_THREADS": "2"}) == (3, "--threads")
+    assert choose_threads(3, env={"OMP_NUM_THREADS": "2"}) == (3, "requested")
     assert choose_threads(None, env={"OMP_NUM_THREADS": "2"}) == (2, "OMP_NUM_THREADS")
     n, why = choose_threads(None, env={})
     cores = len(os.sched_getaffinity(0))

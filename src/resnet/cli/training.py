@@ -25,9 +25,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     cfg, out, _ = resolve_target(args)
     if args.print_config:
-        from resnet.config import dump
+        import yaml
 
-        print(dump(cfg), end="")
+        from resnet.analysis.report import applicable_nested
+
+        # Only the keys that apply (no image-folder keys for CIFAR, no plateau settings on a step schedule).
+        print("# resolved recipe; keys that do not apply to this dataset and model are left out")
+        print(yaml.safe_dump(applicable_nested(cfg.to_dict()), sort_keys=False), end="")
         return 0
     if args.dry_run:
         from resnet.train.plan import format_plan, plan_run
@@ -41,14 +45,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.seeds:
             from resnet.train.multiseed_fit import fit_seeds
+            from resnet.train.runtime import apply_threads
 
-            if args.threads is not None:  # the seeds' one process follows the same policy, which reads it there
-                import os
-
-                os.environ["OMP_NUM_THREADS"] = str(args.threads)
+            apply_threads("auto" if args.threads is None else args.threads)
             fit_seeds(cfg, {s: f"{out}-s{s}" for s in parse_seeds(args.seeds, args.seed)}, argv=args.argv)
         else:
-            fit(cfg, out, argv=args.argv, threads=args.threads)
+            fit(cfg, out, argv=args.argv, threads="auto" if args.threads is None else args.threads)
     except TrainingInterrupted as e:
         if distributed.is_main():
             # Several seeds write OUT-s<seed> each; they resume together with the same command.

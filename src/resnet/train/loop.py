@@ -32,7 +32,7 @@ from resnet.train.bn_average import check_supported
 from resnet.train.metrics_log import MetricsLog, require_tensorboard
 from resnet.train.resume import check_same_data, restore
 from resnet.train.rundir import RunDir, check_resumable, claim, record_invocation
-from resnet.train.runtime import Runtime, resolve_runtime
+from resnet.train.runtime import Runtime, Threads, resolve_runtime
 from resnet.train.schedule import LRSchedule, total_iterations
 from resnet.train.state import TrainState, build_optimizer, model_kwargs
 from resnet.train.trainer import Trainer
@@ -47,13 +47,14 @@ def fit(
     argv: list[str] | None = None,
     progress: bool | None = None,
     echo: bool = True,
-    threads: int | None = None,
+    threads: Threads = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary.
 
     ``progress`` forces the tqdm bar on or off (default: on a terminal); ``echo=False`` prints nothing (the
-    run's train.log still gets every line). ``threads``: torch's intra-op threads (default: the policy of
-    :func:`resnet.train.runtime.choose_threads`). The run directory is locked while this runs.
+    run's train.log still gets every line). ``threads``: torch's intra-op threads, a number, "auto" (the
+    policy of :func:`resnet.train.runtime.choose_threads`, what ``resnet train`` uses) or None (left as they
+    are). The run directory is locked while this runs.
     """
     run = RunDir(Path(out))
     rt = resolve_device(cfg, threads)
@@ -76,7 +77,7 @@ def fit(
         return trainer.finish()
 
 
-def resolve_device(cfg: Config, threads: int | None = None) -> Runtime:
+def resolve_device(cfg: Config, threads: Threads = None) -> Runtime:
     """The device this process trains on (joining torchrun's process group), and how the math runs there."""
     device = dist.local_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():

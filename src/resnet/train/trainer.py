@@ -288,6 +288,7 @@ class Trainer:
         if self.main:
             atomic_write_text(self.run.summary, json.dumps(summary, indent=2) + "\n")
         errors = ", ".join(f"{k} {v:.2f}%" for k, v in summary.items() if k.endswith("_error") and v is not None)
+        self.console.end_bar()  # "done:" below the final bar, not above it
         self.console.log(f"done: {plural(s.iteration, 'iteration')}; {errors}")
         self.console.close()
         self.metrics.close()
