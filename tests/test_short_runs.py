@@ -17,6 +17,8 @@ from resnet.errors import UserError
 from resnet.train.runtime import choose_threads
 from resnet.train.schedule import describe_schedule, lr_drops
 
+from conftest import HANG
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -121,5 +123,20 @@ def test_help_shows_every_default_once_and_describes_every_command():
 def test_resnet_models_is_reachable_from_import_resnet_alone():
     code = "import resnet; m = resnet.models.cifar_resnet(20); print(type(m).__name__)"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=HANG)
     assert res.returncode == 0 and res.stdout.strip() == "ResNet", res.stderr
+
+
+def test_no_test_waits_with_a_wall_clock_limit_a_slow_machine_could_hit():
+    """Waits on processes and threads use conftest.HANG (a ceiling against hangs); a literal limit below it
+    is a speed test in disguise (a 300 s wait failed `make test` on a busy machine)."""
+    import re
+
+    short = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            for m in re.finditer(r"(?:timeout\s*[=:]\s*(?:float\s*=\s*)?|\.join\()(\d+(?:\.\d+)?)", line):
+                # test_gpu runs on the GPU machine only; reader.join waits for a call that returns at once
+                if float(m.group(1)) < HANG and "reader.join" not in line and "gpu" not in path.name:
+                    short.append(f"{path.name}:{no}: {line.strip()}")
+    assert not short, "\n".join(short)
