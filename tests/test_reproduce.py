@@ -201,7 +201,7 @@ def test_errors(tmp_path: Path):
         reproduce("cifar-fig6", Options(out=tmp_path, only=["resnet99"]))
 
 
-def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch):
+def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch, capsys):
     from folders import build_folder
 
     monkeypatch.setenv("RESNET_CACHE", str(tmp_path / "cache"))
@@ -222,6 +222,8 @@ def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch):
     args = ["reproduce", "imagenet-table2", "--data-dir", str(root), "--iterations", "2", "--out", str(tmp_path / "x"),
             "--only", "resnet18", "plain18"] + [a for s in tiny for a in ("--set", s)]  # fmt: skip
     assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "eval (10crop)" not in printed.err and "\r" not in printed.out + printed.err  # no bar in a log
     text = (tmp_path / "x/imagenet-table2-it2-n12/REPORT.md").read_text()  # scoped by length and data size
     assert "**Not a reproduction.**" in text and "shortened to 2 iterations" in text
     assert "trained on a subset: 12 training images (the paper: 1,281,167)" in text  # the 6 val are not training

@@ -140,3 +140,45 @@ def test_no_test_waits_with_a_wall_clock_limit_a_slow_machine_could_hit():
                 if float(m.group(1)) < HANG and "reader.join" not in line and "gpu" not in path.name:
                     short.append(f"{path.name}:{no}: {line.strip()}")
     assert not short, "\n".join(short)
+
+
+def test_readme_names_the_test_data_variable_and_keeps_the_editable_install():
+    readme = (SRC.parent / "README.md").read_text()
+    assert "RESNET_CIFAR_SUBSET" in readme
+    assert "pip install -e '.[export]'" in readme and "pip install '.[export]'            #" not in readme
+
+
+def test_applicable_config_names_the_shortcut_a_net_uses():
+    from resnet.analysis.report import applicable_config
+
+    resnet = applicable_config(load_config("demo/digits", ["model.name=resnet56"]).to_dict())
+    assert resnet["model.shortcut"] == "A"  # the model's default, not None
+    plain = applicable_config(load_config("demo/digits", ["model.name=plain56"]).to_dict())
+    assert "model.shortcut" not in plain  # a plain net has no shortcuts
+    imagenet = applicable_config(load_config("imagenet/resnet50").to_dict())
+    assert imagenet["model.shortcut"] == "B"
+
+
+def test_progress_bars_stay_out_of_logs_and_done_follows_the_last_bar(tmp_path: Path):
+    """Not a terminal (a log file): no bar redraws (\\r) in the output; on a terminal "done:" comes after the
+    bar is closed, so it prints below it."""
+    from resnet.train.console import Console
+
+    code, text, err = run_cli("train", "demo/digits", "--iterations", "2", "--out", str(tmp_path / "r"))
+    assert code == 0 and "\r" not in text + err
+    events = []
+
+    class Bar:
+        n = 0
+
+        def close(self):
+            events.append("closed")
+
+        def write(self, message):
+            events.append(message)
+
+    console = Console(None, 2, 0, echo=True)
+    console.bar = Bar()
+    console.end_bar()
+    console.log("done: 2 iterations")
+    assert events == ["closed"]  # the bar closed first; "done:" then printed below it (plain print)
