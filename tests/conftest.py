@@ -8,7 +8,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Seconds a test waits for a child process or a thread before calling it hung. A ceiling against hangs only,
+#: never a speed test: a busy or slow machine must pass (the whole suite takes minutes; one wait of an hour
+#: is a hang, not slowness). Waits for an event (a log line, a checkpoint) poll until it happens or this passes.
+HANG = 3600.0
 SUBSET = Path(os.environ.get("RESNET_CIFAR_SUBSET", ROOT.parent / "shared/data/cifar10-subset/cifar-10-batches-py"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """`resnet train` and `reproduce` set torch's intra-op threads (their thread policy); called in-process by
+    a test, that must not change the numerics of the tests after it."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,12 @@ import pytest
 
 from resnet.cli import main
 
+from conftest import HANG
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """The real entry point in a child process (``python -m resnet``), as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "resnet", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "resnet", *args], capture_output=True, text=True, timeout=HANG)
 
 
 def test_models_table_shows_the_paper_layout_and_figures():

@@ -20,6 +20,8 @@ from resnet.cli import build_parser
 from resnet.cli.rundirs import resume_command
 from resnet.config import config_roots, load_config
 
+from conftest import HANG
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: A ResNet-8 version of the ResNet-20 recipe: fast on a CPU, still the CIFAR recipe otherwise.
 SMALL = ["--set", "model.name=resnet8", "--set", "train.batch_size=32", "--set", "train.log_every=2",
@@ -30,7 +32,7 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-def resnet(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def resnet(*args: str, cwd: Path | None = None, timeout: float = HANG) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "resnet", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env())
 
@@ -40,7 +42,7 @@ def start(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=cwd, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for(pred, timeout: float = 180) -> None:
+def wait_for(pred, timeout: float = HANG) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and not pred():
         time.sleep(0.05)
@@ -61,7 +63,7 @@ def test_stop_then_resume_by_run_directory_from_anywhere(cifar_subset: Path, tmp
     proc = start(*first, cwd=tmp_path)
     wait_for(lambda: trained_some(tmp_path / "run"))
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().endswith("Resume with: resnet train run") and "Traceback" not in err
     assert 0 < iteration(tmp_path / "run") < 60
@@ -123,7 +125,7 @@ def test_resume_hint_under_torchrun_is_the_torchrun_command(tmp_path: Path):
     script.write_text("from pathlib import Path\nfrom resnet.cli.rundirs import resume_command\n"
                       "import os\nif os.environ['RANK'] == '0': print(resume_command(Path('runs/r50')))\n")  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env())
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG, env=env())
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "torchrun --standalone --nproc_per_node=2 -m resnet train runs/r50"
     # Two nodes of 8: the rendezvous is the user's; the run id is kept.
@@ -168,8 +170,14 @@ def test_print_config_shows_the_resolved_recipe_with_overrides(tmp_path: Path):
     res = resnet("train", "cifar10/resnet110", "--set", "optim.lr=0.05", "--seed", "3", "--print-config")
     assert res.returncode == 0, res.stderr
     printed = yaml.safe_load(res.stdout)
-    assert printed == load_config("cifar10/resnet110", ["optim.lr=0.05", "train.seed=3"]).to_dict()
+    full = load_config("cifar10/resnet110", ["optim.lr=0.05", "train.seed=3"])
+    whole = full.to_dict()
+    assert all(whole[s][k] == v for s, keys in printed.items() if isinstance(keys, dict) for k, v in keys.items())
     assert printed["schedule"]["warmup_lr"] == 0.01 and not (Path("runs") / "cifar10-resnet110").exists()
+    assert printed["optim"]["lr"] == 0.05 and printed["model"]["shortcut"] == "A"
+    for imagenet_only in ("scale_min", "scale_max", "lighting", "eval_resize", "workers", "strict_decode"):
+        assert imagenet_only not in printed["data"]
+    assert "plateau_patience" not in printed["schedule"]
 
 
 def test_dry_run_resolves_data_model_and_schedule_and_writes_nothing(cifar_subset: Path, tmp_path: Path):
@@ -179,7 +187,7 @@ def test_dry_run_resolves_data_model_and_schedule_and_writes_nothing(cifar_subse
     text = res.stdout
     assert "5,085 train, 1,017 test" in text and "1,727,962 parameters" in text  # all 5,085: no val hold-out
     assert "64,000 iterations of batch 128" in text and "(39 iterations each)" in text
-    assert "divided at iterations 32,000 (lr 0.01), 48,000 (lr 0.001)" in text
+    assert "0.1; /10 at iteration 32,000 (lr 0.01), /10 at iteration 48,000 (lr 0.001)" in text
     assert "warm-up:    lr 0.01 until the running training error is below 80%" in text
     assert not out.exists()
     bad = resnet("train", "cifar10/resnet20", "--data-dir", str(tmp_path / "nothing"), "--dry-run")
@@ -196,7 +204,7 @@ def test_a_closed_pipe_ends_quietly_with_status_0():
     cmd = [sys.executable, "-m", "resnet", "summary", "resnet152"]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader (`head`) went away before the table was written
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0 and err == b""
 
 
@@ -211,7 +219,7 @@ def interrupted_at(marker: str, *args: str) -> subprocess.CompletedProcess:
         if line.split("|")[-1].strip() == marker:
             proc.send_signal(signal.SIGINT)
             break
-    out, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=HANG)
     assert any(marker in line for line in seen), f"{marker} was never imported"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(seen) + err)
 

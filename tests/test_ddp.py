@@ -27,7 +27,7 @@ from resnet.models import create_model
 from resnet.train.schedule import LRSchedule
 from resnet.train.state import build_optimizer
 
-from conftest import tiny_overrides
+from conftest import HANG, tiny_overrides
 
 STEPS = 14
 
@@ -56,7 +56,7 @@ def torchrun(out: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "resnet", "train", str(recipe), "--out", str(out), *sets]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG, env=env)
 
 
 def reference_params(cfg) -> dict[str, torch.Tensor]:

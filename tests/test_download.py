@@ -22,6 +22,8 @@ from resnet.data.cifar import load_cifar
 from resnet.data.download import download_dataset, fetch, md5sum
 from resnet.errors import UserError
 
+from conftest import HANG
+
 
 @pytest.fixture()
 def archive(cifar_subset: Path, tmp_path: Path) -> tuple[Path, str]:
@@ -182,7 +184,7 @@ def test_concurrent_downloads_do_not_share_a_part_file(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=HANG)
     parts = [m for m in moved if m.endswith(".part")]
     assert len(results) == 2 and len(parts) == 2 and parts[0] != parts[1]
     assert md5sum(dest / "cifar-10-python.tar.gz") == archive[1]

@@ -22,6 +22,8 @@ from resnet.data.cifar import load_cifar
 from resnet.data.cifar_pickle import read_pickle
 from resnet.errors import UserError
 
+from conftest import HANG
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -107,7 +109,7 @@ for blob in {memo_bomb()!r}, {array_bomb()!r}:
     except UserError as e:
         print("refused:", e)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "memo index 2147483632" in out.stdout and "larger than the file holding it" in out.stdout
 

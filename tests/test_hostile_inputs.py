@@ -27,7 +27,7 @@ from resnet.interop.convert import convert_file, load_any
 from resnet.models import create_model
 from resnet.train.loop import fit
 
-from conftest import ROOT, tiny_overrides
+from conftest import HANG, ROOT, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +235,6 @@ def test_defect20_ctrl_c_during_start_up_is_one_line(tmp_path: Path):
                                  "--device", "cpu"], env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=HANG)
         assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err[-2000:]
         assert err.strip().splitlines()[-1].startswith("resnet: "), err

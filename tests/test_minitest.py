@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import HANG
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLE = """
@@ -61,7 +63,7 @@ def test_minitest_without_pytest(tmp_path: Path):
         f"sys.argv = ['minitest', {str(tmp_path / 'test_sample.py')!r}]; "
         f"runpy.run_path({str(ROOT / 'benchmarks' / 'minitest.py')!r}, run_name='__main__')"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG)
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 1, done.stdout + done.stderr
     assert lines[-1] == "3 passed, 1 failed, 2 skipped", done.stdout
@@ -77,6 +79,6 @@ def test_minitest_runs_the_gpu_file_here(tmp_path: Path):
         f"runpy.run_path({str(ROOT / 'benchmarks' / 'minitest.py')!r}, run_name='__main__')"
     )
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "11 skipped", done.stdout

@@ -45,7 +45,8 @@ def test_a_cifar_recipe_trains_on_every_training_image_with_its_schedule_announc
     first = (out / "train.log").read_text().splitlines()[0]
     assert "(5085 train, 1017 test)" in first
     # milestones scaled (2 and 3 of 4), the explicit --set wins over the scaled eval interval
-    assert "schedule: lr 0.1 /10 at 2, 3 of 4 iterations; eval every 3, log every 1, checkpoint every 4" in first
+    assert "schedule: lr 0.1 /10 at 2 (lr 0.01), /10 at 3 (lr 0.001) over 4 iterations" in first
+    assert "; eval every 3, log every 1, checkpoint every 4" in first
     cfg = load_config(str(out / "config.yaml"))
     assert cfg.schedule.milestones == [2, 3] and cfg.train.eval_every == 3
 

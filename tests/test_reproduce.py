@@ -113,7 +113,7 @@ def test_shortened_or_subset_runs_are_flagged(tmp_path: Path):
     )
     text = reproduce("cifar-fig6", Options(out=tmp_path, report_only=True, iterations=500)).read_text()
     assert "**Not a reproduction.**" in text and "shortened to 500 iterations" in text
-    assert "subset of 5,085 images" in text
+    assert "trained on a subset: 4,577 training images (+508 held out for validation) (the paper: 50,000)" in text
 
 
 def test_response_std_equals_a_manual_computation():
@@ -197,11 +197,11 @@ def test_a_real_shortened_experiment_on_the_subset(cifar_subset: Path, tmp_path:
 def test_errors(tmp_path: Path):
     with pytest.raises(UserError, match="did you mean cifar-fig6"):
         reproduce("cifar-fig7", Options(out=tmp_path))
-    with pytest.raises(UserError, match="--only resnet99 matches none"):
+    with pytest.raises(UserError, match="--only resnet99: not a net of this experiment; choose from plain20, "):
         reproduce("cifar-fig6", Options(out=tmp_path, only=["resnet99"]))
 
 
-def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch):
+def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch, capsys):
     from folders import build_folder
 
     monkeypatch.setenv("RESNET_CACHE", str(tmp_path / "cache"))
@@ -222,12 +222,18 @@ def test_imagenet_table2_on_a_small_photo_folder(tmp_path: Path, monkeypatch):
     args = ["reproduce", "imagenet-table2", "--data-dir", str(root), "--iterations", "2", "--out", str(tmp_path / "x"),
             "--only", "resnet18", "plain18"] + [a for s in tiny for a in ("--set", s)]  # fmt: skip
     assert main(args) == 0
-    text = (tmp_path / "x/imagenet-table2/REPORT.md").read_text()
+    printed = capsys.readouterr()
+    assert "eval (10crop)" not in printed.err and "\r" not in printed.out + printed.err  # no bar in a log
+    text = (tmp_path / "x/imagenet-table2-it2-n12/REPORT.md").read_text()  # scoped by length and data size
     assert "**Not a reproduction.**" in text and "shortened to 2 iterations" in text
+    assert "trained on a subset: 12 training images (the paper: 1,281,167)" in text  # the 6 val are not training
+    assert "from 2 run directories (2 more planned, not run)" in text
+    assert "- **inconclusive**: ResNet-34 has lower validation error than plain-34" in text
+    assert "resnet34 not run" in text
     row = next(line for line in text.splitlines() if line.startswith("| resnet18 |"))
     assert "| 27.88 |" in row and "| 6 | finished |" in row  # the paper's 10-crop figure; all 6 val images
     assert "| resnet34 | - | 25.03 | - | - | - | - | not run |" in text
-    cached = json.loads((tmp_path / "x/runs/resnet18-s0-it2/eval-10crop.json").read_text())
+    cached = json.loads((tmp_path / "x/runs/resnet18-s0-it2-n12/eval-10crop.json").read_text())
     assert cached["protocol"] == "10crop" and cached["n"] == 6 and 0 <= cached["top1"] <= 100
 
 
@@ -237,4 +243,5 @@ def test_table6_leaves_unfinished_runs_out_of_the_numbers(tmp_path: Path):
     fake_run(runs / "resnet56-s1", "resnet56", iterations=64_000, done=20_000, train_err=9.0, test_err=15.0)
     report = reproduce("cifar-table6", Options(out=tmp_path, report_only=True, seeds=2))
     row = next(line for line in report.read_text().splitlines() if line.startswith("| resnet56"))
-    assert "| 7.00 |" in row and "15.00" not in row and "| 1 |" in row and "incomplete (20000/64000 it.)" in row
+    assert "| 7.00 |" in row and "15.00" not in row and "| 1 of 2 |" in row
+    assert "| 1 of 2 finished; s1 incomplete (20000/64000 it.) |" in row

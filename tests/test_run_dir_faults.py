@@ -25,7 +25,7 @@ from resnet.io import DirLock
 from resnet.train.loop import fit
 from resnet.train.rundir import read_invocations
 
-from conftest import ROOT, tiny_overrides
+from conftest import HANG, ROOT, tiny_overrides
 
 
 def tiny(**extra: object):
@@ -106,8 +106,8 @@ def test_defect1_concurrent_starters_on_a_stale_lock_never_both_hold_it(tmp_path
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
-    outcomes = sorted(results.get(timeout=5) for _ in procs)
+        p.join(HANG)
+    outcomes = sorted(results.get(timeout=HANG) for _ in procs)
     assert outcomes == ["held", "refused", "refused", "refused"]
     assert not (tmp_path / ".lock").exists()
 

@@ -20,7 +20,7 @@ from resnet.eval.metrics import confusion_matrix
 from resnet.train.loop import fit
 from resnet.train.metrics_log import read_metrics
 
-from conftest import tiny_overrides
+from conftest import HANG, tiny_overrides
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: matplotlib's first two colours: the first and the second run.
@@ -30,7 +30,7 @@ BLUE, ORANGE = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)
 def resnet(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "resnet", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from resnet.train.loop import fit
 from resnet.train.metrics_log import read_metrics
 from resnet.train.schedule import LRSchedule
 
-from conftest import tiny_overrides
+from conftest import HANG, tiny_overrides
 
 
 def load(path: Path) -> dict:
@@ -201,11 +201,11 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tm
     run = tmp_path / "run"
     proc = run_cli([*common, *sets, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = run / "train.log"
-    deadline = time.time() + 120
+    deadline = time.time() + HANG
     while time.time() < deadline and not (log.is_file() and "iter" in log.read_text().split("training", 1)[-1]):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM at iteration" in err and "Resume with: resnet train" in err
     stopped_at = load(run)["iteration"]
@@ -213,10 +213,10 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tm
     # The unlogged part of the window travels in the checkpoint: no record is written at the stop itself.
     assert all(r["iteration"] % 2 == 0 for r in read_metrics(run / "metrics.jsonl"))
     resumed = run_cli([*common, *sets, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    resumed.communicate(timeout=300)
+    resumed.communicate(timeout=HANG)
     assert resumed.returncode == 0
     straight = run_cli([*common, *sets, "--out", str(tmp_path / "straight")], stdout=subprocess.PIPE)
-    straight.communicate(timeout=300)
+    straight.communicate(timeout=HANG)
     a, b = load(run), load(tmp_path / "straight")
     assert a["iteration"] == b["iteration"] == 300
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -349,13 +349,13 @@ def test_ctrl_c_stops_parallel_runs_gracefully_and_the_same_command_resumes(tmp_
     ):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
-    _, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130, err[-2000:]
     assert "stopped by SIGINT" in err and "Resume with: resnet demo" in err and "Traceback" not in err
     stopped = [n for n in ("plain14", "resnet14") if (out / n / "checkpoint.pt").is_file()]
     assert stopped and all(load(out / n)["iteration"] < 400 for n in stopped)
     again = run_cli(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out_text, err = again.communicate(timeout=600)
+    out_text, err = again.communicate(timeout=HANG)
     assert again.returncode == 0, err[-2000:]
     assert (out / "REPORT.md").is_file() and all(load(out / n)["iteration"] == 400 for n in stopped)
 

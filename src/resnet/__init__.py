@@ -68,7 +68,13 @@ _LAZY = {
 }
 
 
+#: Subpackages reachable as attributes (``resnet.models.cifar_resnet(20)`` after a bare ``import resnet``).
+_SUBPACKAGES = frozenset({"analysis", "checkpoint", "cli", "data", "eval", "experiments", "interop", "models", "train"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"resnet.{name}")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

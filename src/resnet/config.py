@@ -358,7 +358,9 @@ def shortened_schedule(cfg: Config, iterations: int) -> dict[str, Any]:
     evals = max(tr.eval_every * iterations // full, min(iterations, 50))
     keys: dict[str, Any] = {"schedule.iterations": iterations}
     if sc.milestone_unit == "iterations":
-        keys["schedule.milestones"] = [m * iterations // full for m in sc.milestones]
+        # At least 1: a milestone at 0 would start the run at the last lr (and ranges.py refuses it); a
+        # milestone that lands on or beyond the end of a 1-iteration run simply is not reached.
+        keys["schedule.milestones"] = [max(1, m * iterations // full) for m in sc.milestones]
     keys["train.eval_every"] = evals
     keys["train.log_every"] = max(1, min(tr.log_every, iterations // 64))
     keys["train.checkpoint_every"] = max(evals, iterations // 8)

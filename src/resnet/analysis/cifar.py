@@ -8,6 +8,7 @@ reports), and the test error at the iteration with the lowest *validation* error
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +21,7 @@ from resnet.analysis.report import (
     mean_std,
     metadata,
     scope_caveat,
+    scope_note,
     training_set_note,
     write_csv,
 )
@@ -34,6 +36,10 @@ from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES, TABLE6, TABLE6_RE
 def _header(title: str, runs: list[RunRecord]) -> str:
     caveat = scope_caveat(runs, CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES)
     return f"# {title}\n\n" + (caveat + "\n\n" if caveat else "") + training_set_note(runs)
+
+
+def _note(runs: list[RunRecord]) -> str | None:
+    return scope_note(runs, CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES)
 
 
 def _model(run: RunRecord) -> str:
@@ -59,9 +65,9 @@ def table6_report(runs: list[RunRecord], out: Path) -> Path:
         done = [r for r in rs if r.done and r.summary.get("test_error") is not None]  # never interim errors
         finals = [r.summary["test_error"] for r in done]
         selected = [r.summary["test_error_at_best_val"] for r in done if r.summary.get("test_error_at_best_val")]
-        status = ", ".join(sorted({r.label() for r in rs if r.label()})) or "finished"
+        status = _seed_status(rs)
         if not finals:
-            rows.append([model, f"{paper_params}M", paper_err, None, None, *[None] * with_val, 0, status])
+            rows.append([model, f"{paper_params}M", paper_err, None, None, *[None] * with_val, _of(0, rs), status])
             continue
         finals_by_model[model] = finals
         if len(finals) > 1:
@@ -71,11 +77,12 @@ def table6_report(runs: list[RunRecord], out: Path) -> Path:
         else:
             ours, diff = f"{finals[0]:.2f}", finals[0] - paper_err
         sel = f"{mean_std(selected)[0]:.2f}" if selected else None
-        rows.append([model, f"{paper_params}M", paper_err, ours, f"{diff:+.2f}", *[sel] * with_val, len(done), status])
+        runs_col = _of(len(done), rs)
+        rows.append([model, f"{paper_params}M", paper_err, ours, f"{diff:+.2f}", *[sel] * with_val, runs_col, status])
         points.append((depth, min(finals), paper_err))
     write_csv(out / "table6.csv", headers, rows)
     verdicts = _depth_verdicts(by_model, finals_by_model)
-    _plot_table6(points, out / "table6.png")
+    save(table6_figure(points, _note(runs)), out / "table6.png")
     paper110 = "{:.2f}±{:.2f}".format(*TABLE6_RESNET110_MEAN_STD)
     text = (
         _header("Table 6: CIFAR-10 test error of ResNets", runs)
@@ -157,10 +164,29 @@ def _depth_verdicts(by_model: dict[str, list[RunRecord]], finals: dict[str, list
     return verdicts
 
 
-def _plot_table6(points: list[tuple[int, float, float]], path: Path) -> None:
+def _of(n: int, rs: list[RunRecord]) -> str:
+    """The "runs" column: "1", or "1 of 2" when more seeds were planned than finished."""
+    return f"{n} of {len(rs)}" if 0 < n < len(rs) else str(n)
+
+
+def _seed_status(rs: list[RunRecord]) -> str:
+    """ "finished", or what each seed that is not finished is: "s1 not run", "s0 incomplete (5/20 it.)". A net
+    with one of two seeds finished is never called "not run" beside the number its finished seed gives."""
+    if all(r.done for r in rs):
+        return "finished"
+    labels = {r.label() for r in rs}
+    if len(labels) == 1:  # every seed alike: "not run"
+        return labels.pop()
+    parts = [f"s{r.name.rsplit('-s', 1)[1]} {r.label()}" if len(rs) > 1 else r.label() for r in rs if not r.done]
+    done = sum(r.done for r in rs)
+    return (f"{done} of {len(rs)} finished; " if done else "") + "; ".join(parts)
+
+
+def table6_figure(points: list[tuple[int, float, float]], note: str | None = None) -> Any:
+    """Our best test error and the paper's by depth (nets with a finished run only), log depth axis."""
     from matplotlib.ticker import NullLocator
 
-    fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.8 + 0.3 * bool(note)))
     if points:
         depths = [p[0] for p in points]
         ax.plot(depths, [p[2] for p in points], "o--", label="paper (Table 6)")
@@ -168,11 +194,20 @@ def _plot_table6(points: list[tuple[int, float, float]], path: Path) -> None:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())  # the log axis' own minor labels (2x10^1, ...) overlap ours
         ax.set_xticks(depths, [str(d) for d in depths], fontsize=8)
+        ax.set_xlim(min(depths) / 1.25, max(depths) * 1.25)  # the end points inside the frame
+        values = [p[1] for p in points] + [p[2] for p in points]
+        pad = max(0.05 * (max(values) - min(values)), 0.5)
+        ax.set_ylim(min(values) - pad, max(values) + pad)
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("depth")
     ax.set_ylabel("test error (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
-    save(fig, path)
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, style="italic")
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
 
 
 def fig6_report(runs: list[RunRecord], out: Path) -> Path:
@@ -192,6 +227,7 @@ def fig6_report(runs: list[RunRecord], out: Path) -> Path:
         xscale=1e4 if long else 1.0,
         xlabel="iter. (1e4)" if long else "iteration",
         title=title,
+        note=_note(runs),
     )
     headers = ["net", "final training error %", "final test error %", "paper test error % (Table 6)", "status"]
     rows, errors = [], {}
@@ -267,7 +303,8 @@ def fig7_report(runs: list[RunRecord], out: Path, data_dir: str | None = None) -
         label = ("plain-" if r.name.startswith("plain") else "ResNet-") + str(_depth(_model(r)))
         stds[label] = list(layer_std.values())
         test_errors[label] = r.summary.get("test_error")
-    plot_responses(stds, out / "fig7.png", title="Std of layer responses (3x3 conv + BN), CIFAR-10 test set")
+    title = "Std of layer responses (3x3 conv + BN), CIFAR-10 test set"
+    plot_responses(stds, out / "fig7.png", title=title, note=_note(runs))
     width = max((len(v) for v in stds.values()), default=0)
     write_csv(
         out / "fig7.csv",

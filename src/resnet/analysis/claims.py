@@ -52,9 +52,12 @@ def compare(
     floor: float,
     quantity: str = "final training error",
     unfinished: Sequence[str] = (),
+    near_chance: float = STILL_NEAR_CHANCE,
+    chance: float = 90.0,
 ) -> Verdict:
     """Is ``deeper``'s error ``expect``-ed ("higher", "lower" or "not higher") than ``shallower``'s, by more than
-    the margin? "not higher" is shown unless the deeper net is worse by more than the margin."""
+    the margin? "not higher" is shown unless the deeper net is worse by more than the margin. ``near_chance``:
+    the error above which the shallower net counts as not yet learning (CIFAR: 50%, chance being 90%)."""
     margin_text = f"max({floor:g} points, 2 standard errors of the difference)"
     rule = (
         f"{SHOWN} unless {deeper}'s {quantity} is above {shallower}'s by more than {margin_text}, then {CONTRADICTED}"
@@ -65,7 +68,7 @@ def compare(
     otherwise = "" if expect == "not higher" else " otherwise, and"
     criterion = (
         f"{rule}; {INCONCLUSIVE}{otherwise} whenever a run is missing or incomplete or the shallower net's "
-        f"error is still above {STILL_NEAR_CHANCE:g}% (not yet learning; chance is 90%)"
+        f"error is still above {near_chance:.3g}% (not yet learning; chance is {chance:.3g}%)"
     )
     missing = [n for n in (deeper, shallower) if n not in errors or math.isnan(errors[n][0])]
     if missing or unfinished:
@@ -78,7 +81,7 @@ def compare(
     margin = max(floor, 2 * se)
     gap = a - b
     evidence = f"{deeper} {a:.2f}% vs {shallower} {b:.2f}% ({gap:+.2f} points; margin {margin:.2f})"
-    if b > STILL_NEAR_CHANCE:
+    if b > near_chance:
         return Verdict(claim, INCONCLUSIVE, evidence + "; too short to tell", criterion)
     if expect == "not higher":
         return Verdict(claim, CONTRADICTED if gap > margin else SHOWN, evidence, criterion)

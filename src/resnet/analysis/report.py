@@ -164,6 +164,11 @@ def metadata(runs: Sequence[RunRecord]) -> str:
     """Commits, devices, versions and training time of the runs a report is made from."""
     invs = [i for r in runs for i in r.invocations]
     seconds = sum(float(r.summary.get("train_seconds") or 0.0) for r in runs)
+    read = [r for r in runs if r.status != "missing"]  # what existed and was read, not what was planned
+    unplanned = len(runs) - len(read)
+    source = f"{len(read)} run director{'y' if len(read) == 1 else 'ies'}" + (
+        f" ({unplanned} more planned, not run)" if unplanned else ""
+    )
 
     def uniq(key: str) -> str:
         values = sorted({str(i.get(key)) for i in invs if i.get(key)})
@@ -171,7 +176,7 @@ def metadata(runs: Sequence[RunRecord]) -> str:
 
     return "\n".join(
         [
-            f"- report generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {len(runs)} run directories",
+            f"- report generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {source}",
             f"- git commit(s): {uniq('git_commit')}",
             f"- device(s): {uniq('device')}",
             f"- torch: {uniq('torch')}; python: {uniq('python')}",
@@ -205,22 +210,36 @@ def has_validation(runs: Sequence[RunRecord]) -> bool:
     return any(r.summary.get("best_val_error") is not None for r in runs)
 
 
+def _scope(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> tuple[list[int], list[str]]:
+    """The shortened lengths, and how the runs' training sets differ from the paper's (one phrase each).
+
+    The images a run trained on are ``data.train`` (after any validation hold-out, which is named beside
+    them); an image folder's ``val`` is its test set, never training data."""
+    short = sorted({r.target for r in runs if r.target and r.target < full_iterations})
+    sizes = set()
+    for r in runs:
+        data = r.summary.get("data")
+        if not isinstance(data, dict):
+            continue
+        train, val = int(data.get("train", 0)), int(data.get("val", 0))
+        held_out = val if data.get("dataset") != "imagefolder" else 0
+        if train + held_out < full_train:
+            sizes.add((train, held_out))
+    phrases = [f"{t:,} training images" + (f" (+{v:,} held out for validation)" if v else "") for t, v in sorted(sizes)]
+    return short, phrases
+
+
 def scope_caveat(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> str | None:
     """A plain statement when the runs are shortened or on a subset: they are then not a reproduction."""
-    short = sorted({r.target for r in runs if r.target and r.target < full_iterations})
-    sizes = sorted(
-        {
-            r.summary["data"]["train"] + r.summary["data"]["val"]
-            for r in runs
-            if isinstance(r.summary.get("data"), dict)
-            and r.summary["data"]["train"] + r.summary["data"]["val"] < full_train
-        }
-    )
+    short, sizes = _scope(runs, full_iterations, full_train)
     notes = []
     if short:
-        notes.append(f"shortened to {', '.join(map(str, short))} iterations (the paper: {full_iterations:,})")
+        notes.append(
+            f"shortened to {', '.join(f'{n:,}' for n in short)} iteration{'s' if short != [1] else ''} "
+            f"(the paper: {full_iterations:,})"
+        )
     if sizes:
-        notes.append(f"trained on a subset of {', '.join(f'{s:,}' for s in sizes)} images (the paper: {full_train:,})")
+        notes.append(f"trained on a subset: {'; '.join(sizes)} (the paper: {full_train:,})")
     if not notes:
         return None
     return (
@@ -228,6 +247,14 @@ def scope_caveat(runs: Sequence[RunRecord], full_iterations: int, full_train: in
         + " and ".join(notes)
         + ". The numbers show the method at work on a smaller budget; they are not comparable to the paper's."
     )
+
+
+def scope_note(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> str | None:
+    """The caveat in one short line for a figure: "not a reproduction: 20 of 64,000 iterations, 5,085 ..."."""
+    short, sizes = _scope(runs, full_iterations, full_train)
+    parts = [f"{'/'.join(f'{n:,}' for n in short)} of {full_iterations:,} iterations"] if short else []
+    parts += [f"{s} of {full_train:,}" for s in sizes]
+    return f"Not a reproduction: {', '.join(parts)}" if parts else None
 
 
 #: Keys that only mean something for image folders (section 3.4's pipeline).
@@ -262,4 +289,31 @@ def applicable_config(config: dict[str, Any]) -> dict[str, Any]:
     skip |= {"train.sync_bn", "train.tensorboard"} if not (tr.sync_bn or tr.tensorboard) else set()
     flat = {f"{section}.{k}": v for section, keys in cfg.to_dict().items() if isinstance(keys, dict)
             for k, v in keys.items()}  # fmt: skip
+    flat.update(_model_defaults(cfg.model.name, flat, skip))
     return {k: v for k, v in flat.items() if k not in skip}
+
+
+def _model_defaults(name: str, flat: dict[str, Any], skip: set[str]) -> dict[str, Any]:
+    """``model.shortcut: None`` means the model's default: name it (A on CIFAR nets, B on ImageNet ones); a
+    plain net has no shortcut at all, so the key is left out (it adds to ``skip``)."""
+    from resnet.models.registry import model_info  # torch-free
+
+    try:
+        info = model_info(name)
+    except ValueError:
+        return {}
+    if not info.residual:
+        skip |= {"model.shortcut", "model.zero_init_residual"}
+        return {}
+    if flat.get("model.shortcut") is None and info.architecture is not None:
+        return {"model.shortcut": info.architecture().shortcut}
+    return {}
+
+
+def applicable_nested(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`applicable_config` as sections of keys again (what ``train --print-config`` prints)."""
+    nested: dict[str, Any] = {}
+    for key, value in applicable_config(config).items():
+        section, _, name = key.partition(".")
+        nested.setdefault(section, {})[name] = value
+    return {**({"description": config["description"]} if config.get("description") else {}), **nested}

@@ -72,6 +72,33 @@ def _suggest_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
     return None
 
 
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)subcommand parser that ``args`` came through (``resnet data download`` -> its own parser)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _subparser(action.choices[chosen], args)
+    return parser
+
+
+def _suggest_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """A mistyped option of a subcommand (``--iteration``): a one-line hint naming that subcommand's close
+    matches, instead of argparse's bare "unrecognized arguments"."""
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except SystemExit:  # argparse reported another error (or --help): leave it to the real parse
+        return None
+    unknown = [e.split("=", 1)[0] for e in extras if e.startswith("--")]
+    if not unknown:
+        return None
+    child = _subparser(parser, args)
+    options = [o for a in child._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(unknown[0], options, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else f"`{child.prog} --help` lists its options"
+    return f"{child.prog}: unknown option {unknown[0]}; {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``resnet`` console script; returns the exit status.
 
@@ -170,7 +197,7 @@ def _run(argv: list[str]) -> int:
     from resnet.train import signals as stop_signals
 
     parser = build_parser()
-    hint = _suggest_command(parser, argv)
+    hint = _suggest_command(parser, argv) or _suggest_option(parser, argv)
     if hint:
         print(f"resnet: error: {hint}", file=sys.stderr)
         return 2

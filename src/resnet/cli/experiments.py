@@ -60,7 +60,13 @@ def stopped(e: TrainingInterrupted, argv: list[str]) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="plain vs residual nets on real digits: the degradation problem in minutes")
+    p = sub.add_parser(
+        "demo",
+        help="plain vs residual nets on real digits: the degradation problem in minutes",
+        description="Train plain and residual twins at two depths on scikit-learn's bundled handwritten digits "
+        "and write REPORT.md with a Fig. 6-style plot: the deeper plain net trains worse, the deeper ResNet "
+        "does not (section 4.1). About 2.5 minutes on 2 CPU cores; finished runs are reused.",
+    )
     p.add_argument("--out", default="runs/demo", help="where runs and the report go (finished runs are reused)")
     p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="CIFAR-style depths 6n+2 to compare")
     p.add_argument("--iterations", type=int, default=500, help="training iterations of every run")

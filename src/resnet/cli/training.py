@@ -28,9 +28,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Checked before anything runs: a seed refused after its run was trained wastes the run.
     seeds = parse_seeds(args.seeds, args.seed) if args.seeds is not None else None
     if args.print_config:
-        from resnet.config import dump
+        import yaml
 
-        print(dump(cfg), end="")
+        from resnet.analysis.report import applicable_nested
+
+        # Only the keys that apply (no image-folder keys for CIFAR, no plateau settings on a step schedule).
+        print("# resolved recipe; keys that do not apply to this dataset and model are left out")
+        print(yaml.safe_dump(applicable_nested(cfg.to_dict()), sort_keys=False), end="")
         return 0
     if args.dry_run:
         from resnet.train.plan import format_plan, plan_run
@@ -70,10 +74,18 @@ def _train(args: argparse.Namespace, cfg: object, out: Path, seeds: list[int] | 
             if args.restart:
                 raise UserError("--restart takes one run directory, not --seeds")
             from resnet.train.multiseed_fit import fit_seeds
+            from resnet.train.runtime import apply_threads
 
+            apply_threads("auto" if args.threads is None else args.threads)
             fit_seeds(cfg, {s: f"{out}-s{s}" for s in seeds}, argv=args.argv)
         else:
-            fit(cfg, out, argv=args.argv, restart=args.restart)
+            fit(
+                cfg,
+                out,
+                argv=args.argv,
+                restart=args.restart,
+                threads="auto" if args.threads is None else args.threads,
+            )
     except TrainingInterrupted as e:
         if distributed.is_main():
             # Several seeds write OUT-s<seed> each; they resume together with the same command.
@@ -173,11 +185,35 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--data-dir", default=None, help="dataset folder or archive (default: the recipe's, or the run directory's)"
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<recipe>); an existing one is resumed")
-    p.add_argument("--iterations", type=int, default=None, help="total iterations (schedule.iterations)")
-    p.add_argument("--seed", type=int, default=None, help="seed of init, data order and augmentation (train.seed)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="total iterations, the schedule scaled to them (default: the recipe's schedule.iterations, "
+        "64,000 on CIFAR-10)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of init, data order and augmentation (default: the recipe's train.seed, 0)",
+    )
     p.add_argument("--seeds", default=None, help="several seeds as one step, e.g. 0,1,2,3,4: run dirs OUT-s<seed>")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (train.device)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="iterations between checkpoints (default: the recipe's train.checkpoint_every, 2,000 on CIFAR-10; "
+        "1/8 of a run shortened by --iterations)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch's intra-op CPU threads (default: OMP_NUM_THREADS if set, else the free cores: the cores "
+        "this process may use minus the load average and the decode workers)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument(
         "--restart",
@@ -243,9 +279,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     d = data_sub.add_parser("download", help="fetch, md5-check and extract an official archive")
     d.add_argument("dataset", choices=("cifar10", "cifar100"), help="which official archive")
-    d.add_argument("--to", default="data", help="destination folder (default ./data)")
+    d.add_argument("--to", default="data", help="destination folder")
     d.add_argument("--url", default=None, help="a mirror of the official archive")
     d.add_argument("--md5", default=None, help="expected md5 of the archive at --url")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
-    d.add_argument("--deadline", type=float, default=3600.0, help="give up after SECONDS in all (default 3600)")
+    d.add_argument("--deadline", type=float, default=3600.0, metavar="SECONDS", help="give up after SECONDS in all")
     d.set_defaults(handler=cmd_data_download)

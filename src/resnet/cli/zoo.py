@@ -45,7 +45,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the model zoo with parameters, GMACs and the paper's figures")
+    p = sub.add_parser(
+        "models",
+        help="list the model zoo with parameters, GMACs and the paper's figures",
+        description="List every model (ImageNet and CIFAR, residual and plain): its layout, parameters, "
+        "multiply-adds at its native input size and the paper's table or figure it appears in.",
+    )
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'resnet*' or 'plain?0'")
     p.set_defaults(handler=cmd_models)
 

@@ -94,7 +94,8 @@ def _stream(url: str, out: object, name: str, progress: bool, timeout: float, de
     end = time.monotonic() + deadline
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+        bar_on = progress and sys.stderr.isatty()  # in a log file a bar's redraws are \r-joined text
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not bar_on) as bar:
             while block := resp.read1(1 << 16):  # whatever has arrived: a trickle cannot stall the deadline
                 out.write(block)  # type: ignore[attr-defined]
                 bar.update(len(block))

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from resnet.data.augment import Lighting, derive_seed, scale_crop_flip
 from resnet.data.fast_augment import decode_scale_crop_flip
 from resnet.data.imagefolder import FolderIndex
+from resnet.data.loader import check_batch_fits
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import load_view
 from resnet.errors import UserError
@@ -104,10 +105,7 @@ class FolderLoader:
         channels: int = 3,
         strict: bool = False,
     ) -> None:
-        if batch_size % world_size:
-            raise UserError(f"batch size {batch_size} is not divisible by the world size {world_size}")
-        if len(index) < batch_size:
-            raise UserError(f"the training split has {len(index)} images, fewer than one batch of {batch_size}")
+        check_batch_fits(len(index), batch_size, world_size)
         self.per_rank = batch_size // world_size
         self.device, self.seed, self.strict = device, seed, strict
         self.normalizer, self.lighting = normalizer.to(device), lighting

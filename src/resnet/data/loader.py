@@ -19,6 +19,19 @@ import torch.nn.functional as F
 
 from resnet.data.augment import derive_seed
 from resnet.data.preprocess import Normalizer
+from resnet.errors import UserError
+
+
+def check_batch_fits(train_images: int, batch_size: int, world_size: int = 1) -> None:
+    """Refuse a batch the training split cannot fill or the ranks cannot share (every loader, and ``--dry-run``,
+    call this one check: a dry run approves exactly what the real run accepts)."""
+    if batch_size % world_size:
+        raise UserError(f"batch size {batch_size} is not divisible by the world size {world_size}")
+    if train_images < batch_size:
+        raise UserError(
+            f"the training split has {train_images} images, fewer than one batch of {batch_size}; "
+            "use a smaller --set train.batch_size or more data"
+        )
 
 
 def crop_flip(x: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -61,10 +74,7 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by the world size {world_size}")
-        if len(images) < batch_size:
-            raise ValueError(f"the training split has {len(images)} images, fewer than one batch of {batch_size}")
+        check_batch_fits(len(images), batch_size, world_size)
         self.images, self.labels = images, labels
         self.batch_size, self.normalizer = batch_size, normalizer.to(images.device)
         self.augment, self.pad, self.flip, self.seed = augment, pad, flip, seed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any
 
 import torch
@@ -131,7 +132,9 @@ def folder_scores(
         from tqdm import tqdm
 
         at = iter(positions)
-        for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not progress):
+        # A bar only on a terminal: in a log file its redraws would be one line of \r-joined text.
+        bar = progress and sys.stderr.isatty()
+        for batch in tqdm(loader, desc=f"eval ({protocol})", unit="batch", disable=not bar):
             for vs, label, err in batch:
                 k = next(at)
                 seen[k] += 1

@@ -17,7 +17,7 @@ from resnet.config import load_config, shortened_schedule
 from resnet.data.datasets import load_dataset
 from resnet.errors import UserError
 from resnet.experiments.registry import Options, experiment
-from resnet.experiments.runner import RunSpec, train_runs
+from resnet.experiments.runner import RunSpec, select_only, train_runs
 from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES
 from resnet.train.multiseed_fit import fit_seeds
 
@@ -61,12 +61,7 @@ def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: boo
                     (*base, *scaled, f"train.seed={seed}", *opts.sets),
                 )
             )
-    if opts.only:
-        wanted = set(opts.only)
-        specs = [s for s in specs if s.name in wanted or s.name.rsplit("-s", 1)[0] in wanted]
-        if not specs:
-            raise UserError(f"--only {' '.join(opts.only)} matches none of {', '.join(models)}")
-    return specs
+    return select_only(specs, opts.only, models)
 
 
 def train_batched(specs: list[RunSpec], on_done: Callable[[dict], None]) -> None:

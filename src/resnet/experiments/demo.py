@@ -17,7 +17,7 @@ from typing import Any
 from resnet.analysis.claims import compare, final_error, render
 from resnet.analysis.plots import plot_error_curves
 from resnet.analysis.report import applicable_config
-from resnet.config import read_yaml
+from resnet.config import load_config, read_yaml, shortened_schedule
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.io import atomic_write_text
 from resnet.models import create_model
@@ -41,7 +41,9 @@ def run_demo(
     """Train plain/residual nets at ``depths`` on digits; returns the path of the report."""
     out = Path(out)
     names = [f"{kind}{d}" for d in sorted(depths, reverse=True) for kind in ("plain", "resnet")]
-    milestones = f"schedule.milestones=[{iterations // 2}, {iterations * 3 // 4}]"
+    recipe = load_config(RECIPE)
+    scaled = shortened_schedule(recipe, iterations).get("schedule.milestones", recipe.schedule.milestones)
+    milestones = f"schedule.milestones={list(scaled)}"  # scaled as `train --iterations` scales them
     specs = [
         RunSpec(n, RECIPE, out / n, (f"model.name={n}", f"schedule.iterations={iterations}", milestones)) for n in names
     ]

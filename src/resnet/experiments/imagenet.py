@@ -16,9 +16,10 @@ from resnet.analysis.imagenet import TABLE2_RUNS, TABLE3_RUNS, imagenet_report
 from resnet.analysis.report import RunRecord, read_run
 from resnet.errors import UserError
 from resnet.experiments.registry import Options, experiment
-from resnet.experiments.runner import RunSpec, train_runs
+from resnet.experiments.runner import RunSpec, select_only, train_runs
 from resnet.interop.evaluate import evaluate_checkpoint
 from resnet.io import write_output
+from resnet.paper import IMAGENET_ITERATIONS, IMAGENET_TRAIN_IMAGES
 from resnet.safe_json import read_json
 
 
@@ -26,7 +27,7 @@ def _specs(recipes: list[str], opts: Options) -> list[RunSpec]:
     if not opts.data_dir and not opts.report_only:
         raise UserError("ImageNet experiments need --data-dir ROOT (an image folder with train/ and val/)")
     n = opts.iterations
-    suffix = f"-it{n}" if n else ""
+    suffix = scope_suffix(opts)
     base = [f"data.data_dir={opts.data_dir}"] if opts.data_dir else []
     if opts.device:
         base.append(f"train.device={opts.device}")
@@ -35,9 +36,24 @@ def _specs(recipes: list[str], opts: Options) -> list[RunSpec]:
     specs = [
         RunSpec(f"{r}-s0", f"imagenet/{r}", opts.out / "runs" / f"{r}-s0{suffix}", (*base, *opts.sets)) for r in recipes
     ]
-    if opts.only:
-        specs = [s for s in specs if s.name in opts.only or s.name.removesuffix("-s0") in opts.only]
-    return specs
+    return select_only(specs, opts.only, recipes)
+
+
+def training_images(opts: Options) -> int | None:
+    """How many images ``ROOT/train`` holds (the file list is cached); None without --data-dir."""
+    if not opts.data_dir:
+        return None
+    from resnet.data.imagefolder import open_splits
+
+    return len(open_splits(opts.data_dir)[0])
+
+
+def scope_suffix(opts: Options) -> str:
+    """``-it20-n80`` for 20 iterations on 80 training images; empty for the paper's schedule on ImageNet's
+    1.28M: runs and reports of other lengths or data sizes live beside each other, never overwrite."""
+    n, images = opts.iterations, training_images(opts)
+    size = f"-n{images}" if images is not None and images != IMAGENET_TRAIN_IMAGES else ""
+    return (f"-it{n}" if n and n != IMAGENET_ITERATIONS else "") + size
 
 
 def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
@@ -54,7 +70,7 @@ def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
     report = evaluate_checkpoint(run.root, "val", opts.data_dir, protocol=opts.protocol, device=opts.device or "auto")
     res = report["result"]
     out = {"iteration": report["iteration"], "protocol": opts.protocol, "top1": res.error, "top5": res.top5_error,
-           "n": res.n, "skipped": len(res.skipped)}  # fmt: skip
+           "n": res.n, "skipped": len(res.skipped), "classes": len(report["classes"])}  # fmt: skip
     write_output(path, json.dumps(out, indent=2) + "\n", owned=True)  # in the run directory
     return out
 
@@ -66,7 +82,8 @@ def _run(name: str, runs_map: dict[str, str], opts: Options, title: str) -> Path
     every = _specs(list(runs_map), dataclasses.replace(opts, only=None, report_only=True))
     runs = [read_run(s.name, s.out) for s in every]
     tests = {r.name: _test(r, opts) for r in runs}
-    return imagenet_report(name, runs, tests, runs_map, opts.protocol, opts.out / name, title)
+    out = opts.out / f"{name}{scope_suffix(opts)}"
+    return imagenet_report(name, runs, tests, runs_map, opts.protocol, out, title)
 
 
 @experiment("imagenet-table2")

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from resnet.config import load_config
 from resnet.errors import TrainingInterrupted, UserError
 from resnet.train.loop import fit
@@ -38,12 +36,24 @@ class RunSpec:
     overrides: tuple[str, ...] = field(default_factory=tuple)  # --set style key=value
 
 
-def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
+def select_only(specs: list[RunSpec], only: Sequence[str] | None, nets: Sequence[str]) -> list[RunSpec]:
+    """The specs ``--only`` names (a net such as ``resnet56``, or one run such as ``resnet56-s1``); a name that
+    is not in the experiment is refused in one line listing the valid ones, never silently dropped."""
+    if not only:
+        return specs
+    valid = set(nets) | {s.name for s in specs}
+    unknown = [n for n in only if n not in valid]
+    if unknown:
+        raise UserError(f"--only {', '.join(unknown)}: not a net of this experiment; choose from {', '.join(nets)}")
+    wanted = set(only)
+    return [s for s in specs if s.name in wanted or s.name.rsplit("-s", 1)[0] in wanted]
 
-    if threads:
-        torch.set_num_threads(threads)
+
+def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
     cfg = load_config(spec.recipe, list(spec.overrides))
-    summary = fit(cfg, spec.out, argv=["resnet", "train", spec.recipe, *spec.overrides], progress=echo, echo=echo)
+    argv = ["resnet", "train", spec.recipe, *spec.overrides]
+    # One process at a time: the free-cores policy of `resnet train`; parallel workers: their share of the cores.
+    summary = fit(cfg, spec.out, argv=argv, progress=echo, echo=echo, threads=threads or "auto")
     return {"name": spec.name, **summary}
 
 

@@ -79,6 +79,12 @@ class Console:
         else:
             self.log(text)
 
+    def end_bar(self) -> None:
+        """Close the bar (its final state stays on the terminal), so that what follows prints below it."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

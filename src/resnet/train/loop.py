@@ -33,7 +33,7 @@ from resnet.train.bn_average import check_supported
 from resnet.train.metrics_log import MetricsLog, read_metrics, require_tensorboard
 from resnet.train.resume import check_same_data, restore
 from resnet.train.rundir import RunDir, check_resumable, claim, record_invocation
-from resnet.train.runtime import Runtime, resolve_runtime
+from resnet.train.runtime import Runtime, Threads, resolve_runtime
 from resnet.train.schedule import LRSchedule, total_iterations
 from resnet.train.state import TrainState, build_optimizer, model_kwargs
 from resnet.train.trainer import Trainer
@@ -49,15 +49,18 @@ def fit(
     progress: bool | None = None,
     echo: bool = True,
     restart: bool = False,
+    threads: Threads = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out`` (resuming it if it holds a checkpoint); returns the summary.
 
     ``progress`` forces the tqdm bar on or off (default: on a terminal); ``echo=False`` prints nothing (the
-    run's train.log still gets every line). The run directory is locked while this runs. ``restart``: a
-    run whose checkpoint is gone trains again from iteration 0, its old metrics kept aside.
+    run's train.log still gets every line). ``threads``: torch's intra-op threads, a number, "auto" (the
+    policy of :func:`resnet.train.runtime.choose_threads`, what ``resnet train`` uses) or None (left as they
+    are). The run directory is locked while this runs. ``restart``: a run whose checkpoint is gone trains
+    again from iteration 0, its old metrics kept aside.
     """
     run = RunDir(Path(out))
-    rt = resolve_device(cfg)
+    rt = resolve_device(cfg, threads)
     # Under torchrun every step below that may fail on one rank alone (its data, rank 0's run directory) is
     # agreed on: all ranks end together with that rank's one line, none waits in a collective it never joins.
     agree = dist.agree
@@ -82,7 +85,7 @@ def fit(
         return trainer.finish()
 
 
-def resolve_device(cfg: Config) -> Runtime:
+def resolve_device(cfg: Config, threads: Threads = None) -> Runtime:
     """The device this process trains on (joining torchrun's process group), and how the math runs there."""
     device = dist.local_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -90,7 +93,7 @@ def resolve_device(cfg: Config) -> Runtime:
     dist.setup(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return resolve_runtime(cfg, device)
+    return resolve_runtime(cfg, device, threads)
 
 
 def check_model(cfg: Config) -> None:

@@ -8,18 +8,22 @@ where an existing run directory would be resumed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from resnet.checkpoint import load_checkpoint
 from resnet.config import Config
+from resnet.data.loader import check_batch_fits
 from resnet.data.sources import open_source
 from resnet.models import create_model
 from resnet.models.complexity import count_macs, count_params
-from resnet.train.rundir import RunDir, check_resumable
-from resnet.train.schedule import LRSchedule, total_iterations
+from resnet.train.bn_average import check_supported
+from resnet.train.loop import read_resume_point
+from resnet.train.resume import check_same_data
+from resnet.train.rundir import RunDir, check_out_dir
+from resnet.train.schedule import LRSchedule, format_drops, lr_drops, plural, total_iterations
 from resnet.train.state import model_kwargs
 
 
@@ -40,8 +44,9 @@ class Plan:
     batch_size: int
     steps_per_epoch: int
     iterations: int
-    milestones: list[int]
-    lrs: list[float]  # the lr from the start, then after each milestone
+    first_lr: float
+    drops: list[tuple[int, int, float]]  # (iteration, milestones falling there, lr after): lr_drops
+    gamma: float
     warmup: str | None
     plateau: bool = False
     resume_at: int | None = None
@@ -51,25 +56,21 @@ class Plan:
 def plan_run(cfg: Config, out: str | Path) -> Plan:
     """Resolve data, model and schedule of ``cfg`` trained into ``out``; reads files, writes no run directory."""
     run = RunDir(Path(out))
-    resume_at = None
-    if run.checkpoint.is_file():
-        ckpt = load_checkpoint(run.checkpoint)
-        ckpt.require_training(str(run.checkpoint))
-        check_resumable(run, ckpt.config or {}, cfg)
-        resume_at = ckpt.iteration or 0
+    check_out_dir(run.root)  # the checks the real run makes, from the same functions
+    ckpt = read_resume_point(run, cfg)
+    resume_at = None if ckpt is None else ckpt.iteration or 0
     source = open_source(cfg)
+    check_same_data(run, ckpt, source)
+    check_supported(cfg, source)
     kwargs = model_kwargs(cfg, len(source.classes), source.input_size[0])
     with torch.device("meta"):
         model = create_model(cfg.model.name, **kwargs)
+    check_batch_fits(source.sizes["train"], cfg.train.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
     steps = max(1, source.sizes["train"] // cfg.train.batch_size)
     schedule = LRSchedule(cfg.schedule, cfg.optim.lr, torch.device("cpu"), steps)
     total = total_iterations(cfg.schedule, steps)
     sc = cfg.schedule
-    if sc.kind == "plateau":
-        milestones, lrs = [], [cfg.optim.lr]
-    else:
-        milestones = [m for m in schedule.milestones if m < total]
-        lrs = [cfg.optim.lr / (1.0 / sc.gamma) ** k for k in range(len(milestones) + 1)]
+    drops = [] if sc.kind == "plateau" else lr_drops(schedule.milestones, cfg.optim.lr, sc.gamma, total)
     warmup = None
     if sc.warmup_lr is not None:
         warmup = f"lr {sc.warmup_lr:g} until the running training error is below {sc.warmup_until_error:g}%"
@@ -77,8 +78,6 @@ def plan_run(cfg: Config, out: str | Path) -> Plan:
     beyond = [m for m in schedule.milestones if m >= total] if sc.kind == "steps" else []
     if beyond:
         notes.append(f"milestones at {', '.join(f'{m:,}' for m in beyond)} lie beyond the last iteration ({total:,})")
-    if total > 0 and source.sizes["train"] < cfg.train.batch_size:
-        notes.append(f"only {source.sizes['train']} training images for a batch of {cfg.train.batch_size}")
     return Plan(
         recipe=cfg.description,
         run_dir=run.root,
@@ -93,8 +92,9 @@ def plan_run(cfg: Config, out: str | Path) -> Plan:
         batch_size=cfg.train.batch_size,
         steps_per_epoch=steps,
         iterations=total,
-        milestones=milestones,
-        lrs=lrs,
+        first_lr=cfg.optim.lr,
+        drops=drops,
+        gamma=sc.gamma,
         warmup=warmup,
         plateau=sc.kind == "plateau",
         resume_at=resume_at,
@@ -107,19 +107,18 @@ def format_plan(p: Plan) -> str:
     sizes = ", ".join(f"{n:,} {split}" for split, n in p.sizes.items() if n)
     kwargs = ", ".join(f"{k}={v}" for k, v in p.model_kwargs.items())
     epochs = p.iterations / p.steps_per_epoch
-    if p.milestones:
-        drops = ", ".join(f"{m:,} (lr {lr:g})" for m, lr in zip(p.milestones, p.lrs[1:], strict=True))
-        schedule = f"{p.lrs[0]:g}, divided at iterations {drops}"
+    if p.drops:
+        schedule = f"{p.first_lr:g}; {format_drops(p.drops, p.gamma, at='iteration ')}"
     elif p.plateau:
-        schedule = f"{p.lrs[0]:g}, divided whenever the validation error plateaus"
+        schedule = f"{p.first_lr:g}, divided whenever the validation error plateaus"
     else:
-        schedule = f"{p.lrs[0]:g} throughout"
+        schedule = f"{p.first_lr:g} throughout"
     where = f"resumes at iteration {p.resume_at:,}" if p.resume_at is not None else "starts a new run"
     lines = [
         f"recipe:     {p.recipe or '(no description)'}",
         f"data:       {p.dataset}, {sizes}; input {'x'.join(map(str, p.input_size))}, {p.classes} classes",
         f"model:      {p.model}({kwargs}): {p.params:,} parameters, {p.macs / 1e6:,.1f}M multiply-adds per image",
-        f"schedule:   {p.iterations:,} iterations of batch {p.batch_size} = {epochs:.1f} epochs "
+        f"schedule:   {plural(p.iterations, 'iteration')} of batch {p.batch_size} = {epochs:.1f} epochs "
         f"({p.steps_per_epoch:,} iterations each)",
         f"lr:         {schedule}",
     ]

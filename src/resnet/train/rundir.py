@@ -183,8 +183,8 @@ def claim(run: RunDir, held: contextlib.ExitStack) -> None:
             raise UserError(error)
 
 
-def _claim_main(run: RunDir, held: contextlib.ExitStack) -> None:
-    root = run.root
+def check_out_dir(root: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a folder of other files (the real run and ``--dry-run`` alike)."""
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file, not a directory; choose a directory for the run")
     if root.is_dir():
@@ -195,7 +195,12 @@ def _claim_main(run: RunDir, held: contextlib.ExitStack) -> None:
                 f"{root} holds other files ({shown}) and no run; training there would overwrite them: "
                 "choose a new or empty directory for the run (--out)"
             )
-    else:
+
+
+def _claim_main(run: RunDir, held: contextlib.ExitStack) -> None:
+    root = run.root
+    check_out_dir(root)
+    if not root.is_dir():
         created = [p for p in (root, *root.parents) if not p.exists()]
         root.mkdir(parents=True)
         held.callback(_remove_if_empty, created)  # runs after the lock is released (ExitStack: last in, first out)

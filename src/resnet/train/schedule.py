@@ -121,14 +121,57 @@ class LRSchedule:
         self.drops = list(state.get("drops", []))
 
 
+def lr_drops(milestones: list[int], base_lr: float, gamma: float, total: int) -> list[tuple[int, int, float]]:
+    """The drops a run of ``total`` iterations reaches: (iteration, how many milestones fall there, lr after).
+
+    Coinciding milestones (a 2-iteration run puts 32k/64k and 48k/64k both at iteration 1) are one drop by
+    (1/gamma)^k, and milestones at or beyond the last iteration are none, so a description never lists an
+    lr the run does not reach.
+    """
+    drops: list[tuple[int, int, float]] = []
+    k = 0
+    for m in sorted(milestones):
+        if m >= total:
+            break
+        k += 1
+        if drops and drops[-1][0] == m:
+            drops[-1] = (m, drops[-1][1] + 1, base_lr / (1.0 / gamma) ** k)
+        else:
+            drops.append((m, 1, base_lr / (1.0 / gamma) ** k))
+    return drops
+
+
+def format_drops(drops: list[tuple[int, int, float]], gamma: float, at: str = "") -> str:
+    """``/10 at 32,000 (lr 0.01), /10 at 48,000 (lr 0.001)``; coinciding ones as ``/100 at 1 (lr 0.001)``
+    (``at="iteration "`` names the unit)."""
+    return ", ".join(f"/{round((1 / gamma) ** n, 6):g} at {at}{m:,} (lr {lr:g})" for m, n, lr in drops)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 iteration``, ``2 iterations`` (thousands separated)."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def describe_schedule(cfg: Config, steps_per_epoch: int | None = None) -> str:
     """One line: the lr schedule and the eval/log/checkpoint intervals, as a run will use them."""
     sc, tr = cfg.schedule, cfg.train
-    length = f"{sc.epochs} epochs" if sc.epochs is not None else f"{sc.iterations:,} iterations"
+    unreached = ""
+    length = f"{plural(sc.epochs, 'epoch')}" if sc.epochs is not None else plural(sc.iterations, "iteration")
+    # Milestones in epochs and epoch-long schedules become iterations only once the steps per epoch are known.
+    known = bool(steps_per_epoch) or (sc.epochs is None and sc.milestone_unit == "iterations")
+    total = total_iterations(sc, steps_per_epoch or 1) if known else None
     if steps_per_epoch and sc.epochs is not None:
-        length += f" ({sc.epochs * steps_per_epoch:,} iterations)"
+        length += f" ({plural(sc.epochs * steps_per_epoch, 'iteration')})"
     if sc.kind == "plateau":
         drops = f"/{1 / sc.gamma:g} when val error plateaus ({sc.plateau_patience} evals)"
+    elif sc.milestones and total is not None:
+        unit = steps_per_epoch if sc.milestone_unit == "epochs" and steps_per_epoch else 1
+        reached = lr_drops([m * unit for m in sc.milestones], cfg.optim.lr, sc.gamma, total)
+        beyond = [m for m in sc.milestones if m * unit >= total]
+        drops = format_drops(reached, sc.gamma) if reached else "constant"
+        if beyond:
+            where = ", ".join(f"{m:,}" for m in beyond) + (" epochs" if sc.milestone_unit == "epochs" else "")
+            unreached = f" (milestone{'s' if len(beyond) > 1 else ''} {where} not reached)"
     elif sc.milestones:
         unit = "" if sc.milestone_unit == "iterations" else " epochs"
         drops = f"/{1 / sc.gamma:g} at {', '.join(f'{m:,}' for m in sc.milestones)}{unit}"
@@ -136,6 +179,6 @@ def describe_schedule(cfg: Config, steps_per_epoch: int | None = None) -> str:
         drops = "constant"
     warm = f", warm-up {sc.warmup_lr:g} until train error < {sc.warmup_until_error:g}%" if sc.warmup_lr else ""
     return (
-        f"schedule: lr {cfg.optim.lr:g} {drops} of {length}{warm}; eval every {tr.eval_every:,}, "
+        f"schedule: lr {cfg.optim.lr:g} {drops} over {length}{unreached}{warm}; eval every {tr.eval_every:,}, "
         f"log every {tr.log_every:,}, checkpoint every {tr.checkpoint_every:,}"
     )

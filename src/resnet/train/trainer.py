@@ -28,7 +28,7 @@ from resnet.train.meters import LossWindow
 from resnet.train.metrics_log import MetricsLog, summarize
 from resnet.train.rundir import RunDir
 from resnet.train.runtime import Runtime
-from resnet.train.schedule import describe_schedule, total_iterations
+from resnet.train.schedule import describe_schedule, plural, total_iterations
 from resnet.train.signals import StopSignals
 from resnet.train.state import TrainState
 from resnet.train.step import train_one_step
@@ -93,9 +93,15 @@ class Trainer:
         layout = ", channels_last" if rt.channels_last else ""
         if self.graph is not None:
             layout += ", CUDA graph" if self.graph.capture else ", capturable step (uncaptured)"
+        it = self.state.iteration
+        if it >= self.total:  # a finished run given again: nothing to train (its summary is rewritten)
+            doing = f"{cfg.model.name} in {self.run.root} is finished ({it}/{self.total} iterations): nothing to train"
+        else:
+            doing = f"{'resuming' if resumed else 'training'} {cfg.model.name} on {src.name} ({sizes}) at iteration "
+            doing += f"{it}/{self.total}"
+        threads = f", {rt.threads}" if rt.threads else ""
         self.console.log(
-            f"{'resuming' if resumed else 'training'} {cfg.model.name} on {src.name} ({sizes}) at iteration "
-            f"{self.state.iteration}/{self.total}, device {rt.device}{ranks}, "
+            f"{doing}, device {rt.device}{ranks}{threads}, "
             f"{'bf16' if rt.autocast_dtype else 'fp32'}{layout}; run dir {self.run.root}"
             + (f"; {self.state.origin}" if self.state.origin else "")
             + "; "
@@ -295,7 +301,8 @@ class Trainer:
         if self.main:
             write_output(self.run.summary, json.dumps(summary, indent=2) + "\n", owned=True)
         errors = ", ".join(f"{k} {v:.2f}%" for k, v in summary.items() if k.endswith("_error") and v is not None)
-        self.console.log(f"done: {s.iteration} iterations; {errors}")
+        self.console.end_bar()  # "done:" below the final bar, not above it
+        self.console.log(f"done: {plural(s.iteration, 'iteration')}; {errors}")
         self.console.close()
         self.metrics.close()
         return summary
