@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import resnet
 from resnet.checkpoint import load_checkpoint
 from resnet.cli import main
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
@@ -136,8 +137,13 @@ def test_the_naive_load_would_compute_another_function(tmp_path: Path):
     """Renamed by hand and converted without --from: same shapes, strict loading passes, other outputs."""
     net = their_net(20)
     src = save_their_file(net, tmp_path / "r20.th")
-    with pytest.raises(UserError, match="pass --from akamaster"):
+    with pytest.raises(UserError, match="resnet convert .*r20.th --to r20.pt --from akamaster") as hint:
         load_any(src)
+    assert "source='akamaster'" in str(hint.value)  # ... and the Python call, which create_model accepts:
+    model = resnet.create_model("resnet20", checkpoint_path=src, source="akamaster").eval()
+    norm = load_any(src, source="akamaster").checkpoint.normalizer()
+    with torch.no_grad():
+        assert (model(norm(images())) - their_logits(net, images())).abs().max().item() < 1e-5
     renamed = {k.removeprefix("module.").replace("linear.", "fc."): v for k, v in net.state_dict().items()}
     torch.save(renamed, tmp_path / "renamed.pth")
     naive = load_any(tmp_path / "renamed.pth", model="resnet20", preprocessing=preprocessing_stats("imagenet"))
