@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# No test reaches the network: huggingface_hub (the [hub] extra) reads this when first imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = Path(os.environ.get("RESNET_CIFAR_SUBSET", ROOT.parent / "shared/data/cifar10-subset/cifar-10-batches-py"))
 
