@@ -229,3 +229,34 @@ def test_bare_bottleneck_weights_say_which_stride_they_assumed(tmp_path: Path):
     assert any("--bottleneck-stride 1x1" in n for n in notes)
     assert not any("bottleneck" in n for n in load_any(tmp_path / "r50.pth", source="torchvision").notes)
     assert not any("bottleneck" in n for n in load_any(tmp_path / "r50.pth", bottleneck_stride="1x1").notes)
+
+
+def _top1(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("top-1 error:"))
+
+
+def test_every_engine_path_evaluates_converted_weights_alike(cifar_subset: Path, tmp_path: Path, capsys):
+    """Converted weights record no recipe: every route of `eval` uses their dataset's test split all the same."""
+    pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
+    src = save_their_file(their_net(20), tmp_path / "r20.th")
+    assert main(["eval", str(src), "--data-dir", str(cifar_subset)]) == 2  # not ours: the call that converts it
+    err = capsys.readouterr().err
+    assert f"convert it first (`resnet convert {src} --to r20.pt --from akamaster`)" in err
+    ckpt = tmp_path / "r20.pt"
+    assert main(["convert", str(src), "--to", str(ckpt), "--from", "akamaster"]) == 0
+    capsys.readouterr()
+    data = ["--data-dir", str(cifar_subset)]
+    assert main(["eval", str(ckpt), *data]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("resnet20 (converted weights), test split (1017 images)")
+    reference = _top1(out)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r20.onnx")]) == 0
+    capsys.readouterr()
+    for args in (
+        [str(ckpt), "--backend", "torch"],
+        [str(ckpt), "--backend", "onnxruntime"],
+        [str(tmp_path / "r20.onnx")],
+    ):
+        assert main(["eval", *args, *data]) == 0, args
+        out = capsys.readouterr().out
+        assert "test split (1017 images)" in out and _top1(out) == reference, args

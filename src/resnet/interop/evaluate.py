@@ -167,7 +167,7 @@ def _evaluate_arrays(
 def format_eval(report: dict[str, Any]) -> str:
     res: EvalResult = report["result"]
     lines = [
-        f"{report['model']} at iteration {report['iteration']}, {report['split']} split ({res.n} images)",
+        f"{report['model']} {_when(report['iteration'])}, {report['split']} split ({res.n} images)",
         f"top-1 error: {res.error:.2f}%   top-5 error: {res.top5_error:.2f}%   loss: {res.loss:.4f}",
     ]
     if report.get("recomputed_bn"):
@@ -194,3 +194,8 @@ def format_eval(report: dict[str, Any]) -> str:
     if res.skipped:
         lines.append(f"\n{len(res.skipped)} unreadable image(s) skipped, e.g. {res.skipped[0]}")
     return "\n".join(lines)
+
+
+def _when(iteration: int | None) -> str:
+    """Converted weights (and exports of them) record no training iteration."""
+    return "(converted weights)" if iteration is None else f"at iteration {iteration}"
