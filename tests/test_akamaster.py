@@ -6,11 +6,13 @@ the channels; ``linear`` head), saved the way their ``trainer.py`` saves it (Dat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import resnet
@@ -251,12 +253,24 @@ def test_every_engine_path_evaluates_converted_weights_alike(cifar_subset: Path,
     assert out.startswith("resnet20 (converted weights), test split (1017 images)")
     reference = _top1(out)
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r20.onnx")]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "pt2"]) == 0
     capsys.readouterr()
     for args in (
         [str(ckpt), "--backend", "torch"],
         [str(ckpt), "--backend", "onnxruntime"],
         [str(tmp_path / "r20.onnx")],
+        [str(tmp_path / "r20.pt2")],
     ):
         assert main(["eval", *args, *data]) == 0, args
         out = capsys.readouterr().out
         assert "test split (1017 images)" in out and _top1(out) == reference, args
+    # predict: the same probabilities from the checkpoint, its ONNX export and its .pt2 program
+    image = tmp_path / "img.png"
+    Image.fromarray(images(1)[0].permute(1, 2, 0).numpy()).save(image)
+    docs = []
+    for weights in ("r20.pt", "r20.onnx", "r20.pt2"):
+        assert main(["predict", str(image), "--checkpoint", str(tmp_path / weights), "--json"]) == 0
+        docs.append(json.loads(capsys.readouterr().out)["predictions"][0]["top"])
+    for doc in docs[1:]:
+        assert [p["class"] for p in doc] == [p["class"] for p in docs[0]]
+        assert [p["probability"] for p in doc] == pytest.approx([p["probability"] for p in docs[0]], abs=1e-5)

@@ -16,7 +16,8 @@ from resnet.checkpoint import save_checkpoint
 from resnet.cli import main
 from resnet.errors import UserError
 from resnet.interop.convert import load_any
-from resnet.interop.export import default_output, export_checkpoint, read_pt2
+from resnet.interop.export import default_output, export_checkpoint
+from resnet.interop.pt2 import read_pt2
 from resnet.models import create_model
 
 ort = pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")

@@ -164,7 +164,9 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument(
-        "--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth, .safetensors or .onnx"
+        "--checkpoint",
+        required=True,
+        help="checkpoint, run directory, torchvision .pth, .safetensors, .onnx or .pt2 (resnet export)",
     )
     p.add_argument("--topk", type=int, default=5, help="classes listed per image")
     p.add_argument(

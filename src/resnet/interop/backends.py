@@ -259,10 +259,6 @@ def onnx_engine(
 def checkpoint_from_onnx(path: str | Path) -> Any:
     """The description an ``.onnx`` file written by ``resnet export`` carries (model, input size,
     preprocessing, classes, dataset and recipe) as a weightless :class:`~resnet.checkpoint.Checkpoint`."""
-    import json
-
-    from resnet.checkpoint import Checkpoint
-
     try:
         import onnx
     except ImportError:
@@ -273,7 +269,16 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
         raise UserError(f"{path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError and others
         raise UserError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
+    return checkpoint_from_metadata({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def checkpoint_from_metadata(meta: dict[str, str], path: str | Path) -> Any:
+    """The weightless :class:`~resnet.checkpoint.Checkpoint` that ``resnet export``'s metadata describes (the
+    ``.onnx`` file's ``metadata_props``, the ``.pt2`` file's ``resnet.json``)."""
+    import json
+
+    from resnet.checkpoint import Checkpoint
+
     missing = [
         k for k in ("resnet.model_name", "resnet.input_size", "resnet.preprocessing", "resnet.classes") if k not in meta
     ]

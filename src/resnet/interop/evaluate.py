@@ -56,7 +56,7 @@ def evaluate_checkpoint(
         raise UserError(f"--workers must be 0 or more, got {workers!r}")
     if recompute_bn < 0:
         raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
-    if backend is not None or precision != "fp32" or compile or str(path).lower().endswith(".onnx"):
+    if backend is not None or precision != "fp32" or compile or str(path).lower().endswith((".onnx", ".pt2")):
         if protocol not in (None, "center"):
             raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
         if recompute_bn:

@@ -22,6 +22,7 @@ from resnet.eval.arrays import evaluate
 from resnet.interop import backends
 from resnet.interop.convert import load_any
 from resnet.interop.pretrained import is_pretrained_dir
+from resnet.interop.pt2 import check_pt2_flags, checkpoint_from_pt2, is_pt2, pt2_engine
 
 #: Training images the int8 activation ranges are calibrated on.
 CALIBRATION_IMAGES = 1024
@@ -81,11 +82,15 @@ def evaluate_with_engine(
     engine runs; onnxruntime runs on the CPU only."""
     device = device or torch.device("cpu")
     onnx_file = str(path).lower().endswith(".onnx")
-    concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
-    ckpt = backends.checkpoint_from_onnx(path) if onnx_file else read_checkpoint(path)
+    if is_pt2(path):
+        check_pt2_flags(path, backend, compile)
+        concrete, ckpt = "pt2", checkpoint_from_pt2(path)
+    else:
+        concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
+        ckpt = backends.checkpoint_from_onnx(path) if onnx_file else read_checkpoint(path)
     if ckpt.dataset in ("imagefolder", "imagenet"):
         raise UserError(
-            "--backend/--precision/--compile and .onnx files evaluate array datasets (CIFAR, digits) here; for an "
+            "--backend/--precision/--compile and .onnx/.pt2 files evaluate array datasets (CIFAR, digits) here; for an "
             "image folder use `resnet predict --backend ... FOLDER`, or `resnet eval` on the checkpoint"
         )
     data = load_dataset(array_data_config(ckpt, path, data_dir))
@@ -93,10 +98,12 @@ def evaluate_with_engine(
     if limit is not None:
         x, y = x[:limit], y[:limit]
     normalizer = ckpt.normalizer()
-    model = None if onnx_file else ckpt.build_model(str(path))
+    model = None if onnx_file or concrete == "pt2" else ckpt.build_model(str(path))
     c, h, w = ckpt.input_size
 
     def make(prec: str, compiled: bool = False) -> nn.Module:
+        if concrete == "pt2":
+            return pt2_engine(path, prec)
         if concrete == "torch":
             return backends.torch_engine(model, prec, device, compile=compiled)
         calib = None

@@ -41,9 +41,9 @@ from resnet.models import model_info
 
 FORMATS = ("onnx", "pt2", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
+ONNX_OPSET = 18
 #: The extra file holding :func:`deployment_metadata` inside ``.pt2`` and TorchScript files.
 META_FILE = "resnet.json"
-ONNX_OPSET = 18
 
 
 def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
@@ -164,31 +164,13 @@ def export_pt2(net: nn.Module, path: str | Path, example: torch.Tensor, *, meta:
 def pt2_max_relative_error(path: str | Path, model: nn.Module, x: torch.Tensor) -> float:
     """max |loaded - model| / max |model| on ``x``: the saved program read back by ``torch.export.load``
     against the original eval-mode model (so the check covers BN folding and the batch being symbolic)."""
-    program, _ = read_pt2(path)
+    program = torch.export.load(str(path))
     with torch.inference_mode():
         ref, got = model(x), program.module()(x)
     if not torch.isfinite(got).all():
         Path(path).unlink(missing_ok=True)
         raise UserError(f"{path}: the exported program's outputs are NaN/Inf; nothing was exported")
     return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
-
-
-def read_pt2(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """A ``.pt2`` written by ``resnet export``: its ``ExportedProgram`` and its metadata; one line otherwise."""
-    extra = {META_FILE: ""}
-    try:
-        program = torch.export.load(str(path), extra_files=extra)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - zip, pickle and schema errors alike
-        raise UserError(f"{path}: not a readable torch.export (.pt2) file ({type(e).__name__})") from None
-    try:
-        meta = json.loads(extra[META_FILE])
-        if not isinstance(meta, dict) or "resnet.model_name" not in meta:
-            raise ValueError("no resnet.model_name")
-    except ValueError:
-        raise UserError(f"{path}: not written by `resnet export` (no resnet metadata); re-export it") from None
-    return program, meta
 
 
 def onnxruntime_max_relative_error(path: str | Path, net: nn.Module, inputs: list[torch.Tensor]) -> float | None:
