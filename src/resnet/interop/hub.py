@@ -37,21 +37,11 @@ except ImportError:  # local folders need none of it
     ModelHubMixin = None
 
 _BASES: tuple[type, ...] = (ResNet,) if ModelHubMixin is None else (ResNet, ModelHubMixin)
-#: What the mixin puts in the model card metadata of a pushed model (it takes these as class keywords).
-_CARD_INFO: dict[str, Any] = (
-    {}
-    if ModelHubMixin is None
-    else {
-        "library_name": "resnet-paper",
-        "license": "mit",
-        "paper_url": "https://arxiv.org/abs/1512.03385",
-        "pipeline_tag": "image-classification",
-        "tags": ["resnet", "image-classification"],
-    }
-)
 
 
-class PretrainedResNet(*_BASES, **_CARD_INFO):  # type: ignore[misc]
+# No class keywords for the mixin's own card: save_pretrained writes this package's card (model_card.py), and
+# the keywords differ between huggingface_hub versions (paper_url is unknown to 0.24).
+class PretrainedResNet(*_BASES):  # type: ignore[misc]
     """A :class:`~resnet.models.ResNet` with its description (``pretrained_cfg``) and Hugging Face's methods."""
 
     pretrained_cfg: dict[str, Any]
