@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# No test reaches the network: huggingface_hub (the [hub] extra) reads this when first imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a test waits for a child process or a thread before calling it hung. A ceiling against hangs only,
 #: never a speed test: a busy or slow machine must pass (the whole suite takes minutes; one wait of an hour

@@ -6,13 +6,16 @@ the channels; ``linear`` head), saved the way their ``trainer.py`` saves it (Dat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+import resnet
 from resnet.checkpoint import load_checkpoint
 from resnet.cli import main
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
@@ -136,8 +139,13 @@ def test_the_naive_load_would_compute_another_function(tmp_path: Path):
     """Renamed by hand and converted without --from: same shapes, strict loading passes, other outputs."""
     net = their_net(20)
     src = save_their_file(net, tmp_path / "r20.th")
-    with pytest.raises(UserError, match="pass --from akamaster"):
+    with pytest.raises(UserError, match="resnet convert .*r20.th --to r20.pt --from akamaster") as hint:
         load_any(src)
+    assert "source='akamaster'" in str(hint.value)  # ... and the Python call, which create_model accepts:
+    model = resnet.create_model("resnet20", checkpoint_path=src, source="akamaster").eval()
+    norm = load_any(src, source="akamaster").checkpoint.normalizer()
+    with torch.no_grad():
+        assert (model(norm(images())) - their_logits(net, images())).abs().max().item() < 1e-5
     renamed = {k.removeprefix("module.").replace("linear.", "fc."): v for k, v in net.state_dict().items()}
     torch.save(renamed, tmp_path / "renamed.pth")
     naive = load_any(tmp_path / "renamed.pth", model="resnet20", preprocessing=preprocessing_stats("imagenet"))
@@ -223,3 +231,46 @@ def test_bare_bottleneck_weights_say_which_stride_they_assumed(tmp_path: Path):
     assert any("--bottleneck-stride 1x1" in n for n in notes)
     assert not any("bottleneck" in n for n in load_any(tmp_path / "r50.pth", source="torchvision").notes)
     assert not any("bottleneck" in n for n in load_any(tmp_path / "r50.pth", bottleneck_stride="1x1").notes)
+
+
+def _top1(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("top-1 error:"))
+
+
+def test_every_engine_path_evaluates_converted_weights_alike(cifar_subset: Path, tmp_path: Path, capsys):
+    """Converted weights record no recipe: every route of `eval` uses their dataset's test split all the same."""
+    pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
+    src = save_their_file(their_net(20), tmp_path / "r20.th")
+    assert main(["eval", str(src), "--data-dir", str(cifar_subset)]) == 2  # not ours: the call that converts it
+    err = capsys.readouterr().err
+    assert f"convert it first (`resnet convert {src} --to r20.pt --from akamaster`)" in err
+    ckpt = tmp_path / "r20.pt"
+    assert main(["convert", str(src), "--to", str(ckpt), "--from", "akamaster"]) == 0
+    capsys.readouterr()
+    data = ["--data-dir", str(cifar_subset)]
+    assert main(["eval", str(ckpt), *data]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("resnet20 (converted weights), test split (1017 images)")
+    reference = _top1(out)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r20.onnx")]) == 0
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "pt2"]) == 0
+    capsys.readouterr()
+    for args in (
+        [str(ckpt), "--backend", "torch"],
+        [str(ckpt), "--backend", "onnxruntime"],
+        [str(tmp_path / "r20.onnx")],
+        [str(tmp_path / "r20.pt2")],
+    ):
+        assert main(["eval", *args, *data]) == 0, args
+        out = capsys.readouterr().out
+        assert "test split (1017 images)" in out and _top1(out) == reference, args
+    # predict: the same probabilities from the checkpoint, its ONNX export and its .pt2 program
+    image = tmp_path / "img.png"
+    Image.fromarray(images(1)[0].permute(1, 2, 0).numpy()).save(image)
+    docs = []
+    for weights in ("r20.pt", "r20.onnx", "r20.pt2"):
+        assert main(["predict", str(image), "--checkpoint", str(tmp_path / weights), "--json"]) == 0
+        docs.append(json.loads(capsys.readouterr().out)["predictions"][0]["top"])
+    for doc in docs[1:]:
+        assert [p["class"] for p in doc] == [p["class"] for p in docs[0]]
+        assert [p["probability"] for p in doc] == pytest.approx([p["probability"] for p in docs[0]], abs=1e-5)

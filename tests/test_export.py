@@ -17,6 +17,7 @@ from resnet.cli import main
 from resnet.errors import UserError
 from resnet.interop.convert import load_any
 from resnet.interop.export import default_output, export_checkpoint
+from resnet.interop.pt2 import read_pt2
 from resnet.models import create_model
 
 ort = pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
@@ -64,7 +65,7 @@ def relative_error(session: ort.InferenceSession, model: nn.Module, batch: int, 
 def test_resnet20_onnx_with_dynamic_batch_matches_pytorch(tmp_path: Path):
     ckpt = load_any(checkpoint(tmp_path / "r20.pt", "resnet20", 32, num_classes=10)).checkpoint
     res = export_checkpoint(ckpt, "onnx", tmp_path / "r20.onnx", dynamic_batch=True)
-    assert res["max_rel_error"] < 1e-4  # export_checkpoint's own check (batches 1 and 3)
+    assert res["max_rel_error"] < 1e-4  # export_checkpoint's own check (batches 1 and 4)
     session = ort.InferenceSession(str(tmp_path / "r20.onnx"), providers=["CPUExecutionProvider"])
     model = ckpt.build_model()  # the original eval-mode net, BN not folded
     for batch in (1, 7):
@@ -81,21 +82,69 @@ def test_resnet20_onnx_with_dynamic_batch_matches_pytorch(tmp_path: Path):
 def test_resnet18_onnx_export_from_the_cli_at_64px(tmp_path: Path, capsys):
     src = checkpoint(tmp_path / "r18.pt", "resnet18", 64, num_classes=100)
     out = tmp_path / "deploy" / "r18.onnx"
-    assert main(["export", "--checkpoint", str(src), "--format", "onnx", "--dynamic-batch", "--out", str(out)]) == 0
+    assert main(["export", "--checkpoint", str(src), "--format", "onnx", "--out", str(out)]) == 0  # any batch: default
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{out}: onnx, resnet18, input Nx3x64x64 (dynamic batch); onnxruntime matches PyTorch")
+    assert line.startswith(f"{out}: onnx, resnet18, input Nx3x64x64 (any batch); onnxruntime matches PyTorch")
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     model = load_any(src).checkpoint.build_model()
     for batch in (1, 4):
         assert relative_error(session, model, batch, 64) < 1e-4
 
 
-def test_without_dynamic_batch_the_graph_is_fixed_to_one_image(tmp_path: Path):
-    ckpt = load_any(checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)).checkpoint
-    export_checkpoint(ckpt, "onnx", tmp_path / "r8.onnx")
-    session = ort.InferenceSession(str(tmp_path / "r8.onnx"), providers=["CPUExecutionProvider"])
+def test_onnx_takes_any_batch_by_default_and_static_batch_pins_it(tmp_path: Path, capsys):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    ckpt = load_any(src).checkpoint
+    export_checkpoint(ckpt, "onnx", tmp_path / "any.onnx")
+    session = ort.InferenceSession(str(tmp_path / "any.onnx"), providers=["CPUExecutionProvider"])
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # symbolic
+    assert relative_error(session, ckpt.build_model(), 4, 32) < 1e-4  # batch 4 runs
+    out = tmp_path / "one.onnx"
+    assert main(["export", "--checkpoint", str(src), "--static-batch", "--out", str(out)]) == 0
+    assert "(batch 1)" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, 32, 32]
     assert relative_error(session, ckpt.build_model(), 1, 32) < 1e-4
+    assert main(["export", "--checkpoint", str(src), "--format", "pt2", "--static-batch"]) == 2
+    assert "--static-batch pins an ONNX graph's batch" in capsys.readouterr().err
+
+
+def test_pt2_export_round_trips_through_torch_export_load(tmp_path: Path, capsys):
+    src = checkpoint(tmp_path / "r20.pt", "resnet20", 32, num_classes=10)
+    assert main(["export", "--checkpoint", str(src), "--format", "pt2"]) == 0
+    out = tmp_path / "r20.pt2"  # the default name
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out}: pt2, resnet20, input Nx3x32x32 (any batch); torch.export.load matches")
+    extra = {"resnet.json": ""}
+    program = torch.export.load(str(out), extra_files=extra)
+    meta = json.loads(extra["resnet.json"])
+    assert meta["resnet.model_name"] == "resnet20" and json.loads(meta["resnet.input_size"]) == [3, 32, 32]
+    model = load_any(src).checkpoint.build_model()
+    for batch in (1, 4, 9):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-4)
+    # read back by our reader too; a file that is not ours says so in one line
+    assert read_pt2(out)[1]["resnet.model_name"] == "resnet20"
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a readable torch.export"):
+        read_pt2(tmp_path / "junk.pt2")
+
+
+def test_torchscript_deprecation_is_said_once_not_as_torch_warnings(tmp_path: Path, capsys, monkeypatch):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    trace = torch.jit.trace
+
+    def noisy_trace(*args, **kwargs):  # what torch 2.14 does: several deprecation warnings per export
+        for _ in range(4):
+            warnings.warn("torch.jit.trace is deprecated, use torch.export", FutureWarning, stacklevel=2)
+        return trace(*args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", noisy_trace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping the export would fail here
+        assert main(["export", "--checkpoint", str(src), "--format", "torchscript"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("deprecated") == 1 and "--format pt2" in err
 
 
 def test_torchscript_export_runs_any_batch_and_carries_metadata(tmp_path: Path, capsys):

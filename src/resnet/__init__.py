@@ -8,11 +8,13 @@ Quick use::
     model = resnet.load("resnet20.pt")               # any weights `resnet convert` accepts, eval mode
     model = resnet.create_model("resnet20", checkpoint_path="resnet20.pt", num_classes=5)   # fine-tuning
     backbone = resnet.create_model("resnet50", features_only=True, out_indices=(2, 3, 4))
-    resnet.save_pretrained(model, "my-model/")       # config.json + model.safetensors
-    model = resnet.from_pretrained("my-model/")
+    model.save_pretrained("my-model/")               # config.json + model.safetensors + README.md (card)
+    model = resnet.from_pretrained("my-model/")      # or a Hugging Face Hub id, with the [hub] extra
 
 ``resnet.create_model`` is timm's signature (``pretrained``, ``checkpoint_path``, ``num_classes``,
-``in_chans``, ``features_only``, ``out_indices``); ``resnet.models.create_model`` is the plain builder.
+``in_chans``, ``features_only``, ``out_indices``, ``drop_rate``, ``global_pool``) and returns a
+:class:`PretrainedResNet` (timm's model methods, Hugging Face's ``save_pretrained``/``from_pretrained``/
+``push_to_hub``); ``resnet.models.create_model`` is the plain builder.
 No weights are ever downloaded.
 """
 
@@ -26,6 +28,7 @@ from resnet.version import __version__
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use (below)
     from resnet.checkpoint import Checkpoint, load_checkpoint
     from resnet.interop.convert import convert_file
+    from resnet.interop.hub import PretrainedResNet
     from resnet.interop.library import create_model, from_pretrained, load, save_pretrained
     from resnet.models import ResNet, list_models, model_info
     from resnet.models.complexity import count_macs, count_params
@@ -34,6 +37,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
 __all__ = [
     "Checkpoint",
     "FeatureExtractor",
+    "PretrainedResNet",
     "ResNet",
     "__version__",
     "convert_file",
@@ -55,6 +59,7 @@ _LAZY = {
     "Checkpoint": "resnet.checkpoint",
     "load_checkpoint": "resnet.checkpoint",
     "convert_file": "resnet.interop.convert",
+    "PretrainedResNet": "resnet.interop.hub",
     "create_model": "resnet.interop.library",
     "from_pretrained": "resnet.interop.library",
     "load": "resnet.interop.library",

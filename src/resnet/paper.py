@@ -73,3 +73,15 @@ CIFAR_TRAIN_IMAGES = 50_000
 #: Section 3.4: ImageNet training runs up to 60x10^4 iterations on the 1.28M training images.
 IMAGENET_ITERATIONS = 600_000
 IMAGENET_TRAIN_IMAGES = 1_281_167
+
+#: The paper as BibTeX (the same facts as CITATION.cff's preferred-citation; tests/test_release.py compares them).
+BIBTEX = """
+@inproceedings{he2016deep,
+  title     = {Deep Residual Learning for Image Recognition},
+  author    = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
+  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2016},
+  pages     = {770--778},
+  doi       = {10.1109/CVPR.2016.90}
+}
+"""

@@ -323,5 +323,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "checkpoint.pt"
     obj = load_file(path, map_location)
     if obj.get("format") != FORMAT:
-        raise UserError(f"{path}: not a checkpoint of this project (convert it first with `resnet convert`)")
+        # akamaster/pytorch_resnet_cifar10 saves .th files whose classifier is called `linear`: name its flag.
+        state = obj.get("state_dict", obj)
+        keys = state if isinstance(state, dict) else {}
+        theirs = path.suffix == ".th" or any(str(k).endswith("linear.weight") for k in keys)
+        how = f"resnet convert {path} --to {path.stem}.pt" + (" --from akamaster" if theirs else "")
+        raise UserError(f"{path}: not a checkpoint of this project; convert it first (`{how}`) and use that file")
     return Checkpoint.from_dict(obj, str(path))

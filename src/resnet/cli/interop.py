@@ -91,10 +91,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.checkpoint) / "checkpoint.pt" if Path(args.checkpoint).is_dir() else args.checkpoint
     refuse_overwriting(out, source, flag="--out" if args.out else "the default output")
     check_output(out)  # before the export work: an existing file resnet did not write is refused (--force)
+    if args.static_batch and args.format != "onnx":
+        raise UserError(f"--static-batch pins an ONNX graph's batch; a {args.format} export takes any batch: drop it")
     ckpt, _, model = load_any(args.checkpoint)
-    res = export_checkpoint(ckpt, args.format, out, dynamic_batch=args.dynamic_batch, model=model)
-    batch = "dynamic batch" if args.dynamic_batch or args.format == "torchscript" else "batch 1"
+    res = export_checkpoint(ckpt, args.format, out, dynamic_batch=not args.static_batch, model=model)
+    batch = "any batch" if res["dynamic_batch"] else "batch 1"
     line = f"{out}: {args.format}, {ckpt.model_name}, input Nx{'x'.join(map(str, res['input']))} ({batch})"
+    if res.get("note"):
+        print(f"note: {res['note']}", file=sys.stderr)
+    if res.get("pt2_max_rel_error") is not None:
+        line += f"; torch.export.load matches PyTorch (max relative error {res['pt2_max_rel_error']:.1e})"
     err = res.get("max_rel_error")
     if err is not None and err > ONNX_TOLERANCE:
         Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
@@ -163,7 +169,9 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument(
-        "--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth, .safetensors or .onnx"
+        "--checkpoint",
+        required=True,
+        help="checkpoint, run directory, torchvision .pth, .safetensors, .onnx or .pt2 (resnet export)",
     )
     p.add_argument("--topk", type=int, default=5, help="classes listed per image")
     p.add_argument(
@@ -174,10 +182,18 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
     add_backend_flags(p)
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with onnxruntime) or TorchScript")
+    p = sub.add_parser(
+        "export", help="export a checkpoint to ONNX (verified with onnxruntime), torch.export (.pt2) or TorchScript"
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint, run directory, torchvision .pth or .safetensors")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX)")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "pt2", "torchscript"),
+        default="onnx",
+        help="output format (pt2: torch.export, loaded by torch.export.load; torchscript: deprecated upstream)",
+    )
+    p.add_argument("--static-batch", action="store_true", help="ONNX: fix the batch to 1 (default: any batch)")
+    p.add_argument("--dynamic-batch", action="store_true", help=argparse.SUPPRESS)  # the default now; kept working
     p.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
     add_force(p)
     p.set_defaults(handler=cmd_export)

@@ -234,7 +234,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1 and per-class error of a run or checkpoint")
-    p.add_argument("run", help="run directory, checkpoint file or .onnx file from `resnet export`")
+    p.add_argument(
+        "run",
+        help="run directory, checkpoint (ours, converted, .safetensors) or .onnx / .pt2 file from `resnet export`",
+    )
     p.add_argument(
         "--data-dir", default=None, help="dataset folder (default: the one recorded in the checkpoint's recipe)"
     )

@@ -279,17 +279,25 @@ def onnx_engine(
 def checkpoint_from_onnx(path: str | Path) -> Any:
     """The description an ``.onnx`` file written by ``resnet export`` carries (model, input size,
     preprocessing, classes, dataset and recipe) as a weightless :class:`~resnet.checkpoint.Checkpoint`."""
-    from resnet.checkpoint import Checkpoint
-    from resnet.checkpoint.typed import resize_for
     from resnet.interop.onnx_files import read_onnx
-    from resnet.metadata import ModelMetadata
 
     proto = read_onnx(path)
     props = {p.key: p.value for p in proto.metadata_props}
-    meta = ModelMetadata.from_onnx_props(props, str(path), resize_for)
+    ckpt = checkpoint_from_metadata(props, path)
     outputs = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
     if outputs and outputs[-1].HasField("dim_value"):  # one class name per output of the graph
-        meta.check_outputs(outputs[-1].dim_value, str(path))
+        ckpt.metadata(str(path)).check_outputs(outputs[-1].dim_value, str(path))
+    return ckpt
+
+
+def checkpoint_from_metadata(props: dict[str, str], path: str | Path) -> Any:
+    """The weightless :class:`~resnet.checkpoint.Checkpoint` that ``resnet export``'s metadata describes (the
+    ``.onnx`` file's ``metadata_props``, the ``.pt2`` and TorchScript files' ``resnet.json``)."""
+    from resnet.checkpoint import Checkpoint
+    from resnet.checkpoint.typed import resize_for
+    from resnet.metadata import ModelMetadata
+
+    meta = ModelMetadata.from_onnx_props(props, str(path), resize_for)
     return Checkpoint.from_metadata(meta, {}, config=meta.extra.get("recipe"))
 
 

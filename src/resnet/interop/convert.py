@@ -114,8 +114,10 @@ def bare_state_dict(obj: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
 
 def default_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) -> tuple[dict[str, Any], str]:
     """Preprocessing, classes and input size for a state_dict that came without them, and what was assumed."""
-    num_classes, channels = int(kwargs.get("num_classes", 1000)), int(kwargs.get("in_channels", 3))
-    if model_info(name).family == "imagenet":
+    imagenet = model_info(name).family == "imagenet"
+    # the builders' own defaults: 1000 ImageNet classes, 10 CIFAR-10 classes
+    num_classes, channels = int(kwargs.get("num_classes", 1000 if imagenet else 10)), int(kwargs.get("in_channels", 3))
+    if imagenet:
         dataset = "imagenet" if num_classes == 1000 else "unknown"
         default, side = (IMAGENET_MEAN, IMAGENET_STD), 224
         note = "preprocessing: torchvision's ImageNet mean/std (the weights carry none)"
@@ -196,8 +198,9 @@ def _foreign(
     elif akamaster.looks_like_akamaster(state):
         raise UserError(
             f"{where}: a CIFAR net with a 'linear' classifier (akamaster/pytorch_resnet_cifar10's layout?); "
-            "its option A pads differently from ours, which shapes cannot show: pass --from akamaster "
-            "(source='akamaster' in Python)"
+            "its option A pads differently from ours, which shapes cannot show: convert it with `resnet convert "
+            f"{where} --to {Path(where).stem}.pt --from akamaster` and use that file (in Python: "
+            "resnet.load(..., source='akamaster') or resnet.create_model(..., source='akamaster'))"
         )
     name, kwargs, assumed = _choose_model(state, model, bottleneck_stride, source, where)
     meta, note = default_meta(name, kwargs, stats)

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet.checkpoint import Checkpoint, load_checkpoint
-from resnet.config import Config, DataConfig
+from resnet.checkpoint import Checkpoint
+from resnet.config import Config
 from resnet.data.datasets import load_dataset
 from resnet.data.imagefolder import scan
 from resnet.errors import UserError
@@ -23,8 +23,7 @@ from resnet.eval.bn import recompute_bn as recompute_bn_stats
 from resnet.eval.bn import training_batches
 from resnet.eval.folders import evaluate_folder
 from resnet.eval.metrics import EvalResult
-from resnet.interop.convert import load_any
-from resnet.interop.pretrained import is_pretrained_dir
+from resnet.interop.evaluate_engines import array_data_config, evaluate_with_engine, read_checkpoint
 from resnet.train.distributed import local_device
 
 
@@ -57,23 +56,20 @@ def evaluate_checkpoint(
         raise UserError(f"--workers must be 0 or more, got {workers!r}")
     if recompute_bn < 0:
         raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
-    if backend is not None or precision != "fp32" or compile or str(path).lower().endswith(".onnx"):
+    if backend is not None or precision != "fp32" or compile or str(path).lower().endswith((".onnx", ".pt2")):
         if protocol not in (None, "center"):
             raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
         if recompute_bn:
             raise UserError(
                 "--recompute-bn needs the PyTorch model; drop --backend/--precision/--compile or the .onnx file"
             )
-        from resnet.interop.evaluate_engines import evaluate_with_engine
-
         # An engine runs on the CPU unless a device is named: `auto` must not turn `--precision int8`
         # (onnxruntime, CPU only) into an error on a machine that happens to have a GPU.
         engine_device = None if device == "auto" else target
         return evaluate_with_engine(path, split, data_dir, limit, backend or "auto", precision, compile, engine_device)
     # .safetensors weights carry our metadata in their header (``resnet convert --to x.safetensors``), a
     # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
-    foreign = Path(path).suffix == ".safetensors" or is_pretrained_dir(path)
-    ckpt = load_any(path).checkpoint if foreign else load_checkpoint(path)
+    ckpt = read_checkpoint(path)
     model = ckpt.build_model(str(path)).to(target)
     cfg = ckpt.recipe(str(path))
     recomputed = None
@@ -147,19 +143,7 @@ def _evaluate_arrays(
     """The error on ``split``, the class names, and the batches BN statistics were averaged over (0: none)."""
     if protocol not in (None, "center"):
         raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
-    if cfg is not None:
-        data_cfg = cfg.data
-    elif ckpt.dataset in ("cifar10", "cifar100"):
-        # Converted weights record no recipe, only their dataset: its test split is the same for every recipe.
-        data_cfg = DataConfig(dataset=ckpt.dataset)
-    else:
-        raise UserError(
-            f"{path}: no recipe stored and the dataset is {ckpt.dataset!r}; `resnet eval` needs a checkpoint "
-            "written by `resnet train` or converted CIFAR weights"
-        )
-    if data_dir:
-        data_cfg.data_dir = data_dir
-    data = load_dataset(data_cfg)
+    data = load_dataset(array_data_config(ckpt, path, data_dir))
     outputs = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
     if outputs != data.num_classes:
         raise UserError(f"{path}: the model predicts {outputs} classes but {data.name} has {data.num_classes}")
@@ -183,7 +167,7 @@ def _evaluate_arrays(
 def format_eval(report: dict[str, Any]) -> str:
     res: EvalResult = report["result"]
     lines = [
-        f"{report['model']} at iteration {report['iteration']}, {report['split']} split ({res.n} images)",
+        f"{report['model']} {_when(report['iteration'])}, {report['split']} split ({res.n} images)",
         f"top-1 error: {res.error:.2f}%   top-5 error: {res.top5_error:.2f}%   loss: {res.loss:.4f}",
     ]
     if report.get("recomputed_bn"):
@@ -210,3 +194,8 @@ def format_eval(report: dict[str, Any]) -> str:
     if res.skipped:
         lines.append(f"\n{len(res.skipped)} unreadable image(s) skipped, e.g. {res.skipped[0]}")
     return "\n".join(lines)
+
+
+def _when(iteration: int | None) -> str:
+    """Converted weights (and exports of them) record no training iteration."""
+    return "(converted weights)" if iteration is None else f"at iteration {iteration}"

@@ -1,7 +1,8 @@
 """``resnet eval --backend/--precision`` and ``resnet eval model.onnx``: an array dataset's test error through
 an inference engine (resnet.interop.backends), with its top-1 agreement and error against fp32.
 
-The test data is rebuilt from the recipe the checkpoint (or the ``.onnx`` file's ``resnet.recipe``) records.
+The test data is rebuilt from the recipe the checkpoint (or the ``.onnx`` file's ``resnet.recipe``) records;
+converted weights record only their dataset, whose test split is the same for every recipe (CIFAR).
 int8 calibrates on the first 1024 *training* images (never the evaluated split), as a deployment would.
 """
 
@@ -13,14 +14,44 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet.checkpoint import load_checkpoint
+from resnet.checkpoint import Checkpoint, load_checkpoint
+from resnet.config import DataConfig
 from resnet.data.datasets import load_dataset
 from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
 from resnet.interop import backends
+from resnet.interop.convert import load_any
+from resnet.interop.pretrained import is_pretrained_dir
+from resnet.interop.pt2 import check_pt2_flags, checkpoint_from_pt2, is_pt2, pt2_engine
 
 #: Training images the int8 activation ranges are calibrated on.
 CALIBRATION_IMAGES = 1024
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Our checkpoint or run directory, or (through ``convert``'s reader) ``.safetensors`` weights with our
+    metadata and a ``save_pretrained`` folder: what ``resnet eval`` takes besides ``.onnx`` files."""
+    if Path(path).suffix == ".safetensors" or is_pretrained_dir(path):
+        return load_any(path).checkpoint
+    return load_checkpoint(path)
+
+
+def array_data_config(ckpt: Checkpoint, path: str | Path, data_dir: str | None) -> DataConfig:
+    """The data ``ckpt`` is tested on: its recipe's, or for converted CIFAR weights (no recipe) their dataset's
+    standard test split; ``data_dir`` (``--data-dir``) where the files are."""
+    cfg = ckpt.recipe(str(path))
+    if cfg is not None:
+        data_cfg = cfg.data
+    elif ckpt.dataset in ("cifar10", "cifar100"):
+        data_cfg = DataConfig(dataset=ckpt.dataset)
+    else:
+        raise UserError(
+            f"{path}: no recipe stored and the dataset is {ckpt.dataset!r}; `resnet eval` needs a checkpoint "
+            "written by `resnet train` or converted CIFAR weights"
+        )
+    if data_dir:
+        data_cfg.data_dir = data_dir
+    return data_cfg
 
 
 class _Recording(nn.Module):
@@ -51,29 +82,28 @@ def evaluate_with_engine(
     engine runs; onnxruntime runs on the CPU only."""
     device = device or torch.device("cpu")
     onnx_file = str(path).lower().endswith(".onnx")
-    concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
-    ckpt = backends.checkpoint_from_onnx(path) if onnx_file else load_checkpoint(path)
+    if is_pt2(path):
+        check_pt2_flags(path, backend, compile)
+        concrete, ckpt = "pt2", checkpoint_from_pt2(path)
+    else:
+        concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
+        ckpt = backends.checkpoint_from_onnx(path) if onnx_file else read_checkpoint(path)
     if ckpt.dataset in ("imagefolder", "imagenet"):
         raise UserError(
-            "--backend/--precision/--compile and .onnx files evaluate array datasets (CIFAR, digits) here; for an "
+            "--backend/--precision/--compile and .onnx/.pt2 files evaluate array datasets (CIFAR, digits) here; for an "
             "image folder use `resnet predict --backend ... FOLDER`, or `resnet eval` on the checkpoint"
         )
-    cfg = ckpt.recipe(str(path))
-    if cfg is None:
-        raise UserError(
-            f"{path}: no recipe stored; `resnet eval` needs a checkpoint (or export) of a `resnet train` run"
-        )
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    data = load_dataset(cfg.data)
+    data = load_dataset(array_data_config(ckpt, path, data_dir))
     x, y = data.split(split)
     if limit is not None:
         x, y = x[:limit], y[:limit]
     normalizer = ckpt.normalizer()
-    model = None if onnx_file else ckpt.build_model(str(path))
+    model = None if onnx_file or concrete == "pt2" else ckpt.build_model(str(path))
     c, h, w = ckpt.input_size
 
     def make(prec: str, compiled: bool = False) -> nn.Module:
+        if concrete == "pt2":
+            return pt2_engine(path, prec)
         if concrete == "torch":
             return backends.torch_engine(model, prec, device, compile=compiled)
         calib = None

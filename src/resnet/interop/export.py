@@ -1,18 +1,21 @@
-"""Deployment formats: ONNX (verified with onnxruntime) and TorchScript, from any checkpoint ``convert`` accepts.
+"""Deployment formats: ONNX (verified with onnxruntime), torch.export (``.pt2``) and TorchScript, from any
+checkpoint ``convert`` accepts.
 
 The exported graph is the inference fast path's network (:mod:`resnet.interop.inference`: BN folded into the
 convolutions), fp32, taking the *normalised* ``N x C x H x W`` input at the model's native size and
 returning logits. The preprocessing constants and class names travel inside the file (ONNX
-``metadata_props``, TorchScript extra files ``resnet.json``) as the model's description
+``metadata_props``; ``.pt2`` and TorchScript: the extra file ``resnet.json``) as the model's description
 (:class:`resnet.metadata.ModelMetadata` under ``resnet.metadata``), with the resize and crop ``predict``
 applies spelled out (``resnet.resize``: shorter side, filter, crop), so a deployment needs nothing else to
 reproduce ``predict``'s probabilities: resize and crop as recorded, ``x = (pixels / 255 - mean) / std``,
 then ``softmax(logits)``.
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript; the default exporter
-since torch 2.9), opset 18. ``dynamic_batch`` makes the batch dimension symbolic; otherwise it is fixed to
-the example batch of 1. TorchScript is traced; a traced ResNet accepts any batch size. (TorchScript is
-deprecated upstream in favour of torch.export; it is kept for runtimes that still load it, e.g. LibTorch.)
+since torch 2.9), opset 18. The batch dimension is symbolic (any batch) unless ``dynamic_batch=False``
+(``--static-batch``) fixes it to 1. ``.pt2`` is ``torch.export``'s program (``torch.export.save``), batch
+symbolic, loaded back with ``torch.export.load(path).module()``. TorchScript is traced; a traced ResNet accepts
+any batch size. (TorchScript is deprecated upstream in favour of torch.export; it is kept for runtimes that
+still load it, e.g. LibTorch, and its deprecation is said once, not as torch's repeated warnings.)
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from resnet.interop.inference import fold_batchnorm
 from resnet.io import write_output
 from resnet.models import model_info
 
-FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = ("onnx", "pt2", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 18
+#: The extra file holding :func:`deployment_metadata` inside ``.pt2`` and TorchScript files.
+META_FILE = "resnet.json"
 
 
 def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
@@ -119,14 +124,46 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, *, dyna
     write_output(path, data)
 
 
-def export_torchscript(net: nn.Module, path: str | Path, example: torch.Tensor, *, meta: dict) -> None:
-    """Trace ``net`` and save it atomically, with ``meta`` as the extra file ``resnet.json``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream, still works
+def export_torchscript(net: nn.Module, path: str | Path, example: torch.Tensor, *, meta: dict) -> str | None:
+    """Trace ``net`` and save it atomically, with ``meta`` as the extra file ``resnet.json``.
+
+    Returns one note when this torch calls TorchScript deprecated (its own warnings, several per export, are
+    caught rather than printed), else ``None``.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         traced = torch.jit.freeze(torch.jit.trace(net, example))
         buffer = io.BytesIO()
-        torch.jit.save(traced, buffer, _extra_files={"resnet.json": json.dumps(meta)})
+        torch.jit.save(traced, buffer, _extra_files={META_FILE: json.dumps(meta)})
     write_output(path, buffer.getvalue())
+    if any("deprecat" in str(w.message).lower() for w in caught):
+        return f"TorchScript is deprecated in torch {torch.__version__}; --format pt2 (torch.export) is its successor"
+    return None
+
+
+def export_pt2(net: nn.Module, path: str | Path, example: torch.Tensor, *, meta: dict) -> None:
+    """``torch.export`` ``net`` with a symbolic batch and save the program under the output rule, ``meta`` as
+    the extra file ``resnet.json`` (``torch.export.load(path, extra_files={"resnet.json": ""})`` reads it back)."""
+    # An example batch of 2: torch.export specialises a dimension of size 1, which would pin the batch.
+    batch = torch.cat([example, example.flip(0).neg()]) if len(example) == 1 else example
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(net, (batch,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer, extra_files={META_FILE: json.dumps(meta)})
+    write_output(path, buffer.getvalue())
+
+
+def pt2_max_relative_error(path: str | Path, model: nn.Module, x: torch.Tensor) -> float:
+    """max |loaded - model| / max |model| on ``x``: the saved program read back by ``torch.export.load``
+    against the original eval-mode model (so the check covers BN folding and the batch being symbolic)."""
+    program = torch.export.load(str(path))
+    with torch.inference_mode():
+        ref, got = model(x), program.module()(x)
+    if not torch.isfinite(got).all():
+        Path(path).unlink(missing_ok=True)
+        raise UserError(f"{path}: the exported program's outputs are NaN/Inf; nothing was exported")
+    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
 def onnxruntime_max_relative_error(path: str | Path, net: nn.Module, inputs: list[torch.Tensor]) -> float | None:
@@ -169,7 +206,7 @@ def export_checkpoint(
     fmt: str,
     out: str | Path,
     *,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = True,
     model: nn.Module | None = None,
     where: str = "checkpoint",
 ) -> dict[str, Any]:
@@ -188,7 +225,7 @@ def export_checkpoint(
     result: dict[str, Any] = {"path": str(out), "format": fmt, "input": [c, h, w], "dynamic_batch": dynamic_batch}
     if fmt == "onnx":
         export_onnx(net, out, example, dynamic_batch=dynamic_batch, meta=meta)
-        batches = [example, torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(1))]
+        batches = [example, torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(1))]
         try:
             result["max_rel_error"] = onnxruntime_max_relative_error(
                 out, model, batches if dynamic_batch else batches[:1]
@@ -196,7 +233,13 @@ def export_checkpoint(
         except UserError:
             Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
             raise
+    elif fmt == "pt2":
+        export_pt2(net, out, example, meta=meta)
+        result["dynamic_batch"] = True
+        batch = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(1))
+        result["pt2_max_rel_error"] = pt2_max_relative_error(out, model, batch)
     else:
-        export_torchscript(net, out, example, meta=meta)
+        result["note"] = export_torchscript(net, out, example, meta=meta)
+        result["dynamic_batch"] = True
     result["bytes"] = os.path.getsize(out)
     return result

@@ -9,9 +9,8 @@ input size), which :func:`save_pretrained` writes next to the weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from torch import nn
 
@@ -19,18 +18,12 @@ from resnet.checkpoint import FORMAT, Checkpoint
 from resnet.checkpoint.transfer import transfer_weights
 from resnet.data.classes import default_classes
 from resnet.errors import UserError
-from resnet.interop.convert import default_meta, load_any, load_weights, read_weights, require_safetensors
-from resnet.interop.pretrained import (
-    CONFIG_FILE,
-    PRETRAINED_FORMAT,
-    WEIGHTS_FILE,
-    checkpoint_dict,
-    pretrained_cfg,
-    read_config,
-)
-from resnet.io import check_folder_is_ours, write_output
+from resnet.interop.convert import default_meta, load_any, load_weights, read_weights
+from resnet.interop.hub import PretrainedResNet, as_pretrained, checkpoint_of, write_folder
+from resnet.interop.pretrained import read_config
 from resnet.models import create_model as build_model
 from resnet.models.features import FeatureExtractor
+from resnet.models.network import check_drop_rate, check_global_pool
 
 #: Keywords whose value changes the function but no tensor shape: a checkpoint's own value must not be overridden.
 _LAYOUT_KWARGS = ("shortcut", "bottleneck_stride", "in_channels")
@@ -42,22 +35,17 @@ NO_DOWNLOADS = (
 )
 
 
-def _with_cfg(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
-    model.pretrained_cfg = pretrained_cfg(ckpt)  # type: ignore[assignment]
-    return model
-
-
-def load(path: str | Path, *, model: str | None = None, source: str = "auto") -> nn.Module:
+def load(path: str | Path, *, model: str | None = None, source: str = "auto") -> PretrainedResNet:
     """The eval-mode model of any weights file ``resnet convert`` accepts, or a :func:`save_pretrained` folder.
 
     ``model`` names the net where the weights cannot (plain vs option A); ``source="akamaster"`` maps that
     repository's CIFAR weights exactly. ``model.pretrained_cfg`` says how to feed it and what it predicts.
     """
     ckpt, _, net = load_any(path, model=model, source=source)
-    return _with_cfg(net, ckpt)
+    return as_pretrained(net, ckpt)
 
 
-def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any]) -> tuple[nn.Module, Checkpoint]:
+def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any], source: str) -> tuple[nn.Module, Checkpoint]:
     where = str(path)
     obj = read_weights(path)
     ours = obj.get("format") == FORMAT
@@ -66,6 +54,7 @@ def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any]) -> tup
         where,
         model=None if ours else name,
         bottleneck_stride=None if ours else kwargs.get("bottleneck_stride"),
+        source=source,
     )
     ckpt = loaded.checkpoint
     if ckpt.model_name != name:
@@ -83,6 +72,40 @@ def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any]) -> tup
     return net, ckpt
 
 
+@overload
+def create_model(
+    name: str,
+    pretrained: bool = ...,
+    *,
+    checkpoint_path: str | Path | None = ...,
+    num_classes: int | None = ...,
+    in_chans: int | None = ...,
+    features_only: Literal[False] = ...,
+    out_indices: None = ...,
+    drop_rate: float = ...,
+    global_pool: str = ...,
+    source: str = ...,
+    **kwargs: Any,
+) -> PretrainedResNet: ...
+
+
+@overload
+def create_model(
+    name: str,
+    pretrained: bool = ...,
+    *,
+    checkpoint_path: str | Path | None = ...,
+    num_classes: int | None = ...,
+    in_chans: int | None = ...,
+    features_only: Literal[True],
+    out_indices: tuple[int, ...] | list[int] | None = ...,
+    drop_rate: float = ...,
+    global_pool: str = ...,
+    source: str = ...,
+    **kwargs: Any,
+) -> FeatureExtractor: ...
+
+
 def create_model(
     name: str,
     pretrained: bool = False,
@@ -92,8 +115,11 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | list[int] | None = None,
+    drop_rate: float = 0.0,
+    global_pool: str = "avg",
+    source: str = "auto",
     **kwargs: Any,
-) -> nn.Module:
+) -> PretrainedResNet | FeatureExtractor:
     """Build a model by name, timm-style (``resnet.models.create_model`` is the plain builder underneath).
 
     Args:
@@ -107,14 +133,25 @@ def create_model(
         in_chans: timm's name of ``in_channels`` (input image channels, default 3).
         features_only: return a backbone whose forward gives feature maps (:mod:`resnet.models.features`).
         out_indices: with ``features_only``: 0 the stem, 1..K the stages (default: all).
+        drop_rate: dropout before the classifier (timm's keyword); 0, the paper's, by default.
+        global_pool: the head's pooling; only ``"avg"``, the paper's global average pool.
+        source: origin of ``checkpoint_path``'s weights when foreign: ``"akamaster"`` maps
+            akamaster/pytorch_resnet_cifar10's ``.th`` files exactly (``resnet convert --from akamaster``).
         **kwargs: the model's own keywords: ``shortcut`` (``"A"``, ``"B"``, ``"C"``; residual nets),
             ``bottleneck_stride`` (``"1x1"`` paper, ``"3x3"`` torchvision; ResNet-50/101/152),
             ``zero_init_residual`` (residual nets), ``in_channels``.
 
     The model is in training mode (as any new ``nn.Module``); ``model.pretrained_cfg`` describes its inputs.
+    It is a :class:`~resnet.interop.hub.PretrainedResNet`: timm's model methods and Hugging Face's
+    ``save_pretrained``/``push_to_hub``.
     """
     if pretrained:
         raise UserError(NO_DOWNLOADS)
+    try:
+        check_global_pool(global_pool)
+        drop_rate = check_drop_rate(drop_rate)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if in_chans is not None:
         if kwargs.get("in_channels", in_chans) != in_chans:
             raise UserError(f"in_chans={in_chans} and in_channels={kwargs['in_channels']} disagree; pass one")
@@ -124,46 +161,46 @@ def create_model(
     if out_indices is not None and not features_only:
         raise UserError("out_indices selects feature maps: pass features_only=True with it")
     if checkpoint_path is not None:
-        net, ckpt = _from_checkpoint(name, checkpoint_path, kwargs)
+        net, ckpt = _from_checkpoint(name, checkpoint_path, kwargs, source)
     else:
+        if source != "auto":
+            raise UserError(f"source={source!r} names the origin of checkpoint_path's weights; pass checkpoint_path")
         net = build_model(name, **kwargs)
         meta, _ = default_meta(name, {**kwargs, "num_classes": int(net.fc.out_features)})  # resnet20: 10
         ckpt = Checkpoint(model_name=name, model_kwargs=dict(kwargs), state_dict={}, **meta)
-    cfg = pretrained_cfg(ckpt)
+    model = as_pretrained(net, ckpt)
+    model.drop_rate = drop_rate
     if features_only:
-        net = FeatureExtractor(net, out_indices)  # type: ignore[arg-type]
-    net.pretrained_cfg = cfg  # type: ignore[assignment]
-    return net.train()
+        backbone = FeatureExtractor(model, out_indices)
+        backbone.pretrained_cfg = model.pretrained_cfg  # type: ignore[assignment]
+        return backbone.train()
+    return model.train()
 
 
-def save_pretrained(model: nn.Module | Checkpoint, directory: str | Path) -> Path:
-    """Write ``directory/config.json`` (the model's description) and ``directory/model.safetensors``.
+def save_pretrained(
+    model: nn.Module | Checkpoint, directory: str | Path, *, metrics: dict[str, Any] | None = None
+) -> Path:
+    """Write ``directory/config.json`` (the model's description), ``model.safetensors`` and the model card
+    ``README.md`` (``metrics``: measured results to list on it); ``model.save_pretrained(directory)`` as a function.
 
     ``model``: one made by :func:`create_model`, :func:`load` or :func:`from_pretrained` (it carries
-    ``pretrained_cfg``), or a :class:`~resnet.checkpoint.Checkpoint`. Both files are written under the output
+    ``pretrained_cfg``), or a :class:`~resnet.checkpoint.Checkpoint`. Every file is written under the output
     rule (:func:`resnet.io.write_output`): a folder holding files resnet did not write there is refused unless
-    inside :func:`resnet.io.replacing`.
+    inside :func:`resnet.io.replacing` (``--force``).
     """
-    st = require_safetensors()
     if isinstance(model, Checkpoint):
-        cfg, state = pretrained_cfg(model), model.state_dict
+        ckpt = model
     else:
         cfg = getattr(model, "pretrained_cfg", None)
         if not isinstance(cfg, dict) or isinstance(model, FeatureExtractor):
             raise UserError("save_pretrained needs a classifier made by resnet.create_model / resnet.load")
-        state = model.state_dict()
-        cfg = {**cfg, "model_kwargs": {**cfg["model_kwargs"], "num_classes": int(model.fc.out_features)}}
-    Checkpoint.from_dict(checkpoint_dict(cfg, state, str(directory)), str(directory))  # readable back?
-    out = Path(directory)
-    check_folder_is_ours(out, (WEIGHTS_FILE, CONFIG_FILE))  # another tool's folder (its own config.json) is refused
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    data = st.torch.save(tensors, metadata={"format": PRETRAINED_FORMAT})
-    write_output(out / WEIGHTS_FILE, data)
-    write_output(out / CONFIG_FILE, json.dumps({"format": PRETRAINED_FORMAT, **cfg}, indent=2) + "\n")
-    return out
+        ckpt = checkpoint_of(model, cfg)
+    return write_folder(directory, ckpt, metrics=metrics)
 
 
-def from_pretrained(directory: str | Path) -> nn.Module:
-    """The eval-mode model of a :func:`save_pretrained` folder, with its ``pretrained_cfg``."""
-    read_config(directory)  # a clear error for a folder that is not one
-    return load(directory)
+def from_pretrained(directory: str | Path, **hub_kwargs: Any) -> PretrainedResNet:
+    """The eval-mode model of a :func:`save_pretrained` folder (or, with the ``hub`` extra, a Hugging Face Hub
+    id), with its ``pretrained_cfg``; ``PretrainedResNet.from_pretrained`` as a function."""
+    if Path(directory).exists():
+        read_config(directory)  # a clear error for a folder that is not one
+    return PretrainedResNet.from_pretrained(directory, **hub_kwargs)

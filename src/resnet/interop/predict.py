@@ -35,6 +35,7 @@ from resnet.eval.views import view_resize
 from resnet.eval.views import views as test_views
 from resnet.interop.convert import load_any
 from resnet.interop.inference import optimize_for_inference
+from resnet.interop.pt2 import check_pt2_flags, checkpoint_from_pt2, is_pt2, pt2_engine
 from resnet.models import model_info
 
 PROTOCOLS = ("center", "10crop")
@@ -115,6 +116,9 @@ class Predictor:
         """A checkpoint, run directory, foreign weights or ``.onnx`` file; ``backend`` None = the plain torch
         fast path, else ``torch``, ``onnxruntime`` or ``auto`` at ``precision`` (int8 calibrates on up to 32
         of the ``calibration`` images); ``compile``: the torch engine through torch.compile."""
+        if is_pt2(path):  # torch.export's program: it runs as exported
+            check_pt2_flags(path, backend, compile)
+            return cls(checkpoint_from_pt2(path), engine=pt2_engine(path, precision), **kwargs)
         if backend is None and (str(path).lower().endswith(".onnx") or precision != "fp32" or compile):
             backend = "auto"
         if backend is None:

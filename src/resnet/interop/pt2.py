@@ -1,0 +1,79 @@
+"""``.pt2`` files read back: ``torch.export``'s program of the inference network, written by ``resnet export
+--format pt2`` (:func:`resnet.interop.export.export_pt2`) and run by ``resnet eval`` / ``resnet predict`` like an
+``.onnx`` file.
+
+The program is the BN-folded fp32 network (:mod:`resnet.interop.inference`) with a symbolic batch; the same
+metadata as the ONNX export (model, input size, resize and crop, preprocessing, classes, dataset, recipe)
+travels inside as the extra file ``resnet.json``. Anyone can load it without this package:
+``torch.export.load(path).module()(x)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnet.checkpoint import Checkpoint
+from resnet.checkpoint.storage import check_archive
+from resnet.errors import UserError
+from resnet.interop.backends import Engine, checkpoint_from_metadata
+from resnet.interop.export import META_FILE
+from resnet.io import open_input
+from resnet.safe_json import load_json
+
+SUFFIX = ".pt2"
+
+
+def is_pt2(path: str | Path) -> bool:
+    return str(path).lower().endswith(SUFFIX)
+
+
+def read_pt2(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """A ``.pt2`` written by ``resnet export``: its ``ExportedProgram`` and its metadata; one line otherwise.
+
+    Read as every outside file is: a regular file (:func:`resnet.io.open_input`), its archive checked for its
+    unpacked size before torch reads it (:func:`resnet.checkpoint.storage.check_archive`), the metadata
+    through the bounded JSON reader and validated by :class:`resnet.metadata.ModelMetadata`."""
+    extra = {META_FILE: ""}
+    try:
+        with open_input(path) as f:
+            check_archive(Path(path))
+            program = torch.export.load(f, extra_files=extra)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip, pickle and schema errors alike
+        raise UserError(f"{path}: not a readable torch.export (.pt2) file ({type(e).__name__})") from None
+    meta = load_json(extra[META_FILE] or "null", where=f"{path}: {META_FILE}")
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise UserError(f"{path}: not written by `resnet export` (no resnet metadata); re-export it")
+    return program, meta
+
+
+def checkpoint_from_pt2(path: str | Path) -> Checkpoint:
+    """The description a ``.pt2`` file written by ``resnet export`` carries, as a weightless checkpoint."""
+    return checkpoint_from_metadata(read_pt2(path)[1], path)
+
+
+def pt2_engine(path: str | Path, precision: str = "fp32") -> Engine:
+    """The saved program as an engine (fp32, on the CPU, as it was exported)."""
+    if precision != "fp32":
+        raise UserError(f"{path}: a .pt2 program runs as exported (fp32); drop --precision {precision}")
+    program, _ = read_pt2(path)
+    net = program.module()
+
+    @torch.inference_mode()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return net(x.float().cpu())
+
+    return Engine(run, "torch.export", "fp32")
+
+
+def check_pt2_flags(path: str | Path, backend: str | None, compile: bool) -> None:
+    """A ``.pt2`` program runs as exported: no other backend, no torch.compile."""
+    if backend not in (None, "auto", "torch") or compile:
+        flag = "--compile" if compile else f"--backend {backend}"
+        raise UserError(f"{path}: a .pt2 program runs as exported (torch, fp32); drop {flag}")
