@@ -23,7 +23,6 @@ RANKS = {
     "safe_yaml": 1,
     "safe_json": 2,
     "ranges": 1,
-    "jsonsafe": 1,
     "config": 2,
     "metadata": 2,
     "models": 3,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet.errors import UserError
-from resnet.jsonsafe import load_json
+from resnet.safe_json import load_json
 
 KINDS = ("pixel_mean", "channel_mean_std")
 #: How our pipeline resizes (torch's antialiased bilinear, which Pillow's BILINEAR matches within a grey level).
@@ -369,7 +369,7 @@ class ModelMetadata:
 
 def load_json_field(text: str | bytes, where: str) -> Any:
     """A JSON metadata field, bounded in size and depth (one line when it is not)."""
-    return load_json(text, max_depth=MAX_JSON_DEPTH, max_bytes=MAX_JSON_BYTES, where=where)
+    return load_json(text, where, MAX_JSON_DEPTH, max_bytes=MAX_JSON_BYTES, allow_nan=False)
 
 
 def check_classes(classes: Any, where: str) -> list[str]:

@@ -52,9 +52,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """The data of ``text``; :class:`JSONError` (a ``ValueError``) for invalid JSON, nesting deeper than
-    ``max_depth`` or a duplicate key."""
+def _no_constant(name: str) -> Any:
+    raise JSONError(f"{name} is not a number JSON allows")
+
+
+def parse_json(
+    text: str | bytes, max_depth: int = MAX_JSON_DEPTH, *, max_bytes: int | None = None, allow_nan: bool = True
+) -> Any:
+    """The data of ``text``; :class:`JSONError` (a ``ValueError``) for invalid JSON, more than ``max_bytes``,
+    nesting deeper than ``max_depth``, a duplicate key, or (``allow_nan=False``) ``NaN``/``Infinity``, which
+    Python's parser accepts although JSON has no such values (a stored description is then damaged)."""
+    size = len(text) if isinstance(text, bytes | bytearray) else len(text.encode("utf-8", "surrogatepass"))
+    if max_bytes is not None and size > max_bytes:
+        raise JSONError(f"{size:,} bytes of JSON, more than the {max_bytes:,} accepted here")
     if isinstance(text, bytes | bytearray):
         try:
             text = bytes(text).decode("utf-8")
@@ -62,19 +72,28 @@ def parse_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
             raise JSONError("not UTF-8 text") from None
     depth = json_depth(text)
     if depth > max_depth:
-        raise JSONError(f"nested {depth} levels deep, more than the {max_depth} accepted")
+        raise JSONError(f"nested {depth:,} levels deep, more than the {max_depth} accepted")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        if allow_nan:
+            return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except JSONError:
         raise
-    except (ValueError, RecursionError) as e:
-        raise JSONError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    except (ValueError, RecursionError) as e:  # a 5,000-digit integer is a ValueError too
+        raise JSONError(str(e).splitlines()[0][:160] if str(e) else type(e).__name__) from None
 
 
-def load_json(text: str | bytes, where: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def load_json(
+    text: str | bytes,
+    where: str,
+    max_depth: int = MAX_JSON_DEPTH,
+    *,
+    max_bytes: int | None = None,
+    allow_nan: bool = True,
+) -> Any:
     """:func:`parse_json`, any problem as one :class:`UserError` line starting with ``where``."""
     try:
-        return parse_json(text, max_depth)
+        return parse_json(text, max_depth, max_bytes=max_bytes, allow_nan=allow_nan)
     except JSONError as e:
         raise UserError(f"{where}: not valid JSON here ({e}); is it the right file?") from None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet.errors import UserError
+from resnet.io import open_input
 from resnet.models.cost import MAX_ACTIVATIONS
 
 #: A protobuf message is limited to 2 GiB; ResNet-152's graph is 0.24 GB.
@@ -39,17 +40,15 @@ def read_onnx(path: str | Path) -> Any:
         import onnx
     except ImportError:
         raise UserError(f"{path}: reading an .onnx file needs onnx; pip install 'resnet-paper[export]'") from None
-    path = Path(path)
     try:
-        info = path.stat()
-    except OSError:
+        with open_input(path, max_bytes=MAX_ONNX_BYTES) as f:  # a FIFO or device: one line, never waited on
+            data = f.read(MAX_ONNX_BYTES + 1)
+    except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UserError(f"{path}: not a regular file (a folder, FIFO or device); pass an .onnx file")
-    if info.st_size > MAX_ONNX_BYTES:
-        raise UserError(f"{path}: {info.st_size:,} bytes, larger than any ONNX graph can be (2 GiB)")
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder; pass an .onnx file") from None
     try:
-        return onnx.load_model_from_string(path.read_bytes())
+        return onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError and others
         raise UserError(f"{path}: not a readable ONNX file ({type(e).__name__}: {_first_line(e)})") from None
 

@@ -24,6 +24,8 @@ from resnet.io import open_input
 from resnet.safe_json import load_json
 
 SUFFIX = ".pt2"
+#: The metadata of a .pt2 file: a description and a recipe, a few KB; larger is not ours.
+MAX_META_BYTES = 16 << 20
 
 
 def is_pt2(path: str | Path) -> bool:
@@ -47,7 +49,7 @@ def read_pt2(path: str | Path) -> tuple[Any, dict[str, Any]]:
         raise
     except Exception as e:  # noqa: BLE001 - zip, pickle and schema errors alike
         raise UserError(f"{path}: not a readable torch.export (.pt2) file ({type(e).__name__})") from None
-    meta = load_json(extra[META_FILE] or "null", where=f"{path}: {META_FILE}")
+    meta = load_json(extra[META_FILE] or "null", f"{path}: {META_FILE}", max_bytes=MAX_META_BYTES)
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise UserError(f"{path}: not written by `resnet export` (no resnet metadata); re-export it")
     return program, meta
