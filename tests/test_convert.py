@@ -199,7 +199,7 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tiny_run: Path, tmp_p
     with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as f:
         assert set(f.keys()) == set(original.state_dict)  # the weights alone: loadable anywhere
         meta = f.metadata()
-    assert meta["format"] == "resnet-safetensors/1" and json.loads(meta["classes"]) == original.classes
+    assert meta["format"] == "resnet-safetensors/1" and json.loads(meta["metadata"])["classes"] == original.classes
     back = read_weights(tmp_path / "w.safetensors")
     assert back["model_name"] == "resnet8" and back["model_kwargs"] == original.model_kwargs
     for key, value in original.preprocessing.items():

@@ -308,8 +308,8 @@ class ModelMetadata:
     # -- timm ------------------------------------------------------------------------------------------------------
 
     def timm_cfg(self) -> dict[str, Any]:
-        """timm's flat ``pretrained_cfg`` (what ``timm.data.resolve_model_data_config`` reads), plus this
-        schema's own fields, so the same dict also describes the model to this project."""
+        """timm's flat ``pretrained_cfg`` (what ``timm.data.resolve_model_data_config`` reads) and this schema's
+        fields; exact for per-channel mean/std (a mean image becomes its channel averages: timm has none)."""
         mean, std = self.preprocessing.channel_stats()
         return {
             **self.to_json(),
