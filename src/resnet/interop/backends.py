@@ -270,7 +270,7 @@ def checkpoint_from_onnx(path: str | Path) -> Any:
         raise UserError(f"{path}: reading an .onnx file needs onnx; pip install 'resnet-paper[export]'") from None
     try:
         with open_input(path) as f:  # a FIFO or device is refused in one line, never waited on
-            proto = onnx.load(f, load_external_data=False)
+            proto = onnx.load_model_from_string(f.read())  # external data is never read here
     except (FileNotFoundError, UserError) as e:
         if isinstance(e, UserError):
             raise
