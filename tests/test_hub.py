@@ -78,6 +78,18 @@ def test_a_card_the_user_wrote_is_kept_ours_is_refreshed(tuned, tmp_path: Path):
         tuned.save_pretrained(tmp_path / "file")
 
 
+def test_a_reset_classifier_saves_with_its_new_class_count(tmp_path: Path):
+    model = resnet.create_model("resnet8")
+    model.reset_classifier(3)
+    model.save_pretrained(tmp_path / "m")
+    back = resnet.from_pretrained(tmp_path / "m")
+    assert back.fc.out_features == 3 and back.pretrained_cfg["model_kwargs"]["num_classes"] == 3
+    assert "3 classes (unknown)" in (tmp_path / "m/README.md").read_text()
+    model.reset_classifier(0)
+    with pytest.raises(UserError, match="needs a classifier"):
+        model.save_pretrained(tmp_path / "none")
+
+
 def test_imagenet_card_names_the_resize_and_table3(tmp_path: Path):
     resnet.create_model("resnet50").save_pretrained(tmp_path / "r50")
     card = (tmp_path / "r50/README.md").read_text()

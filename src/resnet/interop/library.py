@@ -106,6 +106,23 @@ def create_model(
 ) -> FeatureExtractor: ...
 
 
+@overload
+def create_model(
+    name: str,
+    pretrained: bool = ...,
+    *,
+    checkpoint_path: str | Path | None = ...,
+    num_classes: int | None = ...,
+    in_chans: int | None = ...,
+    features_only: bool = ...,
+    out_indices: tuple[int, ...] | list[int] | None = ...,
+    drop_rate: float = ...,
+    global_pool: str = ...,
+    source: str = ...,
+    **kwargs: Any,
+) -> PretrainedResNet | FeatureExtractor: ...
+
+
 def create_model(
     name: str,
     pretrained: bool = False,
@@ -188,6 +205,8 @@ def save_pretrained(
     """
     if isinstance(model, Checkpoint):
         ckpt = model
+    elif isinstance(model, PretrainedResNet):
+        ckpt = model.checkpoint()
     else:
         cfg = getattr(model, "pretrained_cfg", None)
         if not isinstance(cfg, dict) or isinstance(model, FeatureExtractor):
