@@ -73,6 +73,8 @@ def test_a_card_the_user_wrote_is_kept_ours_is_refreshed(tuned, tmp_path: Path):
     assert CARD_MARKER in (out / "README.md").read_text() and "measured" not in (out / "README.md").read_text()
     tuned.save_pretrained(out, model_card_kwargs={"metrics": {"top-1": "91%"}})  # our own card: rewritten
     assert "- top-1: 91% (measured on these weights)" in (out / "README.md").read_text()
+    with pytest.raises(UserError, match="model_card_kwargs takes 'metrics' only"):
+        tuned.save_pretrained(out, model_card_kwargs={"license": "apache-2.0"})
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file; save_pretrained writes a folder"):
         tuned.save_pretrained(tmp_path / "file")

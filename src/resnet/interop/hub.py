@@ -66,7 +66,11 @@ class PretrainedResNet(*_BASES):  # type: ignore[misc]
         """
         if config is not None:
             raise UserError("save_pretrained writes the model's own description; drop config=")
-        write_folder(save_directory, self.checkpoint(), **(model_card_kwargs or {}))
+        card = dict(model_card_kwargs or {})
+        metrics = card.pop("metrics", None)
+        if card:
+            raise UserError(f"model_card_kwargs takes 'metrics' only (measured results), not {', '.join(card)}")
+        write_folder(save_directory, self.checkpoint(), metrics=metrics)
         if not push_to_hub:
             return None
         return self.push_to_hub(repo_id or Path(save_directory).name, **push_to_hub_kwargs)
