@@ -348,3 +348,11 @@ def test_a_pt2_that_would_unpickle_code_is_refused_before_torch_loads_it(tmp_pat
         read_pt2(inputs)
     assert not marker.exists()
     assert main(["eval", str(bad), "--data-dir", str(tmp_path)]) == 2  # the commands refuse it in one line
+
+
+def test_a_torch_without_torchscript_names_pt2(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    monkeypatch.delattr(torch.jit, "trace")  # a future torch that dropped TorchScript
+    assert main(["export", "--checkpoint", str(src), "--format", "torchscript"]) == 2
+    assert "ships no TorchScript; export with --format pt2" in capsys.readouterr().err
+    assert not (tmp_path / "r8.torchscript.pt").exists()
