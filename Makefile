@@ -4,7 +4,7 @@
 #
 # The venv sees the system's site-packages, so a torch that is already importable (a CUDA build on a GPU
 # machine, say) is used as it is; otherwise torch==2.13.0 (CPU build) is installed first, so that the
-# project's `torch>=2.4` never pulls several GB of CUDA wheels.
+# project's `torch>=2.13` never pulls several GB of CUDA wheels.
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pickle
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +301,62 @@ def test_onnx_user_reproduces_predict_probabilities_from_the_metadata(tmp_path: 
         theirs = onnx_user_probabilities(tmp_path / "m.onnx", photo)
         assert np.abs(ours - theirs).max() < 2e-3, (photo.name, ours, theirs)
         assert ours.argmax() == theirs.argmax()
+
+
+class _Planted:
+    """A pickle that makes a folder when unpickled: proof that loading ran code from the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def _tampered(src: Path, out: Path, change) -> Path:
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w") as w:
+        for info in z.infolist():
+            data = change(info.filename, z.read(info))
+            if data is not None:
+                w.writestr(info, data)
+    return out
+
+
+def test_a_pt2_that_would_unpickle_code_is_refused_before_torch_loads_it(tmp_path: Path):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    assert main(["export", "--checkpoint", str(src), "--format", "pt2"]) == 0
+    good = tmp_path / "r8.pt2"
+    marker = tmp_path / "code-ran"
+    evil = pickle.dumps(_Planted(marker))
+
+    def pickled_weight(name: str, data: bytes) -> bytes:
+        if name.endswith("model_weights_config.json"):
+            return data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
+        return evil if name.endswith("/weight_0") else data
+
+    bad = _tampered(good, tmp_path / "bad.pt2", pickled_weight)
+    with pytest.raises(UserError, match="marks pickled payloads, which could run code; refused"):
+        read_pt2(bad)
+    assert not marker.exists()
+    with contextlib.suppress(Exception):  # torch itself would have run it: the check is what stops it
+        torch.export.load(str(bad))
+    assert marker.exists()
+    marker.rmdir()
+    extra = _tampered(good, tmp_path / "extra.pt2", lambda n, d: d)
+    with zipfile.ZipFile(extra, "a") as z:
+        z.writestr("archive/data/constants/custom_obj_0", evil)
+    with pytest.raises(UserError, match="which `resnet export` never writes; refused"):
+        read_pt2(extra)
+    inputs = _tampered(good, tmp_path / "inputs.pt2", lambda n, d: evil if n.endswith("sample_inputs/model.pt") else d)
+    with pytest.raises(UserError, match="holds more than tensors"):
+        read_pt2(inputs)
+    assert not marker.exists()
+    assert main(["eval", str(bad), "--data-dir", str(tmp_path)]) == 2  # the commands refuse it in one line
+
+
+def test_a_torch_without_torchscript_names_pt2(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    monkeypatch.delattr(torch.jit, "trace")  # a future torch that dropped TorchScript
+    assert main(["export", "--checkpoint", str(src), "--format", "torchscript"]) == 2
+    assert "ships no TorchScript; export with --format pt2" in capsys.readouterr().err
+    assert not (tmp_path / "r8.torchscript.pt").exists()

@@ -73,9 +73,23 @@ def test_a_card_the_user_wrote_is_kept_ours_is_refreshed(tuned, tmp_path: Path):
     assert CARD_MARKER in (out / "README.md").read_text() and "measured" not in (out / "README.md").read_text()
     tuned.save_pretrained(out, model_card_kwargs={"metrics": {"top-1": "91%"}})  # our own card: rewritten
     assert "- top-1: 91% (measured on these weights)" in (out / "README.md").read_text()
+    with pytest.raises(UserError, match="model_card_kwargs takes 'metrics' only"):
+        tuned.save_pretrained(out, model_card_kwargs={"license": "apache-2.0"})
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file; save_pretrained writes a folder"):
         tuned.save_pretrained(tmp_path / "file")
+
+
+def test_a_reset_classifier_saves_with_its_new_class_count(tmp_path: Path):
+    model = resnet.create_model("resnet8")
+    model.reset_classifier(3)
+    model.save_pretrained(tmp_path / "m")
+    back = resnet.from_pretrained(tmp_path / "m")
+    assert back.fc.out_features == 3 and back.pretrained_cfg["model_kwargs"]["num_classes"] == 3
+    assert "3 classes (unknown)" in (tmp_path / "m/README.md").read_text()
+    model.reset_classifier(0)
+    with pytest.raises(UserError, match="needs a classifier"):
+        model.save_pretrained(tmp_path / "none")
 
 
 def test_imagenet_card_names_the_resize_and_table3(tmp_path: Path):

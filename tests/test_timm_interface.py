@@ -114,3 +114,10 @@ def test_bad_timm_keywords_fail_in_one_line():
         resnet.create_model("resnet20", drop_rate=1.5)
     with pytest.raises(UserError, match="source='akamaster' names the origin of checkpoint_path"):
         resnet.create_model("resnet20", source="akamaster")
+
+
+def test_an_int_out_indices_takes_the_last_maps_as_in_timm():
+    backbone = resnet.create_model("resnet18", features_only=True, out_indices=2)
+    assert backbone.out_indices == (3, 4) and backbone.feature_info.reduction() == [16, 32]
+    with pytest.raises(ValueError, match="asks for the last 6 of 5 feature maps"):
+        resnet.create_model("resnet18", features_only=True, out_indices=6)

@@ -130,6 +130,8 @@ def export_torchscript(net: nn.Module, path: str | Path, example: torch.Tensor, 
     Returns one note when this torch calls TorchScript deprecated (its own warnings, several per export, are
     caught rather than printed), else ``None``.
     """
+    if not all(hasattr(getattr(torch, "jit", None), f) for f in ("trace", "freeze", "save")):
+        raise UserError(f"torch {torch.__version__} ships no TorchScript; export with --format pt2 (torch.export)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         traced = torch.jit.freeze(torch.jit.trace(net, example))

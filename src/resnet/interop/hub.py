@@ -14,12 +14,14 @@ The folder is ``config.json`` (the model's description), ``model.safetensors`` a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from resnet.checkpoint import Checkpoint
+from resnet.data.classes import default_classes
 from resnet.errors import UserError
 from resnet.interop.convert import load_any, require_safetensors
 from resnet.interop.model_card import CARD_MARKER, model_card
@@ -53,6 +55,7 @@ class PretrainedResNet(*_BASES):  # type: ignore[misc]
     """A :class:`~resnet.models.ResNet` with its description (``pretrained_cfg``) and Hugging Face's methods."""
 
     pretrained_cfg: dict[str, Any]
+    _description: Checkpoint
 
     def save_pretrained(
         self,
@@ -71,7 +74,11 @@ class PretrainedResNet(*_BASES):  # type: ignore[misc]
         """
         if config is not None:
             raise UserError("save_pretrained writes the model's own description; drop config=")
-        write_folder(save_directory, self.checkpoint(), **(model_card_kwargs or {}))
+        card = dict(model_card_kwargs or {})
+        metrics = card.pop("metrics", None)
+        if card:
+            raise UserError(f"model_card_kwargs takes 'metrics' only (measured results), not {', '.join(card)}")
+        write_folder(save_directory, self.checkpoint(), metrics=metrics)
         if not push_to_hub:
             return None
         return self.push_to_hub(repo_id or Path(save_directory).name, **push_to_hub_kwargs)
@@ -96,29 +103,43 @@ class PretrainedResNet(*_BASES):  # type: ignore[misc]
 
     def checkpoint(self) -> Checkpoint:
         """This model's weights and description as a :class:`~resnet.checkpoint.Checkpoint` (validated)."""
-        cfg = getattr(self, "pretrained_cfg", None)
-        if not isinstance(cfg, dict):
-            raise UserError("this model carries no pretrained_cfg; make it with resnet.create_model / resnet.load")
-        return checkpoint_of(self, cfg)
+        description = getattr(self, "_description", None)
+        if not isinstance(description, Checkpoint):
+            raise UserError("this model carries no description; make it with resnet.create_model / resnet.load")
+        return checkpoint_of(self, description)
 
 
-def checkpoint_of(model: nn.Module, cfg: dict[str, Any]) -> Checkpoint:
-    """``model``'s weights described by ``cfg`` (its ``pretrained_cfg``), checked to read back."""
+def checkpoint_of(model: nn.Module, description: Checkpoint | dict[str, Any]) -> Checkpoint:
+    """``model``'s weights with their ``description`` (a weightless checkpoint, or a ``pretrained_cfg`` dict of
+    this package's own layout), checked to read back. A classifier replaced since (``reset_classifier``)
+    keeps the description but its classes, which have no names yet."""
     if not isinstance(getattr(model, "fc", None), nn.Linear):
         raise UserError("save_pretrained needs a classifier (reset_classifier(0) removed it): give it a class count")
     num_classes = int(model.fc.out_features)  # type: ignore[union-attr]
-    cfg = {**cfg, "model_kwargs": {**cfg["model_kwargs"], "num_classes": num_classes}}
-    return Checkpoint.from_dict(checkpoint_dict(cfg, model.state_dict(), "model"), "model")
+    if isinstance(description, dict):  # a model that only carries pretrained_cfg
+        cfg = {**description, "model_kwargs": {**description["model_kwargs"], "num_classes": num_classes}}
+        return Checkpoint.from_dict(checkpoint_dict(cfg, model.state_dict(), "model"), "model")
+    ckpt = replace(
+        description,
+        state_dict=model.state_dict(),
+        model_kwargs={**description.model_kwargs, "num_classes": num_classes},
+    )
+    if num_classes != len(ckpt.classes):
+        ckpt.classes, ckpt.dataset = default_classes("unknown", num_classes), "unknown"
+    return Checkpoint.from_dict(ckpt.to_dict(), "model")
 
 
 def as_pretrained(net: nn.Module, ckpt: Checkpoint) -> PretrainedResNet:
-    """``net`` (a :class:`ResNet` just built) as a :class:`PretrainedResNet` describing itself by ``ckpt``.
+    """``net`` (a :class:`ResNet` just built) as a :class:`PretrainedResNet` described by ``ckpt``.
 
-    The class changes in place: the subclass adds methods only, no state, so nothing is copied or rebuilt.
+    The class changes in place: the subclass adds methods only, so nothing is copied or rebuilt. The model
+    keeps ``ckpt`` without its weights (what save_pretrained and exports write) and shows it as
+    ``pretrained_cfg``, derived here and only here.
     """
     if type(net) not in (ResNet, PretrainedResNet):
         raise TypeError(f"expected a resnet.models.ResNet, got {type(net).__name__}")
     net.__class__ = PretrainedResNet
+    net._description = replace(ckpt, state_dict={}, training=None)
     net.pretrained_cfg = pretrained_cfg(ckpt)
     return net  # type: ignore[return-value]
 

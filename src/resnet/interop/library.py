@@ -98,12 +98,29 @@ def create_model(
     num_classes: int | None = ...,
     in_chans: int | None = ...,
     features_only: Literal[True],
-    out_indices: tuple[int, ...] | list[int] | None = ...,
+    out_indices: int | tuple[int, ...] | list[int] | None = ...,
     drop_rate: float = ...,
     global_pool: str = ...,
     source: str = ...,
     **kwargs: Any,
 ) -> FeatureExtractor: ...
+
+
+@overload
+def create_model(
+    name: str,
+    pretrained: bool = ...,
+    *,
+    checkpoint_path: str | Path | None = ...,
+    num_classes: int | None = ...,
+    in_chans: int | None = ...,
+    features_only: bool = ...,
+    out_indices: int | tuple[int, ...] | list[int] | None = ...,
+    drop_rate: float = ...,
+    global_pool: str = ...,
+    source: str = ...,
+    **kwargs: Any,
+) -> PretrainedResNet | FeatureExtractor: ...
 
 
 def create_model(
@@ -114,7 +131,7 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     features_only: bool = False,
-    out_indices: tuple[int, ...] | list[int] | None = None,
+    out_indices: int | tuple[int, ...] | list[int] | None = None,
     drop_rate: float = 0.0,
     global_pool: str = "avg",
     source: str = "auto",
@@ -132,7 +149,7 @@ def create_model(
         num_classes: outputs of the classifier (default: the checkpoint's, else 10 on CIFAR, 1000 on ImageNet).
         in_chans: timm's name of ``in_channels`` (input image channels, default 3).
         features_only: return a backbone whose forward gives feature maps (:mod:`resnet.models.features`).
-        out_indices: with ``features_only``: 0 the stem, 1..K the stages (default: all).
+        out_indices: with ``features_only``: 0 the stem, 1..K the stages (default: all; an int n: the last n).
         drop_rate: dropout before the classifier (timm's keyword); 0, the paper's, by default.
         global_pool: the head's pooling; only ``"avg"``, the paper's global average pool.
         source: origin of ``checkpoint_path``'s weights when foreign: ``"akamaster"`` maps
@@ -190,6 +207,8 @@ def save_pretrained(
     """
     if isinstance(model, Checkpoint):
         ckpt = model
+    elif isinstance(model, PretrainedResNet):
+        ckpt = model.checkpoint()
     else:
         cfg = getattr(model, "pretrained_cfg", None)
         if not isinstance(cfg, dict) or isinstance(model, FeatureExtractor):

@@ -6,17 +6,26 @@ The program is the BN-folded fp32 network (:mod:`resnet.interop.inference`) with
 metadata as the ONNX export (model, input size, resize and crop, preprocessing, classes, dataset, recipe)
 travels inside as the extra file ``resnet.json``. Anyone can load it without this package:
 ``torch.export.load(path).module()(x)``.
+
+``torch.export.load`` unpickles whatever an archive marks as pickled (weights, constants, custom objects),
+with ``weights_only=False``: a crafted ``.pt2`` could run code. So an archive is opened here first and refused
+unless it holds only what ``resnet export`` writes: raw weight bytes described by JSON, no pickled payload,
+and sample inputs that ``torch.load(weights_only=True)`` reads.
 """
 
 from __future__ import annotations
 
+import io
+import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from resnet.checkpoint import Checkpoint
-from resnet.checkpoint.storage import check_archive
+from resnet.checkpoint.storage import check_archive as check_unpacked_size
 from resnet.errors import UserError
 from resnet.interop.backends import Engine, checkpoint_from_metadata
 from resnet.interop.export import META_FILE
@@ -26,6 +35,13 @@ from resnet.safe_json import load_json
 SUFFIX = ".pt2"
 #: The metadata of a .pt2 file: a description and a recipe, a few KB; larger is not ours.
 MAX_META_BYTES = 16 << 20
+#: Members of the archives ``torch.export.save`` writes for our programs (below the archive's own folder).
+_PLAIN_MEMBERS = re.compile(
+    r"(data/weights/weight_\d+|data/constants/tensor_\d+|data/(weights|constants)/model_\w*config\.json|"
+    r"models/model\.json|extra/[\w.]+|archive_format|archive_version|\.data/version|byteorder|"
+    r"\.data/serialization_id|data/sample_inputs/model\.pt)"
+)
+_MAX_MEMBERS = 10_000
 
 
 def is_pt2(path: str | Path) -> bool:
@@ -36,12 +52,13 @@ def read_pt2(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """A ``.pt2`` written by ``resnet export``: its ``ExportedProgram`` and its metadata; one line otherwise.
 
     Read as every outside file is: a regular file (:func:`resnet.io.open_input`), its archive checked for its
-    unpacked size before torch reads it (:func:`resnet.checkpoint.storage.check_archive`), the metadata
+    unpacked size and for pickled payloads before torch reads it (:func:`check_pt2_archive`), the metadata
     through the bounded JSON reader and validated by :class:`resnet.metadata.ModelMetadata`."""
     extra = {META_FILE: ""}
     try:
         with open_input(path) as f:
-            check_archive(Path(path))
+            check_unpacked_size(Path(path))  # a zip bomb is refused before any member is read
+            check_pt2_archive(path)
             program = torch.export.load(f, extra_files=extra)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
@@ -79,3 +96,36 @@ def check_pt2_flags(path: str | Path, backend: str | None, compile: bool) -> Non
     if backend not in (None, "auto", "torch") or compile:
         flag = "--compile" if compile else f"--backend {backend}"
         raise UserError(f"{path}: a .pt2 program runs as exported (torch, fp32); drop {flag}")
+
+
+def check_pt2_archive(path: str | Path) -> None:
+    """Refuse a ``.pt2`` whose loading could unpickle code (see the module's docstring); one line."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if len(infos) > _MAX_MEMBERS:
+                raise UserError(f"{path}: {len(infos)} archive members; not a .pt2 file of `resnet export`")
+            for info in infos:
+                _check_member(z, info, path)
+    except UserError:
+        raise
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable torch.export (.pt2) file ({type(e).__name__})") from None
+
+
+def _check_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path) -> None:
+    name = info.filename.split("/", 1)[-1]  # below the archive's top folder
+    if not _PLAIN_MEMBERS.fullmatch(name):
+        raise UserError(f"{path}: the archive holds {info.filename!r}, which `resnet export` never writes; refused")
+    if name.endswith("config.json"):
+        if re.search(rb'"use_pickle"\s*:\s*true', z.read(info)):
+            raise UserError(f"{path}: {info.filename} marks pickled payloads, which could run code; refused")
+    elif name.endswith("sample_inputs/model.pt"):
+        try:  # tensors only (torch would otherwise retry it with weights_only=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's remarks on a foreign pickle protocol
+                torch.load(io.BytesIO(z.read(info)), weights_only=True)
+        except Exception:  # noqa: BLE001 - UnpicklingError and friends
+            raise UserError(f"{path}: {info.filename} holds more than tensors, which could run code; refused") from None

@@ -9,7 +9,8 @@ same modules, so the same weights and state_dict keys, without the head) and ret
 - ``1`` .. ``K``: the output of stage ``i`` (ImageNet: C2..C5 at strides 4, 8, 16, 32; CIFAR: strides 1, 2, 4).
 
 ``feature_info.channels()`` and ``feature_info.reduction()`` describe them, as timm's do. Negative indices
-count from the last stage. Stages after the deepest requested index are not kept (nor computed).
+count from the last stage; an int ``n`` takes the last ``n`` maps (timm's convention, as in
+``ResNet.forward_intermediates``). Stages after the deepest requested index are not kept (nor computed).
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ class FeatureInfo:
         return len(self.num_chs)
 
 
-def feature_indices(num_stages: int, out_indices: Sequence[int] | None) -> tuple[int, ...]:
-    """``out_indices`` checked and made non-negative (``None``: the stem and every stage)."""
+def feature_indices(num_stages: int, out_indices: int | Sequence[int] | None) -> tuple[int, ...]:
+    """``out_indices`` checked and made non-negative (``None``: the stem and every stage; an int: the last n)."""
     n = num_stages + 1
     if out_indices is None:
         return tuple(range(n))
-    if isinstance(out_indices, int):
-        out_indices = [out_indices]
+    if isinstance(out_indices, int):  # timm's convention: an int n takes the last n feature maps
+        if not 1 <= out_indices <= n:
+            raise ValueError(f"out_indices={out_indices} asks for the last {out_indices} of {n} feature maps")
+        return tuple(range(n - out_indices, n))
     idx = [int(i) + n if int(i) < 0 else int(i) for i in out_indices]
     if not idx or any(i < 0 or i >= n for i in idx) or len(set(idx)) != len(idx):
         raise ValueError(
@@ -63,7 +66,7 @@ def feature_indices(num_stages: int, out_indices: Sequence[int] | None) -> tuple
 class FeatureExtractor(nn.Module):
     """The stem and stages of ``model``; ``forward(x)`` returns the feature maps at ``out_indices``."""
 
-    def __init__(self, model: ResNet, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, model: ResNet, out_indices: int | Sequence[int] | None = None) -> None:
         super().__init__()
         if not isinstance(model, ResNet):
             raise TypeError(f"features_only needs a resnet.models.ResNet, got {type(model).__name__}")
