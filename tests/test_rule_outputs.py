@@ -114,7 +114,10 @@ def test_save_pretrained_refuses_a_folder_it_did_not_write(trained_run: Path, tm
     save_pretrained(model, tmp_path / "ours")
     save_pretrained(model, tmp_path / "ours")  # its own files again: fine
     (tmp_path / "ours" / "README.md").write_text("mine")
-    with pytest.raises(UserError, match="README.md"):
+    save_pretrained(model, tmp_path / "ours")  # a model card the user wrote is kept, never replaced
+    assert (tmp_path / "ours" / "README.md").read_text() == "mine"
+    (tmp_path / "ours" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="notes.txt, which resnet did not write"):
         save_pretrained(model, tmp_path / "ours")
 
 

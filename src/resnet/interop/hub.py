@@ -34,6 +34,7 @@ from resnet.interop.pretrained import (
     pretrained_cfg,
 )
 from resnet.io import check_folder_is_ours, read_input_text, write_output
+from resnet.io.outputs import MANIFEST as OUTPUTS_MANIFEST
 from resnet.models.network import ResNet
 
 CARD_FILE = "README.md"
@@ -87,7 +88,10 @@ class PretrainedResNet(*_BASES):  # type: ignore[misc]
         """Upload the model folder to the Hugging Face Hub (``huggingface_hub`` and a login needed)."""
         if ModelHubMixin is None:
             raise UserError(f"push_to_hub needs huggingface_hub: {HUB_EXTRA}")
-        return ModelHubMixin.push_to_hub(self, repo_id, **kwargs)
+        # The folder's record of what resnet wrote (resnet.io's output rule) is local bookkeeping, not the model.
+        ignore = kwargs.pop("ignore_patterns", None) or []
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore)
+        return ModelHubMixin.push_to_hub(self, repo_id, ignore_patterns=[*ignore, OUTPUTS_MANIFEST], **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **hub_kwargs: Any) -> PretrainedResNet:
@@ -160,7 +164,8 @@ def write_folder(directory: str | Path, ckpt: Checkpoint, *, metrics: dict[str, 
     card = out / CARD_FILE
     if not card.exists() or CARD_MARKER in read_input_text(card, max_bytes=MAX_CARD_BYTES, errors="replace"):
         files[CARD_FILE] = model_card(ckpt, metrics).encode()
-    check_folder_is_ours(out, tuple(files))  # before anything is written
+    # Before anything is written; a model card the user wrote stays, as huggingface_hub's mixin keeps one.
+    check_folder_is_ours(out, tuple(files), keep=(CARD_FILE,))
     for name, data in files.items():
         write_output(out / name, data)
     return out

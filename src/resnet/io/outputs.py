@@ -198,9 +198,12 @@ def _record(path: Path) -> None:
         pass
 
 
-def check_folder_is_ours(folder: str | Path, names: tuple[str, ...], force: bool | None = None) -> None:
+def check_folder_is_ours(
+    folder: str | Path, names: tuple[str, ...], force: bool | None = None, *, keep: tuple[str, ...] = ()
+) -> None:
     """Refuse writing ``names`` into ``folder`` when it holds files resnet did not write there (a folder
-    that is another tool's: its own ``config.json``, a README) unless ``--force``."""
+    that is another tool's: its own ``config.json``, a README) unless ``--force``. ``keep``: files of the
+    user's that belong in such a folder and are left as they are (a model card the user wrote)."""
     folder = Path(folder)
     if not folder.is_dir() or (_FORCE.get() if force is None else force):
         for name in names:
@@ -208,7 +211,9 @@ def check_folder_is_ours(folder: str | Path, names: tuple[str, ...], force: bool
         return
     recorded = _read_manifest(folder)
     for entry in sorted(folder.iterdir()):
-        if entry.name in (MANIFEST,) or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+        if entry.name == MANIFEST or (entry.name in keep and entry.name not in names):
+            continue
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
             continue
         try:
             st = os.lstat(entry)
