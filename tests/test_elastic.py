@@ -61,8 +61,11 @@ def launch(tmp_path: Path, **env: str):
     recipe.write_text("description: elastic test\n")
     run = tmp_path / "run"
     tag = uuid.uuid4().hex
+    # Seen once in about five restarts on 2 busy cores: the restarted group's gloo connect hung (in
+    # Pair::waitUntilConnected) until the process group's timeout; a short one turns that into one more
+    # restart instead of a 30-minute wait.
     proc = torchrun([*STANDALONE, "--max-restarts=2"], [str(recipe), "--out", str(run), *sets(overrides())],
-                    RESNET_TEST_TAG=tag, **env)  # fmt: skip
+                    RESNET_TEST_TAG=tag, RESNET_DIST_TIMEOUT="120", **env)  # fmt: skip
     return proc, run, tag
 
 
