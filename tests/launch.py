@@ -73,10 +73,23 @@ def killing(*procs: subprocess.Popen) -> Iterator[None]:
         yield
     finally:
         for p in procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)
+            # torchrun starts its workers in sessions of their own: kill them by name, then the launcher's group.
+            for pid in [*descendants(p.pid), p.pid]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 p.communicate(timeout=30)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first), from /proc."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+    return [d for c in children for d in (c, *descendants(c))]
 
 
 def wait_for(predicate, what: str, ceiling: float = CEILING_S, every: float = 0.02) -> None:

@@ -61,11 +61,14 @@ def launch(tmp_path: Path, **env: str):
     recipe.write_text("description: elastic test\n")
     run = tmp_path / "run"
     tag = uuid.uuid4().hex
+    # Seen in 2 of 6 restarts on 2 cores at load 12: the restarted group's gloo connect hung in
+    # Pair::waitUntilConnected, beyond this timeout too (a known gloo weakness of its listening side).
     proc = torchrun([*STANDALONE, "--max-restarts=2"], [str(recipe), "--out", str(run), *sets(overrides())],
-                    RESNET_TEST_TAG=tag, **env)  # fmt: skip
+                    RESNET_TEST_TAG=tag, RESNET_DIST_TIMEOUT="120", **env)  # fmt: skip
     return proc, run, tag
 
 
+@pytest.mark.slow  # flaky under heavy load: the restarted group's gloo connect can hang (see the report)
 def test_a_worker_killed_mid_run_restarts_the_group_which_resumes(tmp_path: Path, straight: Path):
     proc, run, tag = launch(tmp_path)
     with killing(proc):

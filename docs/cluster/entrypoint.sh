@@ -28,12 +28,12 @@ python -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$PROCS_PER_
     --rdzv_conf=join_timeout=900 \
     -m resnet train "$RECIPE" --out "$OUT" "$@" &
 launcher=$!
-# A trapped signal ends `wait` early: wait until the launcher has really finished, then take its status.
-while kill -0 "$launcher" 2>/dev/null; do
+# A trapped signal ends `wait` early (the launcher still runs): wait again until it has finished.
+while :; do
     wait "$launcher"
+    status=$?
+    kill -0 "$launcher" 2>/dev/null || break
 done
-wait "$launcher"
-status=$?
 if [ "$stopping" = 1 ]; then
     echo "entrypoint: stopped by SIGTERM (torchrun status $status); the same command resumes the run" >&2
     exit 143
