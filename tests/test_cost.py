@@ -190,8 +190,8 @@ def test_user_families_come_after_the_paper_s_and_first_use_is_thread_safe():
         "from resnet.models.registry import register_family, model_info, list_models\n"
         "from resnet.models.catalog import cifar_info\n"
         "import dataclasses\n"
-        "mine = lambda name, depth, residual: dataclasses.replace(cifar_info(depth, residual), doc='user family')\n"
-        "register_family('mine', mine)\n"
+        "mine = lambda m: dataclasses.replace(cifar_info(int(m.group(2)), True), doc='user family')\n"
+        "register_family('mine', r'(resnet)(\\d+)', mine)\n"
         "assert model_info('resnet38').doc.startswith('CIFAR ResNet-38'), model_info('resnet38').doc\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

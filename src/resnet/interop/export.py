@@ -47,7 +47,7 @@ def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
     pre = ckpt.preprocessing
     size = (int(ckpt.input_size[1]), int(ckpt.input_size[2]))
     return {
-        "resnet.resize": json.dumps(view_geometry(model_info(ckpt.model_name).family == "imagenet", size)),
+        "resnet.resize": json.dumps(view_geometry(model_info(ckpt.model_name).test_views == "crops", size)),
         "resnet.model_name": ckpt.model_name,
         "resnet.input_size": json.dumps(list(ckpt.input_size)),
         "resnet.preprocessing": json.dumps(
