@@ -214,21 +214,16 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise UserError(f"config key {key!r} expects {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
-#: Config fields that are open mappings of scalars (``model.kwargs.width``) rather than fixed keys.
-OPEN_KEYS = ("model.kwargs",)
-
-
 def _set_open_key(cfg: Config, key: str, value: Any, where: str) -> bool:
-    """Set ``model.kwargs.NAME``; False when ``key`` is no such key. Values are YAML scalars."""
+    """Set ``model.kwargs.NAME`` (an open mapping of scalars); False when ``key`` is no such key."""
     prefix, _, name = key.rpartition(".")
-    if prefix not in OPEN_KEYS:
+    if prefix != "model.kwargs":
         return False
     if not re.fullmatch(r"[A-Za-z_]\w{0,63}", name):
         raise UserError(f"{where}config key {key!r}: {name!r} is not a keyword name")
     if not (value is None or isinstance(value, str | bool | int | float)):
         raise UserError(f"{where}config key {key!r} expects a number, a name, true/false or null, got {value!r}")
-    section, field_name = prefix.split(".")
-    getattr(getattr(cfg, section), field_name)[name] = value
+    cfg.model.kwargs[name] = value
     return True
 
 

@@ -8,8 +8,11 @@ test set.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,8 +94,40 @@ def default_data_dir(dataset: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+#: Datasets loaded while a :func:`dataset_cache` block runs (None: no cache).
+_datasets: dict[str, dict[tuple[Any, ...], ArrayDataset] | None] = {"cache": None}
+
+
+@contextlib.contextmanager
+def dataset_cache() -> Iterator[None]:
+    """Within the block a dataset asked for again with the same settings is the one already loaded.
+
+    ``reproduce`` trains many runs on one dataset in one process; its arrays are only read (every run copies
+    them to its device), so sharing them is safe and saves a full decode per run.
+    """
+    if _datasets["cache"] is not None:
+        yield
+        return
+    _datasets["cache"] = {}
+    try:
+        yield
+    finally:
+        _datasets["cache"] = None
+
+
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
-    """The dataset named by ``cfg.dataset``, split into train / val / test."""
+    """The dataset named by ``cfg.dataset``, split into train / val / test (once per :func:`dataset_cache`)."""
+    cache = _datasets["cache"]
+    if cache is None:
+        return _load_dataset(cfg)
+    root = Path(cfg.data_dir).expanduser().resolve() if cfg.data_dir else None
+    key = (cfg.dataset, root, cfg.val_fraction, cfg.synthetic_size)
+    if key not in cache:
+        cache[key] = _load_dataset(cfg)
+    return cache[key]
+
+
+def _load_dataset(cfg: DataConfig) -> ArrayDataset:
     if cfg.dataset in ("cifar10", "cifar100"):
         root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir(cfg.dataset)
         if root is None:

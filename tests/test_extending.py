@@ -1,0 +1,189 @@
+"""Extending the project from outside: a new model family with its own keyword, and a new experiment.
+
+Each extension is ONE file outside the package, written here into ``tmp_path`` and loaded the way a user's
+file is (``RESNET_PLUGINS=path.py,...``, :mod:`resnet.plugins`). Then every command runs on them: ``models``,
+``train``, ``eval``, ``predict``, ``convert`` (our checkpoint, and bare weights named from their shapes),
+``export`` and ``reproduce``, on the genuine CIFAR-10 subset, a few iterations each; nothing may label the
+new family with the paper's figures. (A new in-memory dataset is not yet a single file: datasets are still
+listed in ``resnet.config`` and ``resnet.data.datasets``.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet.cli import main
+
+#: A double-width CIFAR family: ``wresnet<6n+2>`` with the keyword ``width`` (a multiplier of 16/32/64).
+WIDE_FAMILY = '''
+"""Wide CIFAR ResNets: section 4.2's nets with every stage ``width`` times wider (not in the paper)."""
+import dataclasses
+import functools
+
+from resnet.models.arch import cifar_architecture
+from resnet.models.catalog import ModelInfo
+from resnet.models.registry import register_family, register_model
+
+KWARGS = ("num_classes", "in_channels", "shortcut", "width", "zero_init_residual")
+
+
+def wide_architecture(depth, *, width=2, num_classes=10, in_channels=3, shortcut="A"):
+    if type(width) is not int or width < 1:
+        raise ValueError(f"width must be a whole number >= 1, got {width!r}")
+    arch = cifar_architecture(depth, num_classes=num_classes, in_channels=in_channels, shortcut=shortcut)
+    return dataclasses.replace(arch, widths=tuple(w * width for w in arch.widths))
+
+
+def build(depth, *, zero_init_residual=False, **kwargs):
+    from resnet.models.network import ResNet
+
+    return ResNet.from_architecture(wide_architecture(depth, **kwargs), zero_init_residual=zero_init_residual)
+
+
+def wide_info(depth):
+    return ModelInfo(
+        name=f"wresnet{depth}", family="wide", builder=functools.partial(build, depth), kwargs=KWARGS,
+        input_size=(3, 32, 32), depth=depth, residual=True, doc=f"wide CIFAR ResNet-{depth}",
+        architecture=functools.partial(wide_architecture, depth),
+    )
+
+
+def layouts(arch):
+    """Weights with three equal stages of basic blocks at 2x, 3x, ... the CIFAR widths are ours."""
+    k, rest = divmod(arch.widths[0], 16)
+    if arch.stem != "cifar" or len(arch.layers) != 3 or len(set(arch.layers)) != 1 or rest or k < 2:
+        return []
+    return [(f"wresnet{6 * arch.layers[0] + 2}", {"width": k})]
+
+
+register_model(wide_info(20))
+register_family("wide", r"wresnet(\\d+)", lambda m: wide_info(int(m.group(1))), layouts=layouts)
+'''
+
+#: A reproduction experiment: the wide net against ResNet-20, with its own option and its own report.
+WIDE_EXPERIMENT = '''
+"""``resnet reproduce wide-vs-narrow``: a wide ResNet-20 against section 4.2's ResNet-20 (not in the paper)."""
+from pathlib import Path
+
+from resnet.analysis.report import markdown_table, read_run
+from resnet.config import load_config, shortened_schedule
+from resnet.experiments.registry import Option, Options, experiment
+from resnet.experiments.runner import RunSpec, train_runs
+from resnet.io import atomic_write_text
+
+
+@experiment(
+    "wide-vs-narrow",
+    help="a wide ResNet-20 against ResNet-20 on CIFAR-10",
+    out="experiments/wide",
+    options=(Option("--width", "width multiplier of the wide net", 2),),
+)
+def wide_vs_narrow(opts: Options) -> Path:
+    base = [f"data.data_dir={opts.data_dir}"] if opts.data_dir else []
+    if opts.iterations:
+        scaled = shortened_schedule(load_config("cifar10/resnet20"), opts.iterations)
+        base += [f"{k}={v}" for k, v in scaled.items()]
+    nets = {"resnet20": [], f"wresnet20-x{opts.extra['width']}": ["model.name=wresnet20",
+                                                                 f"model.kwargs.width={opts.extra['width']}"]}
+    specs = [RunSpec(name, "cifar10/resnet20", opts.out / "runs" / name, (*base, *extra, *opts.sets))
+             for name, extra in nets.items()]
+    if not opts.report_only:
+        train_runs(specs, jobs=opts.jobs)
+    runs = [read_run(s.name, s.out) for s in specs]
+    rows = [[r.name, r.iteration, f"{r.summary.get('test_error', float('nan')):.2f}"] for r in runs]
+    report = opts.out / "wide-vs-narrow" / "REPORT.md"
+    atomic_write_text(report, "# Wide vs narrow\\n\\n" + markdown_table(["net", "iterations", "test error %"], rows))
+    return report
+'''
+
+PAPER_MARKS = ("Table 6", "Table 1", "0.27M", "269,722", "8.75")
+
+
+@pytest.fixture
+def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The two extension files, loaded through RESNET_PLUGINS; every registry is restored afterwards."""
+    from resnet import plugins as loader
+    from resnet.experiments import registry as experiments
+    from resnet.models import registry as models
+
+    models.list_models()  # the built-in registry is complete before the snapshot
+    experiments.discover()
+    saved = [(d, dict(d)) for d in (models._REGISTRY, models._FAMILIES, experiments.EXPERIMENTS, loader._loaded)]
+    files = [tmp_path / "wide_family.py", tmp_path / "wide_experiment.py"]
+    files[0].write_text(WIDE_FAMILY)
+    files[1].write_text(WIDE_EXPERIMENT)
+    monkeypatch.setenv("RESNET_PLUGINS", ",".join(map(str, files)))
+    yield files
+    for live, copy in saved:
+        live.clear()
+        live.update(copy)
+    for name in ("resnet_plugin_wide_family", "resnet_plugin_wide_experiment"):
+        sys.modules.pop(name, None)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def test_a_new_family_and_experiment_work_with_every_command(
+    plugins: list[Path], cifar_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # resnet models: the family is listed with its own layout and no paper figure
+    line = _run(["models", "wresnet*"], capsys).splitlines()[-1]
+    assert line.split()[:3] == ["wresnet20", "wide", "32x32"] and "1,073,962" in line
+    assert not any(mark in line for mark in PAPER_MARKS)
+    assert main(["models", "resnet20"]) == 0 and "Table 6" in capsys.readouterr().out  # the paper's net keeps it
+
+    # train with the family's own keyword from the recipe overrides
+    run = tmp_path / "run"
+    sets = ["model.name=wresnet20", "model.kwargs.width=2", "train.batch_size=16", "train.eval_every=4"]
+    argv = ["train", "cifar10/resnet20", "--data-dir", str(cifar_subset), "--iterations", "4", "--out", str(run)]
+    _run([*argv, "--device", "cpu", *(a for s in sets for a in ("--set", s))], capsys)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["model_name"] == "wresnet20" and ckpt["model_kwargs"]["width"] == 2
+
+    out = _run(["eval", str(run), "--limit", "200"], capsys)
+    assert "wresnet20 at iteration 4" in out and not any(mark in out for mark in PAPER_MARKS)
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    top = json.loads(_run(["predict", str(image), "--checkpoint", str(run), "--json", "--topk", "2"], capsys))
+    (pred,) = top["predictions"]
+    assert top["model"] == "wresnet20" and len(pred["top"]) == 2
+    assert {p["class"] for p in pred["top"]} <= {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                                 "horse", "ship", "truck"}  # fmt: skip
+
+    # convert: our checkpoint, and bare weights named from their shapes alone (width read from the tensors)
+    _run(["convert", str(run), "--to", str(tmp_path / "w.pt")], capsys)
+    bare = tmp_path / "bare.pt"
+    torch.save(torch.load(run / "checkpoint.pt", weights_only=True)["model"], bare)
+    _run(["convert", str(bare), "--to", str(tmp_path / "named.pt")], capsys)
+    named = torch.load(tmp_path / "named.pt", weights_only=True)
+    assert named["model_name"] == "wresnet20" and named["model_kwargs"]["width"] == 2
+
+    _run(["export", "--checkpoint", str(tmp_path / "named.pt"), "--format", "torchscript"], capsys)
+    assert torch.jit.load(tmp_path / "named.torchscript.pt")(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+    # reproduce: the experiment registered by the outside file, with its own option
+    assert "wide-vs-narrow" in _help(["reproduce", "--help"], capsys)
+    args = ["reproduce", "wide-vs-narrow", "--data-dir", str(cifar_subset), "--iterations", "2", "--width", "3"]
+    out = _run([*args, "--out", str(tmp_path / "exp"), "--set", "train.batch_size=8", "--device", "cpu"], capsys)
+    assert "| wresnet20-x3 | 2 |" in out and not any(mark in out for mark in PAPER_MARKS)
+    assert main(["reproduce", "table1", "--width", "3"]) == 2
+    assert "--width is not an option of table1" in capsys.readouterr().err
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        main(argv)
+    return capsys.readouterr().out
