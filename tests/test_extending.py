@@ -4,8 +4,8 @@ Each extension is ONE file outside the package, written here into ``tmp_path`` a
 file is (``RESNET_PLUGINS=path.py,...``, :mod:`resnet.plugins`). Then every command runs on them: ``models``,
 ``train``, ``eval``, ``predict``, ``convert`` (our checkpoint, and bare weights named from their shapes),
 ``export`` and ``reproduce``, on the genuine CIFAR-10 subset, a few iterations each; nothing may label the
-new family with the paper's figures. (A new in-memory dataset is not yet a single file: datasets are still
-listed in ``resnet.config`` and ``resnet.data.datasets``.)
+new family with the paper's figures. A third file adds an in-memory dataset, trained, evaluated and
+predicted on with its own class names.
 """
 
 from __future__ import annotations
@@ -103,28 +103,58 @@ def wide_vs_narrow(opts: Options) -> Path:
     return report
 '''
 
+#: An in-memory dataset: coloured noise, four classes named by colour, 3x16x16.
+BLOBS = '''
+"""Coloured blobs: a tiny in-memory dataset for trying a recipe in seconds."""
+import numpy as np
+
+from resnet.data.datasets import Dataset, register_dataset
+
+CLASSES = ("red", "green", "blue", "grey")
+COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [128, 128, 128]], dtype=np.float64)
+
+
+def read(cfg):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, len(CLASSES), 600).astype(np.int64)
+    x = np.clip(COLOURS[y][:, :, None, None] + rng.normal(0, 30, (600, 3, 16, 16)), 0, 255).astype(np.uint8)
+    return x[:500], y[:500], x[500:], y[500:], list(CLASSES)
+
+
+register_dataset(Dataset("blobs", read, (3, 16, 16), CLASSES))
+'''
+
 PAPER_MARKS = ("Table 6", "Table 1", "0.27M", "269,722", "8.75")
 
 
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The two extension files, loaded through RESNET_PLUGINS; every registry is restored afterwards."""
+    """Writes extension files and lists them in RESNET_PLUGINS; every registry is restored afterwards."""
+    from resnet import config
     from resnet import plugins as loader
+    from resnet.data import datasets
     from resnet.experiments import registry as experiments
     from resnet.models import registry as models
 
     models.list_models()  # the built-in registry is complete before the snapshot
     experiments.discover()
-    saved = [(d, dict(d)) for d in (models._REGISTRY, models._FAMILIES, experiments.EXPERIMENTS, loader._loaded)]
-    files = [tmp_path / "wide_family.py", tmp_path / "wide_experiment.py"]
-    files[0].write_text(WIDE_FAMILY)
-    files[1].write_text(WIDE_EXPERIMENT)
-    monkeypatch.setenv("RESNET_PLUGINS", ",".join(map(str, files)))
-    yield files
-    for live, copy in saved:
-        live.clear()
-        live.update(copy)
-    for name in ("resnet_plugin_wide_family", "resnet_plugin_wide_experiment"):
+    live = (models._REGISTRY, models._FAMILIES, experiments.EXPERIMENTS, loader._loaded, datasets.DATASETS)
+    saved = [(d, dict(d)) for d in live]
+    kinds = list(config.DATASET_KINDS)
+
+    def install(**sources: str) -> list[Path]:
+        files = [tmp_path / f"{name}.py" for name in sources]
+        for path, text in zip(files, sources.values(), strict=True):
+            path.write_text(text)
+        monkeypatch.setenv("RESNET_PLUGINS", ",".join(map(str, files)))
+        return files
+
+    yield install
+    for d, copy in saved:
+        d.clear()
+        d.update(copy)
+    config.DATASET_KINDS[:] = kinds
+    for name in [m for m in sys.modules if m.startswith("resnet_plugin_")]:
         sys.modules.pop(name, None)
 
 
@@ -136,8 +166,9 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_a_new_family_and_experiment_work_with_every_command(
-    plugins: list[Path], cifar_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    plugins, cifar_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
+    plugins(wide_family=WIDE_FAMILY, wide_experiment=WIDE_EXPERIMENT)
     # resnet models: the family is listed with its own layout and no paper figure
     line = _run(["models", "wresnet*"], capsys).splitlines()[-1]
     assert line.split()[:3] == ["wresnet20", "wide", "32x32"] and "1,073,962" in line
@@ -187,3 +218,27 @@ def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit):
         main(argv)
     return capsys.readouterr().out
+
+
+def test_a_new_in_memory_dataset_trains_evaluates_and_names_its_classes(plugins, tmp_path: Path, capsys):
+    plugins(blobs=BLOBS)
+    run = tmp_path / "run"
+    sets = ["data.dataset=blobs", "model.name=resnet8", "train.batch_size=32", "train.eval_every=20", "data.pad=2"]
+    argv = ["train", "cifar10/resnet20", "--iterations", "20", "--device", "cpu", "--out", str(run)]
+    _run([*argv, *(a for s in sets for a in ("--set", s))], capsys)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["dataset"] == "blobs" and ckpt["classes"] == ["red", "green", "blue", "grey"]
+    assert ckpt["input_size"] == [3, 16, 16]
+
+    out = _run(["eval", str(run)], capsys)
+    assert "test split (100 images)" in out and "grey" in out
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(image)
+    top = json.loads(_run(["predict", str(image), "--checkpoint", str(run), "--json", "--topk", "4"], capsys))
+    assert sorted(p["class"] for p in top["predictions"][0]["top"]) == ["blue", "green", "grey", "red"]
+
+    _run(["convert", str(run), "--to", str(tmp_path / "blobs.pt")], capsys)
+    assert torch.load(tmp_path / "blobs.pt", weights_only=True)["dataset"] == "blobs"
+    assert main(["train", "cifar10/resnet20", "--set", "data.dataset=blobz", "--print-config"]) == 2
+    assert "choose one of cifar10, cifar100, digits, synthetic, imagefolder, blobs" in capsys.readouterr().err

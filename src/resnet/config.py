@@ -37,8 +37,9 @@ class ModelConfig:
     init_from: str | None = None
 
 
-#: Every value ``data.dataset`` takes: the in-memory array datasets, then image folders (ImageNet's layout).
-DATASET_KINDS = ("cifar10", "cifar100", "digits", "synthetic", "imagefolder")
+#: Every value ``data.dataset`` takes: the in-memory array datasets, then image folders (ImageNet's layout);
+#: a dataset registered later (``resnet.data.datasets.register_dataset``) adds its name.
+DATASET_KINDS = ["cifar10", "cifar100", "digits", "synthetic", "imagefolder"]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 
 from resnet.checkpoint import Checkpoint, load_checkpoint
 from resnet.config import Config, DataConfig
-from resnet.data.datasets import load_dataset
+from resnet.data.datasets import DATASETS, load_dataset
 from resnet.data.imagefolder import scan
 from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
@@ -149,7 +149,7 @@ def _evaluate_arrays(
         raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
     if cfg is not None:
         data_cfg = cfg.data
-    elif ckpt.dataset in ("cifar10", "cifar100"):
+    elif ckpt.dataset in DATASETS:
         # Converted weights record no recipe, only their dataset: its test split is the same for every recipe.
         data_cfg = DataConfig(dataset=ckpt.dataset)
     else:
