@@ -242,3 +242,17 @@ def test_a_new_in_memory_dataset_trains_evaluates_and_names_its_classes(plugins,
     assert torch.load(tmp_path / "blobs.pt", weights_only=True)["dataset"] == "blobs"
     assert main(["train", "cifar10/resnet20", "--set", "data.dataset=blobz", "--print-config"]) == 2
     assert "choose one of cifar10, cifar100, digits, synthetic, imagefolder, blobs" in capsys.readouterr().err
+
+
+def test_a_plugin_that_fails_to_load_stops_the_command_in_one_line(tmp_path: Path, monkeypatch, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    monkeypatch.setenv("RESNET_PLUGINS", str(bad))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert f"plugin '{bad}' failed to load (RuntimeError: boom)" in err and "Traceback" not in err
+    monkeypatch.setenv("RESNET_PLUGINS", f"{tmp_path / 'missing.py'}, no_such_module_here")
+    assert main(["models"]) == 2 and "no such file" in capsys.readouterr().err
+    monkeypatch.setenv("RESNET_PLUGINS", "no_such_module_here")
+    assert main(["models"]) == 2 and "ModuleNotFoundError" in capsys.readouterr().err
+    assert "resnet_plugin_bad" not in sys.modules

@@ -15,6 +15,7 @@ naming it (set ``RESNET_DEBUG=1`` for the traceback).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -69,13 +70,16 @@ def load_plugin(item: str) -> ModuleType:
         return module
 
 
-def plugin_names() -> list[str]:
-    """What :func:`load_plugins` loads: the entry points of ``resnet.plugins``, then ``RESNET_PLUGINS``."""
+@functools.cache
+def _entry_points() -> tuple[str, ...]:
     from importlib.metadata import entry_points
 
-    names = [ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    names += [item.strip() for item in os.environ.get(ENV, "").split(",") if item.strip()]
-    return names
+    return tuple(ep.module for ep in entry_points(group=ENTRY_POINT_GROUP))  # installed once per process
+
+
+def plugin_names() -> list[str]:
+    """What :func:`load_plugins` loads: the entry points of ``resnet.plugins``, then ``RESNET_PLUGINS``."""
+    return [*_entry_points(), *(item.strip() for item in os.environ.get(ENV, "").split(",") if item.strip())]
 
 
 def load_plugins() -> list[ModuleType]:

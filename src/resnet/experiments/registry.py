@@ -116,14 +116,14 @@ _lock = threading.Lock()
 
 def discover() -> dict[str, Experiment]:
     """Every experiment: this package's modules (imported once; none imports torch at the top), then plugins."""
+    from resnet.plugins import load_plugins
+
     with _lock:
         if not _discovered["done"]:
             for module in pkgutil.iter_modules(_package_path()):
                 importlib.import_module(f"resnet.experiments.{module.name}")
-            from resnet.plugins import load_plugins
-
-            load_plugins()
             _discovered["done"] = True
+    load_plugins()  # each plugin once; asked every time, so one named in RESNET_PLUGINS later is found too
     return EXPERIMENTS
 
 
