@@ -85,7 +85,7 @@ def test_built_nets_follow_their_architecture():
         (lambda: imagenet_architecture(42), "one of 18, 34, 50, 101, 152"),
         (lambda: cifar_architecture(20, shortcut="D"), "choose one of A, B, C"),
         (lambda: imagenet_architecture(50, bottleneck_stride="2x2"), "choose one of 1x1, 3x3"),
-        (lambda: Architecture("wide", (1,), (8,), "cifar"), "'basic' or 'bottleneck'"),
+        (lambda: Architecture("wide", (1,), (8,), "cifar"), "choose one of basic, bottleneck"),
         (lambda: Architecture("basic", (1, 1), (8,), "cifar"), "differ in length"),
         (lambda: Architecture("basic", (1,), (8,), "vgg"), "'imagenet' or 'cifar'"),
         (lambda: Architecture("basic", (1,), (8,), "cifar", num_classes=0), "must be positive"),

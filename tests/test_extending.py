@@ -256,3 +256,56 @@ def test_a_plugin_that_fails_to_load_stops_the_command_in_one_line(tmp_path: Pat
     monkeypatch.setenv("RESNET_PLUGINS", "no_such_module_here")
     assert main(["models"]) == 2 and "ModuleNotFoundError" in capsys.readouterr().err
     assert "resnet_plugin_bad" not in sys.modules
+
+
+#: A new block type: three 3x3 convs per block, with the base block's shortcuts (options A/B/C).
+TRIPLE_BLOCK = """
+import torch.nn.functional as F
+from torch import nn
+
+from resnet.models.blocks import BasicBlock, conv3x3, register_block
+from resnet.models.cost import conv_bn
+
+
+class TripleBlock(BasicBlock):
+    def __init__(self, in_planes, planes, stride=1, *, residual=True, shortcut="B"):
+        super().__init__(in_planes, planes, stride, residual=residual, shortcut=shortcut)
+        self.conv3, self.bn3 = conv3x3(planes, planes), nn.BatchNorm2d(planes)
+
+    def branch(self, x):
+        return self.bn3(self.conv3(F.relu(super().branch(x))))
+
+    def last_bn(self):
+        return self.bn3
+
+
+def triple_cost(arch, c_in, planes, stride, hw):
+    first, mid = conv_bn(c_in, planes, 3, stride, hw)
+    return first + conv_bn(planes, planes, 3, 1, mid)[0] + conv_bn(planes, planes, 3, 1, mid)[0], planes
+
+
+register_block("triple", TripleBlock, triple_cost)
+"""
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+def test_a_new_block_type_is_built_and_counted_from_one_file(plugins, shortcut: str):
+    from resnet.models.arch import BLOCK_EXPANSION, Architecture
+    from resnet.models.blocks import BLOCK_MODULES
+    from resnet.models.complexity import count_macs, count_params
+    from resnet.models.cost import BRANCH_COSTS, architecture_cost
+    from resnet.models.network import ResNet
+    from resnet.plugins import load_plugins
+
+    plugins(triple_block=TRIPLE_BLOCK)
+    try:
+        load_plugins()
+        arch = Architecture("triple", (2, 1, 1), (16, 32, 64), "cifar", shortcut=shortcut, num_classes=7)
+        net = ResNet.from_architecture(arch, zero_init_residual=True)
+        cost = architecture_cost(arch, (32, 32))
+        assert (count_params(net), count_macs(net, (3, 32, 32))) == (cost.params, cost.macs)
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+        assert type(net.layer1[0]).__name__ == "TripleBlock" and not net.layer1[0].bn3.weight.any()
+    finally:
+        for table in (BLOCK_MODULES, BLOCK_EXPANSION, BRANCH_COSTS):
+            table.pop("triple", None)

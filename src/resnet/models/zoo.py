@@ -25,7 +25,7 @@ def _layout(info: ModelInfo) -> tuple[str, list[int], str, int, int]:
         arch: Architecture = info.architecture()
         cost = architecture_cost(arch, info.input_size[1:])
         shortcut = arch.shortcut if arch.residual else "none"
-        return BLOCK_NAMES[arch.block], list(arch.layers), shortcut, cost.params, cost.macs
+        return BLOCK_NAMES.get(arch.block, arch.block), list(arch.layers), shortcut, cost.params, cost.macs
     from resnet.models.complexity import count_macs, count_params, meta_instance
 
     model = meta_instance(info.name)
