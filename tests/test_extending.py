@@ -309,3 +309,21 @@ def test_a_new_block_type_is_built_and_counted_from_one_file(plugins, shortcut: 
     finally:
         for table in (BLOCK_MODULES, BLOCK_EXPANSION, BRANCH_COSTS):
             table.pop("triple", None)
+
+
+def test_an_entry_states_its_own_preprocessing_and_input_size(plugins):
+    import dataclasses
+
+    from resnet.errors import UserError
+    from resnet.interop.convert import default_meta
+    from resnet.models.registry import model_info, register_model
+
+    base = model_info("resnet20")
+    stats = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    register_model(dataclasses.replace(base, name="mine20", preprocessing=stats, input_size=(3, 24, 24)))
+    meta, note = default_meta("mine20", {})
+    assert meta["preprocessing"]["std"].flatten().tolist() == [0.25] * 3 and meta["input_size"] == [3, 24, 24]
+    assert "mine20's per-channel mean/std" in note
+    register_model(dataclasses.replace(base, name="odd20", preprocessing="odd"))
+    with pytest.raises(UserError, match="preprocessing 'odd'; presets: imagenet, cifar10"):
+        default_meta("odd20", {})

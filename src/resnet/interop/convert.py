@@ -118,11 +118,12 @@ def default_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) 
     info = model_info(name)
     num_classes, channels = int(kwargs.get("num_classes", info.num_classes)), int(kwargs.get("in_channels", 3))
     dataset = info.dataset if num_classes == info.num_classes else "unknown"
-    default = PRESETS[info.preprocessing]
-    note = (
-        f"preprocessing: assumed the {info.preprocessing} per-channel mean/std of {name}'s family "
-        "(the weights carry none; --preprocessing sets it)"
-    )
+    preset = info.preprocessing
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise UserError(f"{name}: its entry names preprocessing {preset!r}; presets: {', '.join(PRESETS)}")
+    default = PRESETS[preset] if isinstance(preset, str) else preset
+    what = f"the {preset}" if isinstance(preset, str) else f"{name}'s"
+    note = f"preprocessing: assumed {what} per-channel mean/std (the weights carry none; --preprocessing sets it)"
     if stats is not None:
         note = f"preprocessing: mean {list(stats[0])}, std {list(stats[1])} (as given)"
     meta = {
