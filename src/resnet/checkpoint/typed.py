@@ -65,6 +65,8 @@ def _check_model_kwargs(kwargs: Any, where: str) -> None:
             _check(ok, where, f"model_kwargs.{key}", f"must be a whole number in 1..{_KWARG_RULES[key][1]:,}")
         elif key == "zero_init_residual":
             _check(isinstance(value, bool), where, f"model_kwargs.{key}", "must be true or false")
+        elif key in ("shortcut", "bottleneck_stride"):
+            _check(value is None or isinstance(value, str), where, f"model_kwargs.{key}", "must be a name or null")
         else:  # a family's own keywords (create_model checks names and choices): scalars only
             finite = isinstance(value, float) and math.isfinite(value)
             ok = value is None or isinstance(value, str | bool | int) or finite
