@@ -85,7 +85,7 @@ def test_built_nets_follow_their_architecture():
         (lambda: imagenet_architecture(42), "one of 18, 34, 50, 101, 152"),
         (lambda: cifar_architecture(20, shortcut="D"), "choose one of A, B, C"),
         (lambda: imagenet_architecture(50, bottleneck_stride="2x2"), "choose one of 1x1, 3x3"),
-        (lambda: Architecture("wide", (1,), (8,), "cifar"), "'basic' or 'bottleneck'"),
+        (lambda: Architecture("wide", (1,), (8,), "cifar"), "choose one of basic, bottleneck"),
         (lambda: Architecture("basic", (1, 1), (8,), "cifar"), "differ in length"),
         (lambda: Architecture("basic", (1,), (8,), "vgg"), "'imagenet' or 'cifar'"),
         (lambda: Architecture("basic", (1,), (8,), "cifar", num_classes=0), "must be positive"),
@@ -157,16 +157,19 @@ def test_table_commands_do_not_import_torch(argv: list[str], tmp_path):
     assert out.splitlines()[-1] == "False []"
 
 
-def test_every_experiment_is_found_by_its_module():
-    import importlib
-
-    from resnet.experiments.registry import EXPERIMENTS
-    from resnet.experiments.reproduce import MODULES
-
-    for module in set(MODULES.values()):
-        importlib.import_module(module)
-    assert set(EXPERIMENTS) == set(MODULES)
-    assert all(EXPERIMENTS[name].__module__ == module for name, module in MODULES.items())
+def test_every_experiment_registers_itself_and_listing_them_needs_no_torch():
+    code = (
+        "import sys\n"
+        "from resnet.experiments.registry import discover\n"
+        "found = discover()\n"
+        "print(sorted(found), 'torch' in sys.modules, 'numpy' in sys.modules)\n"
+        "print(sorted({e.run.__module__ for e in found.values()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    paper = ["cifar-fig6", "cifar-table6", "fig7", "imagenet-table2", "imagenet-table3", "table1"]
+    assert out[0] == f"{paper} False False"
+    modules = {"resnet.experiments.cifar", "resnet.experiments.imagenet", "resnet.experiments.table1"}
+    assert out[1] == repr(sorted(modules))
 
 
 def test_models_package_loads_names_lazily():
@@ -190,8 +193,8 @@ def test_user_families_come_after_the_paper_s_and_first_use_is_thread_safe():
         "from resnet.models.registry import register_family, model_info, list_models\n"
         "from resnet.models.catalog import cifar_info\n"
         "import dataclasses\n"
-        "mine = lambda name, depth, residual: dataclasses.replace(cifar_info(depth, residual), doc='user family')\n"
-        "register_family('mine', mine)\n"
+        "mine = lambda m: dataclasses.replace(cifar_info(int(m.group(2)), True), doc='user family')\n"
+        "register_family('mine', r'(resnet)(\\d+)', mine)\n"
         "assert model_info('resnet38').doc.startswith('CIFAR ResNet-38'), model_info('resnet38').doc\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

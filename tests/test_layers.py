@@ -1,8 +1,10 @@
 """The package's structure stays true: layers import only from lower ones, and no module import cycles.
 
-Layers, lowest first: errors/io/paper/config -> models -> data -> eval -> checkpoint -> train -> interop,
-analysis -> experiments -> cli (the README's "Layout"). Every ``import`` counts, also those inside functions:
-a lazy import against the order is still a dependency against the order.
+Layers, lowest first: errors/io/paper/plugins/config -> models -> data -> eval -> checkpoint -> train ->
+interop, analysis -> experiments -> cli (the README's "Layout"), and ``benchmarks/`` above them all. Every
+import counts: those inside functions (a lazy import against the order is still a dependency against the
+order), relative ones (``from ..train import loop``), and ``importlib.import_module("resnet.x")`` with a
+name written in the code (an f-string counts by its fixed prefix, ``f"resnet.models.{name}"`` -> models).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "resnet"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "resnet"
+BENCHMARKS = ROOT / "benchmarks"
 
 #: Rank of each top-level part of ``resnet``; equal ranks of *different* parts may not import each other.
 RANKS = {
@@ -23,6 +27,7 @@ RANKS = {
     "safe_yaml": 1,
     "safe_json": 2,
     "ranges": 1,
+    "plugins": 1,  # imports a user's modules by name (RESNET_PLUGINS, entry points), nothing of ours
     "config": 2,
     "metadata": 2,
     "models": 3,
@@ -36,35 +41,82 @@ RANKS = {
     "cli": 10,
     "__main__": 11,
     "__init__": 11,  # the package facade (``import resnet``): may re-export anything below it
+    "benchmarks": 12,  # measure the package from outside: may import any of it, nothing imports them
 }
 
 
 def module_name(path: Path) -> str:
+    if path.is_relative_to(BENCHMARKS):
+        return f"benchmarks.{path.stem}"
     parts = ["resnet", *path.relative_to(SRC).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def all_modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+    files = [*sorted(SRC.rglob("*.py")), *sorted(BENCHMARKS.glob("*.py"))]
+    return {module_name(p): p for p in files}
 
 
 def part(module: str) -> str:
-    """``resnet.train.loop`` -> ``train``; the package itself -> ``__init__``."""
+    """``resnet.train.loop`` -> ``train``; the package itself -> ``__init__``; ``benchmarks.x`` -> ``benchmarks``."""
     pieces = module.split(".")
+    if pieces[0] == "benchmarks":
+        return "benchmarks"
     return pieces[1] if len(pieces) > 1 else "__init__"
 
 
-def imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """Modules of this package that ``path`` imports (``from resnet.x import y`` counts y when it is a module)."""
+def _absolute(node: ast.ImportFrom, path: Path, name: str | None) -> str | None:
+    """The module a ``from`` import names, relative ones (``from ..x import y``) resolved against module ``name``."""
+    if not node.level:
+        return node.module
+    package = (name or module_name(path)).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _importlib_target(node: ast.Call) -> str | None:
+    """``importlib.import_module("resnet.x")`` (or ``import_module(f"resnet.x.{y}")``): the fixed part of the name."""
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    if name != "import_module" or not node.args:
+        return None
+    arg = node.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        return str(arg.values[0].value).rstrip(".")  # the package the name is built under
+    return None
+
+
+def imports(path: Path, modules: dict[str, Path], name: str | None = None) -> set[str]:
+    """Modules of this package that ``path`` (module ``name``) imports (``from resnet.x import y`` counts y when
+    it is a module)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "resnet"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "resnet":
+        elif isinstance(node, ast.ImportFrom) and (module := _absolute(node, path, name)):
+            if module.split(".")[0] != "resnet":
+                continue
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if sub in modules else node.module)
+                sub = f"{module}.{alias.name}"
+                found.add(sub if sub in modules else module)
+        elif isinstance(node, ast.Call) and (target := _importlib_target(node)):
+            found.add(target)
     return {m for m in found if m in modules}
+
+
+def unresolved(path: Path, modules: dict[str, Path]) -> list[str]:
+    """``resnet...`` modules ``path`` imports that do not exist (a benchmark left behind by a rename)."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        missing += [n for n in names if n.split(".")[0] == "resnet" and n not in modules]
+    return missing
 
 
 @pytest.fixture(scope="module")
@@ -145,15 +197,41 @@ def test_the_checks_catch_what_they_should(tmp_path: Path):
     assert imports(fake, {"resnet.train.loop": fake}) == {"resnet.train.loop"}
 
 
+def test_relative_imports_and_importlib_count(tmp_path: Path):
+    pkg = tmp_path / "resnet" / "models"
+    pkg.mkdir(parents=True)
+    rel = pkg / "x.py"
+    rel.write_text("from ..train import loop\nfrom . import arch\n")
+    dyn = pkg / "y.py"
+    dyn.write_text("import importlib\nimportlib.import_module('resnet.train.loop')\nimport_module(f'resnet.cli.{n}')\n")
+    modules = {"resnet.train.loop": rel, "resnet.models.arch": rel, "resnet.cli": rel}
+    assert imports(rel, modules, "resnet.models.x") == {"resnet.train.loop", "resnet.models.arch"}
+    assert imports(dyn, modules, "resnet.models.y") == {"resnet.train.loop", "resnet.cli"}
+    assert layer_violations({"resnet.models.x": imports(rel, modules, "resnet.models.x")})
+
+
+def test_benchmarks_are_covered_and_import_only_what_exists():
+    modules = all_modules()
+    assert any(part(m) == "benchmarks" for m in modules)
+    assert layer_violations({"resnet.train.loop": {"benchmarks.minitest"}})  # the package never imports them
+    missing = {
+        name: miss for name, p in modules.items() if part(name) == "benchmarks" and (miss := unresolved(p, modules))
+    }
+    assert not missing, f"benchmarks import modules that do not exist: {missing}"
+
+
 def test_no_module_is_too_long():
     # Files of a readable size (the README's "Layout"); data files and generated lists are not .py.
-    long = {name: n for name, p in all_modules().items() if (n := len(p.read_text().splitlines())) > 400}
+    package = {name: p for name, p in all_modules().items() if part(name) != "benchmarks"}
+    long = {name: n for name, p in package.items() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, f"split these modules: {long}"
 
 
 def test_no_function_is_longer_than_a_screen():
     too_long = []
     for name, path in all_modules().items():
+        if part(name) == "benchmarks":  # scripts of measurements, not the library
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1

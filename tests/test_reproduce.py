@@ -161,7 +161,16 @@ def test_table1_numbers_equal_the_spec(tmp_path: Path):
     assert (tmp_path / "table1/table1.png").stat().st_size > 10_000
 
 
-def test_a_real_shortened_experiment_on_the_subset(cifar_subset: Path, tmp_path: Path, capsys):
+def test_a_real_shortened_experiment_on_the_subset(cifar_subset: Path, tmp_path: Path, capsys, monkeypatch):
+    import collections
+
+    import resnet.config
+    import resnet.data.datasets
+
+    reads: collections.Counter[str] = collections.Counter()
+    parse, load = resnet.config.load_yaml, resnet.data.datasets.load_cifar
+    monkeypatch.setattr(resnet.config, "load_yaml", lambda text, where: reads.update([where]) or parse(text, where))
+    monkeypatch.setattr(resnet.data.datasets, "load_cifar", lambda *a: reads.update(["CIFAR"]) or load(*a))
     args = [
         "reproduce",
         "cifar-table6",
@@ -179,6 +188,8 @@ def test_a_real_shortened_experiment_on_the_subset(cifar_subset: Path, tmp_path:
         "train.batch_size=16",
     ]
     assert main(args) == 0
+    # Each recipe is read once and the data loaded once for the whole experiment (two runs, five nets' specs).
+    assert set(reads.values()) == {1} and len(reads) >= 5, reads
     # runs and report are named by length and training-set size, so other settings never overwrite them
     text = (tmp_path / "cifar-table6-it3-n5085/REPORT.md").read_text()
     assert "**Not a reproduction.**" in text and "(mean±std)" in text

@@ -30,13 +30,17 @@ class ModelConfig:
     shortcut: str | None = None  # "A" | "B" | "C"; None: the model's default (A on CIFAR, B on ImageNet)
     bottleneck_stride: str | None = None  # "1x1" (paper) | "3x3" (torchvision v1.5); ImageNet nets only
     zero_init_residual: bool = False  # not in the paper (Goyal et al. 2017)
+    # Further create_model keywords of the model's family (a user's family's own, e.g. `width: 2`); set one
+    # with `--set model.kwargs.width=2`. The registry refuses a keyword the model does not take.
+    kwargs: dict[str, Any] = field(default_factory=dict)
     # Fine-tuning: start from these weights (a `resnet convert` output or a run directory) instead of He init;
     # a fresh classifier when the class count differs. Resuming still restores the run's own checkpoint.
     init_from: str | None = None
 
 
-#: Every value ``data.dataset`` takes: the in-memory array datasets, then image folders (ImageNet's layout).
-DATASET_KINDS = ("cifar10", "cifar100", "digits", "synthetic", "imagefolder")
+#: Every value ``data.dataset`` takes: the in-memory array datasets, then image folders (ImageNet's layout);
+#: a dataset registered later (``resnet.data.datasets.register_dataset``) adds its name.
+DATASET_KINDS = ["cifar10", "cifar100", "digits", "synthetic", "imagefolder"]
 
 
 @dataclass
@@ -212,8 +216,23 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise UserError(f"config key {key!r} expects {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
+def _set_open_key(cfg: Config, key: str, value: Any, where: str) -> bool:
+    """Set ``model.kwargs.NAME`` (an open mapping of scalars); False when ``key`` is no such key."""
+    prefix, _, name = key.rpartition(".")
+    if prefix != "model.kwargs":
+        return False
+    if not re.fullmatch(r"[A-Za-z_]\w{0,63}", name):
+        raise UserError(f"{where}config key {key!r}: {name!r} is not a keyword name")
+    if not (value is None or isinstance(value, str | bool | int | float)):
+        raise UserError(f"{where}config key {key!r} expects a number, a name, true/false or null, got {value!r}")
+    cfg.model.kwargs[name] = value
+    return True
+
+
 def set_key(cfg: Config, key: str, value: Any, where: str = "") -> None:
     """Set one dotted key, type-checked; unknown keys fail with the close matches."""
+    if _set_open_key(cfg, key, value, where):
+        return
     parts = key.split(".")
     target: Any = cfg
     for part in parts[:-1]:

@@ -394,6 +394,19 @@ def check_model_kwargs(kwargs: Any, where: str) -> dict[str, Any]:
         elif key == "zero_init_residual":
             if not isinstance(value, bool):
                 raise _fail(where, f"model_kwargs.{key}", "must be true or false")
-        elif not (value is None or (isinstance(value, str) and len(value) <= MAX_NAME_CHARS)):
-            raise _fail(where, f"model_kwargs.{key}", "must be a name or null")
+        elif key in ("shortcut", "bottleneck_stride"):
+            if not (value is None or (isinstance(value, str) and len(value) <= MAX_NAME_CHARS)):
+                raise _fail(where, f"model_kwargs.{key}", "must be a name or null")
+        elif not _family_scalar(value):  # a family's own keyword (create_model checks its name and range)
+            raise _fail(where, f"model_kwargs.{key}", "must be a name, a finite number, true/false or null")
     return dict(kwargs)
+
+
+def _family_scalar(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        return len(value) <= MAX_NAME_CHARS
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    return isinstance(value, float) and math.isfinite(value)

@@ -3,8 +3,9 @@
 - ``module.`` (DataParallel / DistributedDataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes are
   stripped.
 - :func:`infer_architecture` names the net a state_dict belongs to from its tensors alone: the stem's kernel
-  (7x7 ImageNet, 3x3 CIFAR), the block type (a ``conv3`` means bottlenecks), the blocks per stage (Table 1
-  for ImageNet; three stages of n for CIFAR depth 6n+2), the projection shortcuts (where there are
+  (7x7 ImageNet, 3x3 CIFAR), the block type (a ``conv3`` means bottlenecks), the blocks and width per stage
+  (each registered family says which of its names have them: Table 1 for ImageNet, three stages of n for
+  CIFAR depth 6n+2), the projection shortcuts (where there are
   ``downsample`` tensors: only at stage starts is option B, on every block option C), the classes (``fc``)
   and input channels (``conv1``). Two things shapes cannot tell: a plain net and its option-A twin have
   identical tensors (section 3.3: option A adds no parameters), and the bottleneck's stride placement
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from resnet.errors import UserError
-from resnet.models import model_info
-from resnet.paper import TABLE1_LAYERS
+from resnet.models.arch import Architecture as ModelLayout
+from resnet.models.registry import model_info, models_with_layout
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
@@ -81,8 +82,29 @@ def _stage_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[int], se
     return [len(blocks[s]) for s in stages], projected
 
 
+def _layout(state_dict: Mapping[str, torch.Tensor], layers: list[int], projected: bool) -> ModelLayout:
+    """The torch-free description of what the tensors fix: stem, block, blocks and width per stage, head."""
+    conv1, fc = state_dict["conv1.weight"], state_dict["fc.weight"]
+    kernel = tuple(conv1.shape[-2:])
+    stem = {(7, 7): "imagenet", (3, 3): "cifar"}.get(kernel)  # type: ignore[call-overload]
+    first = [state_dict.get(f"layer{i + 1}.0.conv1.weight") for i in range(len(layers))]
+    if stem is None or not layers or any(w is None or w.ndim != 4 for w in first):
+        raise UserError(f"conv1 is {kernel[0]}x{kernel[1]} with {layers} blocks per stage: no ResNet of this project")
+    block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    widths = tuple(int(w.shape[0]) for w in first)  # type: ignore[union-attr]
+    try:
+        return ModelLayout(block, tuple(layers), widths, stem, residual=projected, shortcut="B",
+                           num_classes=int(fc.shape[0]), in_channels=int(conv1.shape[1]))  # fmt: skip
+    except ValueError as e:
+        raise UserError(f"the weights' layers fit no ResNet: {e}") from None
+
+
 def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
-    """Name the network ``state_dict`` belongs to (see the module docstring); ``UserError`` if it is no ResNet."""
+    """Name the network ``state_dict`` belongs to (see the module docstring); ``UserError`` if it is no ResNet.
+
+    The shapes give a layout; every registered model family is asked which of its names have that layout
+    (:func:`resnet.models.registry.models_with_layout`), so weights of a user's family are named too.
+    """
     conv1, fc = state_dict.get("conv1.weight"), state_dict.get("fc.weight")
     if conv1 is None or fc is None or conv1.ndim != 4 or fc.ndim != 2:
         raise UserError(
@@ -90,27 +112,28 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
             "they come from another architecture or naming scheme"
         )
     layers, projected = _stage_layout(state_dict)
-    bottleneck = "layer1.0.conv3.weight" in state_dict
+    layout = _layout(state_dict, layers, bool(projected))
+    bottleneck = layout.block == "bottleneck"
     kwargs: dict[str, object] = {"num_classes": int(fc.shape[0])}
     if conv1.shape[1] != 3:
         kwargs["in_channels"] = int(conv1.shape[1])
-    kernel = tuple(conv1.shape[-2:])
-    if kernel == (7, 7):
-        depths = [d for d, layout in TABLE1_LAYERS.items() if list(layout) == layers and (d >= 50) == bottleneck]
-        if not depths:
-            raise UserError(f"ImageNet-style weights with {layers} blocks per stage match none of Table 1's nets")
-        depth = depths[0]
-    elif kernel == (3, 3) and len(layers) == 3 and len(set(layers)) == 1 and not bottleneck:
-        depth = 6 * layers[0] + 2
-    else:
-        raise UserError(f"conv1 is {kernel[0]}x{kernel[1]} with {layers} blocks per stage: no ResNet of this project")
-    all_blocks = {(s + 1, b) for s, n in enumerate(layers) for b in range(n)}
+    found = models_with_layout(layout)
+    if projected:  # a plain net has no projections: only residual names remain
+        found = [(n, k) for n, k in found if model_info(n).residual]
+    if not found:
+        what = "ImageNet-style" if layout.stem == "imagenet" else "CIFAR-style"
+        raise UserError(
+            f"{what} weights with {layers} blocks per stage of widths {list(layout.widths)} match no registered "
+            "model (`resnet models` lists them)"
+        )
+    kwargs.update(found[0][1])
+    names = [n for n, _ in found]
     if not projected:
         # Option A and plain nets hold the same tensors: both names stay candidates.
-        kwargs_a = {**kwargs, "shortcut": "A"}
-        return Architecture([f"resnet{depth}", f"plain{depth}"], kwargs_a, bottleneck)
+        return Architecture(names, {**kwargs, "shortcut": "A"}, bottleneck)
+    all_blocks = {(s + 1, b) for s, n in enumerate(layers) for b in range(n)}
     shortcut = "C" if projected == all_blocks else "B"
-    return Architecture([f"resnet{depth}"], {**kwargs, "shortcut": shortcut}, bottleneck)
+    return Architecture(names, {**kwargs, "shortcut": shortcut}, bottleneck)
 
 
 def kwargs_for(name: str, kwargs: Mapping[str, object]) -> dict[str, object]:

@@ -71,7 +71,7 @@ def check_weights(state: dict[str, Any], where: str) -> None:
 def resize_for(model_name: str, input_size: tuple[int, int, int] | list[int]) -> Resize:
     """The resize and crop this project applies to the inputs of ``model_name`` (the paper's, section 3.4 / 4.2)."""
     try:
-        imagenet = model_info(model_name).family == "imagenet"
+        imagenet = model_info(model_name).test_views == "crops"  # the paper's ImageNet testing (section 3.4)
     except ValueError:  # an unknown name: refused when the model is built, with the close matches
         imagenet = False
     size = (int(input_size[1]), int(input_size[2]))

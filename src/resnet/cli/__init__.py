@@ -163,10 +163,11 @@ TORCH_FREE_COMMANDS = frozenset({"recipes", "models"})
 def needs_torch(args: argparse.Namespace) -> bool:
     """Whether the parsed command will import torch (it is then imported up front, Ctrl-C held back)."""
     if args.command == "reproduce":
-        from resnet.experiments.reproduce import MODULES, TORCH_FREE
+        from resnet.experiments.registry import find_experiment
 
         # An unknown name is refused (one line) without torch too.
-        return args.experiment in MODULES and args.experiment not in TORCH_FREE
+        exp = find_experiment(args.experiment)
+        return exp is not None and not exp.torch_free
     return args.command not in TORCH_FREE_COMMANDS
 
 
@@ -194,8 +195,14 @@ def _import_torch_holding_ctrl_c() -> None:
 def _run(argv: list[str]) -> int:
     from resnet.errors import UserError
     from resnet.io import replacing
+    from resnet.plugins import load_plugins
     from resnet.train import signals as stop_signals
 
+    try:
+        load_plugins()  # a user's families, datasets and experiments (resnet.plugins), before any registry is read
+    except UserError as e:
+        print(f"resnet: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     hint = _suggest_command(parser, argv) or _suggest_option(parser, argv)
     if hint:

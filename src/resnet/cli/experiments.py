@@ -76,11 +76,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from resnet.experiments.registry import Options, default_out
-    from resnet.experiments.reproduce import reproduce
+    from resnet.experiments.registry import Options
+    from resnet.experiments.reproduce import get_experiment, reproduce
 
+    exp = get_experiment(args.experiment)
+    # Another experiment's option given a value is refused, not silently ignored.
+    foreign = [o for o in _experiment_options() if o.dest not in exp.defaults() and getattr(args, o.dest) != o.default]
+    if foreign:
+        raise UserError(f"{foreign[0].flag} is not an option of {exp.name}; `resnet reproduce --help` lists them")
     opts = Options(
-        out=Path(args.out) if args.out else default_out(args.experiment),
+        out=Path(args.out) if args.out else exp.out,
         data_dir=args.data_dir,
         iterations=args.iterations,
         only=args.only,
@@ -89,10 +94,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         jobs=args.jobs,
         report_only=args.report_only,
-        with_110=args.with_110,
-        with_1202=args.with_1202,
         sets=list(args.set or []),
-        protocol=args.protocol,
+        extra={dest: getattr(args, dest) for dest in exp.defaults()},
     )
     check_flag("--seeds", opts.seeds)
     check_flag("--jobs", opts.jobs)
@@ -105,9 +108,52 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_options() -> list:  # noqa: ANN202  (registry Options; imported lazily)
+    """Every registered experiment's own options, each flag once."""
+    from resnet.experiments.registry import discover
+
+    seen: dict[str, object] = {}
+    for exp in discover().values():
+        for option in exp.options:
+            seen.setdefault(option.flag, option)
+    return list(seen.values())
+
+
+class _ReproduceParser(argparse.ArgumentParser):
+    """``reproduce``'s parser: the experiments (and their options) are discovered when it parses, so no other
+    command pays for importing them."""
+
+    _complete = False
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201  (argparse's signature)
+        if not self._complete:
+            self._complete = True
+            _add_experiments(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _add_experiments(p: argparse.ArgumentParser) -> None:
+    """The registered experiments in ``--help``, and their own options (registered by each experiment)."""
+    from resnet.experiments.registry import discover
+
+    experiments = discover()
+    users = {o.flag: [e.name for e in experiments.values() if o in e.options] for o in _experiment_options()}
+    for option in _experiment_options():
+        help_text = f"{', '.join(users[option.flag])}: {option.help}"
+        if option.default is False:
+            p.add_argument(option.flag, action="store_true", help=help_text)
+        else:
+            kind = type(option.default) if option.default is not None else str
+            p.add_argument(option.flag, type=kind, default=option.default, choices=option.choices or None,
+                           help=help_text)  # fmt: skip
+    listing = "; ".join(f"{e.name}: {e.help}" for e in experiments.values())
+    p.description = f"Experiments: {listing}."
+
+
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="run one of the paper's experiments and write its report")
-    p.add_argument("experiment", help="table1, cifar-table6, cifar-fig6, fig7, imagenet-table2 or imagenet-table3")
+    p.__class__ = _ReproduceParser  # argparse builds every subparser with one class; this one discovers late
+    p.add_argument("experiment", help="the experiment to run (listed above), e.g. table1 or cifar-fig6")
     p.add_argument("--out", default=None, help="experiment directory, runs shared inside it (default experiments/...)")
     p.add_argument("--data-dir", default=None, help="dataset folder (CIFAR-10 python release or image folder)")
     p.add_argument("--iterations", type=int, default=None, help="shorten the schedule (the report says so)")
@@ -117,14 +163,6 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: each recipe's)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (CPU)")
     p.add_argument("--report-only", action="store_true", help="re-make the report from existing runs")
-    p.add_argument("--with-110", action="store_true", help="cifar-fig6: add plain-110 and ResNet-110")
-    p.add_argument("--with-1202", action="store_true", help="cifar-table6: add ResNet-1202")
-    p.add_argument(
-        "--protocol",
-        default="10crop",
-        choices=("center", "10crop", "multiscale"),
-        help="ImageNet test views for the final errors (section 3.4)",
-    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key in every run")
     add_force(p)
     p.set_defaults(handler=cmd_reproduce)

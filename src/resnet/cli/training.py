@@ -281,7 +281,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     d = data_sub.add_parser("download", help="fetch, md5-check and extract an official archive")
-    d.add_argument("dataset", choices=("cifar10", "cifar100"), help="which official archive")
+    d.add_argument("dataset", help="which official archive: cifar10, cifar100 (or a registered dataset's)")
     d.add_argument("--to", default="data", help="destination folder")
     d.add_argument("--url", default=None, help="a mirror of the official archive")
     d.add_argument("--md5", default=None, help="expected md5 of the archive at --url")

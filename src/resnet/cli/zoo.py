@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from resnet.errors import UserError
+from resnet.models.arch import BOTTLENECK_STRIDES, SHORTCUT_OPTIONS
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -56,8 +57,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("summary", help="per-layer table of one model: output shape, params, MACs")
     p.add_argument("name", help="model name, e.g. resnet50 or resnet56")
-    p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="shortcut option (residual nets)")
-    p.add_argument("--bottleneck-stride", choices=("1x1", "3x3"), default=None, help="ImageNet nets only")
+    p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS, default=None, help="shortcut option (residual nets)")
+    p.add_argument("--bottleneck-stride", choices=BOTTLENECK_STRIDES, default=None, help="bottleneck nets only")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the fc layer (default: the model's)")
     p.add_argument(
         "--input-size",
@@ -65,6 +66,6 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
         nargs=3,
         metavar=("C", "H", "W"),
         default=None,
-        help="input image shape (default: the native size, 3 32 32 or 3 224 224)",
+        help="input image shape (default: the model's native size, e.g. 3 32 32 for CIFAR nets)",
     )
     p.set_defaults(handler=cmd_summary)

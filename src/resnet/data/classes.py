@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from resnet.data.datasets import CIFAR10_CLASSES
+from resnet.data.datasets import DATASETS
 
 IMAGENET_CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 #: Per-channel mean and std (of pixels in [0, 1]) that torchvision's ImageNet weights were trained with.
@@ -36,11 +36,13 @@ def imagenet_classes() -> list[str]:
 
 
 def default_classes(dataset: str | None, num_classes: int) -> list[str]:
-    """Names for a checkpoint that stores none: ImageNet or CIFAR-10 when the count fits, else the indices."""
+    """Names for a checkpoint that stores none: ImageNet's, or a registered dataset's built-in names (CIFAR-10's
+    when none is named), when the count fits; else the indices."""
     if num_classes == 1000 and dataset in (None, "imagenet"):
         return imagenet_classes()
-    if num_classes == 10 and dataset in (None, "cifar10"):
-        return list(CIFAR10_CLASSES)
+    known = DATASETS.get(dataset or "cifar10")
+    if known is not None and len(known.classes) == num_classes:
+        return list(known.classes)
     return [str(i) for i in range(num_classes)]
 
 

@@ -1,6 +1,8 @@
 """Array datasets held in memory as uint8 N x C x H x W: CIFAR-10/100, the embedded ``digits``, ``synthetic``.
 
-All of them come out of :func:`load_dataset` with the same fields, already split into train / val / test.
+Each is described once (:class:`Dataset`: reader, input size, class names) and registered by name
+(:func:`register_dataset`; a user's dataset is one file doing the same). All of them come out of
+:func:`load_dataset` with the same fields, already split into train / val / test.
 The validation split (section 4.2's "45k/5k train/val split") is a fixed, documented choice: the *last*
 ``val_fraction`` of the official training order, so it never depends on a seed and never overlaps the
 test set.
@@ -8,16 +10,17 @@ test set.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from resnet.config import DATASET_KINDS, DataConfig
 from resnet.data.cifar import LAYOUTS, load_cifar
 from resnet.errors import UserError
-
-ARRAY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 
 #: The 1,797 UCI optical digits as scikit-learn's load_digits returns them (BSD-3; see digits/README.md).
 DIGITS_FILE = Path(__file__).with_name("digits") / "digits.npz"
@@ -91,23 +94,103 @@ def default_data_dir(dataset: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+#: Datasets loaded while a :func:`dataset_cache` block runs (None: no cache).
+_datasets: dict[str, dict[tuple[Any, ...], ArrayDataset] | None] = {"cache": None}
+
+
+@contextlib.contextmanager
+def dataset_cache() -> Iterator[None]:
+    """Within the block a dataset asked for again with the same settings is the one already loaded.
+
+    ``reproduce`` trains many runs on one dataset in one process; its arrays are only read (every run copies
+    them to its device), so sharing them is safe and saves a full decode per run.
+    """
+    if _datasets["cache"] is not None:
+        yield
+        return
+    _datasets["cache"] = {}
+    try:
+        yield
+    finally:
+        _datasets["cache"] = None
+
+
 def load_dataset(cfg: DataConfig) -> ArrayDataset:
-    """The dataset named by ``cfg.dataset``, split into train / val / test."""
-    if cfg.dataset in ("cifar10", "cifar100"):
-        root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir(cfg.dataset)
-        if root is None:
-            raise UserError(
-                f"dataset {cfg.dataset} needs --data-dir (the extracted folder or the .tar.gz of the official "
-                f"python release); fetch it with `resnet data download {cfg.dataset} --to data`"
-            )
-        c = load_cifar(root, cfg.dataset)
-        train_x, train_y, test_x, test_y, classes = c.train_x, c.train_y, c.test_x, c.test_y, c.classes
-    elif cfg.dataset == "digits":
-        train_x, train_y, test_x, test_y, classes = load_digits_arrays()
-    elif cfg.dataset == "synthetic":
-        train_x, train_y, test_x, test_y, classes = synthetic_arrays(cfg.synthetic_size)
-    else:
+    """The dataset named by ``cfg.dataset``, split into train / val / test (once per :func:`dataset_cache`)."""
+    cache = _datasets["cache"]
+    if cache is None:
+        return _load_dataset(cfg)
+    root = Path(cfg.data_dir).expanduser().resolve() if cfg.data_dir else None
+    key = (cfg.dataset, root, cfg.val_fraction, cfg.synthetic_size)
+    if key not in cache:
+        cache[key] = _load_dataset(cfg)
+    return cache[key]
+
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
+
+
+class Archive(Protocol):
+    """Where ``resnet data download`` fetches a dataset: the archive's name, URL, md5 and the folder inside."""
+
+    archive: str
+    url: str
+    md5: str
+    folder: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An in-memory dataset as data: its reader and what a model trained on it expects.
+
+    ``read(cfg)`` returns training and test images (uint8 ``N x C x H x W``), their int64 labels and the class
+    names; ``classes`` are names built in for weights that carry none (empty: only the data names them);
+    ``download`` is its official archive, md5-checked (:mod:`resnet.data.download`). Its test protocol is
+    the single native view (section 4.2), like CIFAR's.
+    """
+
+    name: str
+    read: Callable[[DataConfig], Arrays]
+    input_size: tuple[int, int, int]
+    classes: tuple[str, ...] = ()
+    download: Archive | None = None
+
+
+#: The registered in-memory datasets by name (``data.dataset``); image folders are read by ``data.imagefolder``.
+DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Add an in-memory dataset: ``data.dataset: NAME`` in a recipe then trains and evaluates on it."""
+    if dataset.name in DATASETS or dataset.name == "imagefolder":
+        raise ValueError(f"dataset {dataset.name!r} is already registered")
+    DATASETS[dataset.name] = dataset
+    if dataset.name not in DATASET_KINDS:
+        DATASET_KINDS.append(dataset.name)  # recipes naming it pass the config's check
+    return dataset
+
+
+def _read_cifar(cfg: DataConfig) -> Arrays:
+    root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir(cfg.dataset)
+    if root is None:
+        raise UserError(
+            f"dataset {cfg.dataset} needs --data-dir (the extracted folder or the .tar.gz of the official "
+            f"python release); fetch it with `resnet data download {cfg.dataset} --to data`"
+        )
+    c = load_cifar(root, cfg.dataset)
+    return c.train_x, c.train_y, c.test_x, c.test_y, c.classes
+
+
+register_dataset(Dataset("cifar10", _read_cifar, (3, 32, 32), tuple(CIFAR10_CLASSES), LAYOUTS["cifar10"]))
+register_dataset(Dataset("cifar100", _read_cifar, (3, 32, 32), download=LAYOUTS["cifar100"]))
+register_dataset(Dataset("digits", lambda cfg: load_digits_arrays(), (1, 8, 8), tuple(str(i) for i in range(10))))
+register_dataset(Dataset("synthetic", lambda cfg: synthetic_arrays(cfg.synthetic_size), (3, 32, 32)))
+
+
+def _load_dataset(cfg: DataConfig) -> ArrayDataset:
+    if cfg.dataset not in DATASETS:
         hint = " (image folders train through `resnet train`)" if cfg.dataset == "imagefolder" else ""
         raise UserError(f"unknown dataset {cfg.dataset!r}{hint}; choose one of {', '.join(DATASET_KINDS)}")
+    train_x, train_y, test_x, test_y, classes = DATASETS[cfg.dataset].read(cfg)
     tr_x, tr_y, val_x, val_y = holdout(train_x, train_y, cfg.val_fraction)
     return ArrayDataset(cfg.dataset, tr_x, tr_y, val_x, val_y, test_x, test_y, classes)

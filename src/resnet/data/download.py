@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from resnet.data.cifar import LAYOUTS
+from resnet.data.datasets import DATASETS
 from resnet.errors import UserError
 
 #: Longest a whole download may take (seconds): CIFAR-100 (161 MB) at 100 kB/s takes 27 minutes.
@@ -187,15 +187,17 @@ def download_dataset(
     progress: bool = True,
     deadline: float = DEADLINE_S,
 ) -> Path:
-    """Fetch and extract ``cifar10`` or ``cifar100`` into ``to``; returns the extracted folder.
+    """Fetch and extract a registered dataset's archive (``cifar10``, ``cifar100``) into ``to``; returns the
+    extracted folder.
 
     ``url``/``md5`` override the official location (a mirror, or a local server in tests).
     """
-    if name not in LAYOUTS:
-        raise UserError(f"unknown dataset {name!r}; downloadable: {', '.join(LAYOUTS)}")
+    archives = {n: d.download for n, d in DATASETS.items() if d.download is not None}
+    if name not in archives:
+        raise UserError(f"unknown dataset {name!r}; downloadable: {', '.join(archives)}")
     if not deadline > 0:
         raise UserError(f"--deadline must be a positive number of seconds, got {deadline}")
-    layout = LAYOUTS[name]
+    layout = archives[name]
     dest = Path(to).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     clean_leftovers(dest)

@@ -1,7 +1,8 @@
 """The CIFAR-10 experiments (section 4.2): Table 6, Fig. 6 and Fig. 7 share one pool of run directories.
 
 Each experiment trains what is missing (a ResNet-56 trained for Fig. 6 also serves Table 6 and Fig. 7), then
-hands the run directories to :mod:`resnet.analysis.cifar` for the report.
+hands the run directories to :mod:`resnet.analysis.cifar` for the report. Training and the reports import
+torch inside the functions that need it, so registering these experiments costs nothing.
 """
 
 from __future__ import annotations
@@ -11,25 +12,25 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from resnet.analysis.cifar import fig6_report, fig7_report, table6_report
 from resnet.analysis.report import RunRecord, read_run
-from resnet.config import load_config, shortened_schedule
-from resnet.data.datasets import load_dataset
+from resnet.config import shortened_schedule
 from resnet.errors import UserError
-from resnet.experiments.registry import Options, experiment
-from resnet.experiments.runner import RunSpec, select_only, train_runs
+from resnet.experiments.registry import Option, Options, experiment
+from resnet.experiments.runner import RunSpec, load_recipe, select_only, train_runs
 from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES
-from resnet.train.multiseed_fit import fit_seeds
+
+#: Where the CIFAR experiments keep their shared runs and their reports.
+OUT = "experiments/cifar10"
 
 
 def cifar_models(experiment: str, opts: Options) -> list[str]:
     """The nets an experiment needs, in the paper's terms."""
     if experiment == "cifar-table6":
         return ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"] + (
-            ["resnet1202"] if opts.with_1202 else []
+            ["resnet1202"] if opts.extra.get("with_1202") else []
         )
     if experiment == "cifar-fig6":
-        extra = ["plain110", "resnet110"] if opts.with_110 else []
+        extra = ["plain110", "resnet110"] if opts.extra.get("with_110") else []
         return [f"{k}{d}" for k in ("plain", "resnet") for d in (20, 32, 44, 56)] + extra
     if experiment == "fig7":
         return ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]
@@ -50,7 +51,7 @@ def cifar_specs(models: list[str], opts: Options, seeds: int, longest_first: boo
     order = sorted(models, key=lambda m: -int("".join(c for c in m if c.isdigit()))) if longest_first else models
     for model in order:
         # The one scaling `resnet train --iterations` uses too (milestones at N/2 and 3N/4, ...).
-        scaled = [f"{k}={v}" for k, v in shortened_schedule(load_config(f"cifar10/{model}"), n).items()] if n else []
+        scaled = [f"{k}={v}" for k, v in shortened_schedule(load_recipe(f"cifar10/{model}"), n).items()] if n else []
         for seed in range(seeds):
             name = f"{model}-s{seed}"
             specs.append(
@@ -68,6 +69,8 @@ def train_batched(specs: list[RunSpec], on_done: Callable[[dict], None]) -> None
     """Each net's unfinished seeds as one step (``fit_seeds``), net after net. Seeds that are finished (e.g.
     seed 0 of a net Fig. 6 trained) are left alone; a net whose runs stand at different points trains its
     seeds one by one instead."""
+    from resnet.train.multiseed_fit import fit_seeds
+
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.recipe, []).append(spec)
@@ -78,7 +81,7 @@ def train_batched(specs: list[RunSpec], on_done: Callable[[dict], None]) -> None
             train_runs(pending, echo=True, on_done=on_done)
             continue
         overrides = [o for o in pending[0].overrides if not o.startswith("train.seed=")]
-        cfg = load_config(recipe, overrides)
+        cfg = load_recipe(recipe, overrides)
         outs = {int(s.name.rsplit("-s", 1)[1]): s.out for s in pending}
         argv = ["resnet", "train", recipe, *overrides, "--seeds", ",".join(map(str, outs))]
         for seed, summary in fit_seeds(cfg, outs, argv=argv).items():
@@ -87,8 +90,10 @@ def train_batched(specs: list[RunSpec], on_done: Callable[[dict], None]) -> None
 
 @functools.lru_cache(maxsize=8)
 def _training_images(overrides: tuple[str, ...], required: bool) -> int | None:
+    from resnet.data.datasets import load_dataset
+
     try:
-        return len(load_dataset(load_config("cifar10/resnet20", list(overrides)).data).train_x)
+        return len(load_dataset(load_recipe("cifar10/resnet20", list(overrides)).data).train_x)
     except UserError as e:
         if not required:
             return None
@@ -134,17 +139,33 @@ def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]
     return [read_run(s.name, s.out) for s in every]
 
 
-@experiment("cifar-table6")
+@experiment(
+    "cifar-table6",
+    help="Table 6: CIFAR-10 test error of ResNet-20/32/44/56/110 (best and mean±std over --seeds)",
+    out=OUT,
+    options=(Option("--with-1202", "also train ResNet-1202 (section 4.2's 1202-layer net)"),),
+)
 def cifar_table6(opts: Options) -> Path:
+    from resnet.analysis.cifar import table6_report
+
     runs = run_cifar("cifar-table6", opts, seeds=opts.seeds)
     return table6_report(runs, opts.out / f"cifar-table6{scope_suffix(opts)}")
 
 
-@experiment("cifar-fig6")
+@experiment(
+    "cifar-fig6",
+    help="Fig. 6: training curves of plain nets and ResNets of 20-56 layers on CIFAR-10",
+    out=OUT,
+    options=(Option("--with-110", "also train plain-110 and ResNet-110"),),
+)
 def cifar_fig6(opts: Options) -> Path:
+    from resnet.analysis.cifar import fig6_report
+
     return fig6_report(run_cifar("cifar-fig6", opts), opts.out / f"cifar-fig6{scope_suffix(opts)}")
 
 
-@experiment("fig7")
+@experiment("fig7", help="Fig. 7: std of the layer responses of plain nets and ResNets on CIFAR-10", out=OUT)
 def fig7(opts: Options) -> Path:
+    from resnet.analysis.cifar import fig7_report
+
     return fig7_report(run_cifar("fig7", opts), opts.out / f"fig7{scope_suffix(opts)}", opts.data_dir)

@@ -14,14 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resnet.analysis.claims import compare, final_error, render
 from resnet.analysis.plots import plot_error_curves
 from resnet.analysis.report import applicable_config
 from resnet.config import load_config, read_yaml, shortened_schedule
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.io import atomic_write_text
-from resnet.models import create_model
-from resnet.models.complexity import count_params
 from resnet.train.metrics_log import read_metrics
 
 RECIPE = "demo/digits"
@@ -32,6 +29,8 @@ DEGRADATION_MARGIN = 5.0
 def final_train_error(records: list[dict[str, Any]]) -> float:
     """The report's "final training error": the mean of the training records over the last 5% of the run (at
     least five; smooths the batch-to-batch noise). The console prints the same number."""
+    from resnet.analysis.claims import final_error  # numpy: imported when a report is made, not when listed
+
     return final_error(records)[0]
 
 
@@ -64,6 +63,10 @@ def run_demo(
 
 
 def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str, Any]], wall: float) -> Path:
+    from resnet.analysis.claims import compare, final_error, render
+    from resnet.models import create_model
+    from resnet.models.complexity import count_params
+
     """REPORT.md + curves.png from the run directories' metrics files."""
     depths = tuple(sorted(depths))
     records = {name: read_metrics(out / name / "metrics.jsonl") for name in results}

@@ -15,12 +15,17 @@ from typing import Any
 from resnet.analysis.imagenet import TABLE2_RUNS, TABLE3_RUNS, imagenet_report
 from resnet.analysis.report import RunRecord, read_run
 from resnet.errors import UserError
-from resnet.experiments.registry import Options, experiment
+from resnet.experiments.registry import Option, Options, experiment
 from resnet.experiments.runner import RunSpec, select_only, train_runs
-from resnet.interop.evaluate import evaluate_checkpoint
 from resnet.io import write_output
 from resnet.paper import IMAGENET_ITERATIONS, IMAGENET_TRAIN_IMAGES
 from resnet.safe_json import read_json
+
+OUT = "experiments/imagenet"
+#: The test views of the final errors (section 3.4); both ImageNet experiments take it.
+PROTOCOL = Option(
+    "--protocol", "ImageNet test views for the final errors (section 3.4)", "10crop", ("center", "10crop", "multiscale")
+)
 
 
 def _specs(recipes: list[str], opts: Options) -> list[RunSpec]:
@@ -57,19 +62,22 @@ def scope_suffix(opts: Options) -> str:
 
 
 def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
-    """The final checkpoint under ``opts.protocol``, cached in the run directory."""
+    """The final checkpoint under ``opts.extra["protocol"]``, cached in the run directory."""
     if not run.done:
         return None
-    path = run.root / f"eval-{opts.protocol}.json"
+    path = run.root / f"eval-{opts.extra['protocol']}.json"
     if path.is_file():
         cached = read_json(path)
         if isinstance(cached, dict) and cached.get("iteration") == run.iteration:
             return cached
     if opts.report_only:
         return None
-    report = evaluate_checkpoint(run.root, "val", opts.data_dir, protocol=opts.protocol, device=opts.device or "auto")
+    from resnet.interop.evaluate import evaluate_checkpoint
+
+    protocol = opts.extra["protocol"]
+    report = evaluate_checkpoint(run.root, "val", opts.data_dir, protocol=protocol, device=opts.device or "auto")
     res = report["result"]
-    out = {"iteration": report["iteration"], "protocol": opts.protocol, "top1": res.error, "top5": res.top5_error,
+    out = {"iteration": report["iteration"], "protocol": protocol, "top1": res.error, "top5": res.top5_error,
            "n": res.n, "skipped": len(res.skipped), "classes": len(report["classes"])}  # fmt: skip
     write_output(path, json.dumps(out, indent=2) + "\n", owned=True)  # in the run directory
     return out
@@ -83,14 +91,24 @@ def _run(name: str, runs_map: dict[str, str], opts: Options, title: str) -> Path
     runs = [read_run(s.name, s.out) for s in every]
     tests = {r.name: _test(r, opts) for r in runs}
     out = opts.out / f"{name}{scope_suffix(opts)}"
-    return imagenet_report(name, runs, tests, runs_map, opts.protocol, out, title)
+    return imagenet_report(name, runs, tests, runs_map, opts.extra["protocol"], out, title)
 
 
-@experiment("imagenet-table2")
+@experiment(
+    "imagenet-table2",
+    help="Table 2: plain vs ResNet-18/34 on an ImageNet-style image folder",
+    out=OUT,
+    options=(PROTOCOL,),
+)
 def imagenet_table2(opts: Options) -> Path:
     return _run("imagenet-table2", TABLE2_RUNS, opts, "Table 2: plain vs ResNet on ImageNet (18 and 34 layers)")
 
 
-@experiment("imagenet-table3")
+@experiment(
+    "imagenet-table3",
+    help="Table 3: shortcut options A/B/C and ResNet-50/101/152 on an image folder",
+    out=OUT,
+    options=(PROTOCOL,),
+)
 def imagenet_table3(opts: Options) -> Path:
     return _run("imagenet-table3", TABLE3_RUNS, opts, "Table 3: shortcut options and deeper ResNets on ImageNet")

@@ -1,37 +1,48 @@
-"""``resnet reproduce EXPERIMENT``: the paper's experiments as commands that end in a report.
+"""``resnet reproduce EXPERIMENT``: the paper's experiments (and a user's) as commands that end in a report.
 
-Importing an experiment's module registers it (:func:`resnet.experiments.registry.experiment`); only the
-module of the experiment asked for is imported, so ``table1`` (pure arithmetic) starts without torch.
+Experiments register themselves (:mod:`resnet.experiments.registry`); nothing here lists them. While one
+runs, each recipe is read once and each dataset loaded once (:func:`resnet.experiments.runner.recipe_cache`,
+:func:`resnet.data.datasets.dataset_cache`), however many runs and reports ask for them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import importlib
 from pathlib import Path
 
 from resnet.errors import UserError
-from resnet.experiments.registry import EXPERIMENTS, Options
+from resnet.experiments.registry import Experiment, Options, discover
+from resnet.experiments.runner import recipe_cache
 
-#: The module that registers each experiment.
-MODULES = {
-    "cifar-table6": "resnet.experiments.cifar",
-    "cifar-fig6": "resnet.experiments.cifar",
-    "fig7": "resnet.experiments.cifar",
-    "imagenet-table2": "resnet.experiments.imagenet",
-    "imagenet-table3": "resnet.experiments.imagenet",
-    "table1": "resnet.experiments.table1",
-}
-#: Experiments that run without torch (counting from the architectures).
-TORCH_FREE = frozenset({"table1"})
+
+def get_experiment(name: str) -> Experiment:
+    """The registered experiment ``name``, or a one-line ``UserError`` naming the close matches."""
+    known = discover()
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=2)
+        hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(known)}"
+        raise UserError(f"unknown experiment {name!r}; {hint}")
+    return known[name]
 
 
 def reproduce(name: str, opts: Options) -> Path:
     """Run (or re-report) one experiment; returns the path of its REPORT.md."""
+    exp = get_experiment(name)
+    unknown = sorted(set(opts.extra) - set(exp.defaults()))
+    if unknown:
+        raise UserError(f"{name} takes no option {', '.join(unknown)}; `resnet reproduce --help` lists them")
+    opts = dataclasses.replace(opts, extra={**exp.defaults(), **opts.extra})
+    with recipe_cache(), _dataset_cache(exp):
+        return exp.run(opts)
 
-    if name not in MODULES:
-        close = difflib.get_close_matches(name, list(MODULES), n=2)
-        hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(MODULES)}"
-        raise UserError(f"unknown experiment {name!r}; {hint}")
-    importlib.import_module(MODULES[name])
-    return EXPERIMENTS[name](opts)
+
+def _dataset_cache(exp: Experiment):  # noqa: ANN202  (a context manager)
+    """The dataset cache (imports numpy and the readers; a torch-free experiment does without it)."""
+    if exp.torch_free:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from resnet.data.datasets import dataset_cache
+
+    return dataset_cache()

@@ -13,18 +13,19 @@ alone is forwarded to the workers. No new run starts once a stop was asked for, 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import multiprocessing as mp
 import os
 import queue
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resnet.config import load_config
+from resnet.config import Config, load_config, parse_override, set_key, validate
 from resnet.errors import TrainingInterrupted, UserError
-from resnet.train.loop import fit
 from resnet.train.signals import StopSignals
 
 
@@ -49,8 +50,41 @@ def select_only(specs: list[RunSpec], only: Sequence[str] | None, nets: Sequence
     return [s for s in specs if s.name in wanted or s.name.rsplit("-s", 1)[0] in wanted]
 
 
+#: Recipes by name while a :func:`recipe_cache` block runs (None: no cache).
+_recipes: dict[str, dict[str, Config] | None] = {"cache": None}
+
+
+@contextlib.contextmanager
+def recipe_cache() -> Iterator[None]:
+    """Within the block :func:`load_recipe` reads each recipe file once: ``reproduce`` builds many runs and
+    reports of few recipes. A nested block shares the outer one's cache."""
+    outer = _recipes["cache"]
+    _recipes["cache"] = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _recipes["cache"] = outer
+
+
+def load_recipe(recipe: str, overrides: Sequence[str] = ()) -> Config:
+    """:func:`resnet.config.load_config`, the file read once per :func:`recipe_cache` block; each caller gets
+    its own copy with its overrides applied."""
+    cache = _recipes["cache"]
+    if cache is None:
+        return load_config(recipe, list(overrides))
+    if recipe not in cache:
+        cache[recipe] = load_config(recipe)
+    cfg = copy.deepcopy(cache[recipe])
+    for text in overrides:
+        set_key(cfg, *parse_override(text), where="--set: ")
+    validate(cfg)
+    return cfg
+
+
 def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
-    cfg = load_config(spec.recipe, list(spec.overrides))
+    from resnet.train.loop import fit  # here, not at the top: registering experiments needs no torch
+
+    cfg = load_recipe(spec.recipe, spec.overrides)
     argv = ["resnet", "train", spec.recipe, *spec.overrides]
     # One process at a time: the free-cores policy of `resnet train`; parallel workers: their share of the cores.
     summary = fit(cfg, spec.out, argv=argv, progress=echo, echo=echo, threads=threads or "auto")
@@ -60,6 +94,9 @@ def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
 def _worker(spec: RunSpec, threads: int, results: mp.Queue) -> None:
     """Child process: train one run and report (name, "ok", summary), "stopped" or "error" (a message)."""
     try:
+        from resnet.plugins import load_plugins
+
+        load_plugins()  # a spawned process starts bare: a user's model family or dataset must be registered again
         results.put((spec.name, "ok", _train(spec, threads, False)))
     except TrainingInterrupted as e:
         results.put((spec.name, "stopped", e))

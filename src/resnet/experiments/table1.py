@@ -8,6 +8,11 @@ from resnet.analysis.table1 import table1_report
 from resnet.experiments.registry import Options, experiment
 
 
-@experiment("table1")
+@experiment(
+    "table1",
+    help="Table 1: layers, parameters and multiply-adds of the ImageNet nets (no training, no data, seconds)",
+    out="experiments",
+    torch_free=True,
+)
 def table1(opts: Options) -> Path:
     return table1_report(opts.out / "table1")

@@ -23,7 +23,8 @@ Bare state_dicts carry no preprocessing or class names (``preprocessing=`` / ``-
 ``--preprocessing imagenet|cifar10`` set them for any source). ImageNet-stem weights get torchvision's ImageNet
 normalisation and (with 1000 classes) the bundled ImageNet names, at 224x224. CIFAR-stem weights get the
 usual CIFAR-10 per-channel mean/std and (with 10 classes) the CIFAR-10 names, at 32x32; that is an
-assumption, reported in the result's ``notes``.
+assumption, reported in the result's ``notes``. Each comes from the model's registry entry (its
+``preprocessing``, ``dataset`` and ``input_size``), so a user's family states its own.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, re
 from resnet.errors import UserError
 from resnet.interop import akamaster
 from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, metadata_of, read_config
-from resnet.interop.stats import CIFAR10_MEAN, CIFAR10_STD, Stats, stats_entry
+from resnet.interop.stats import PRESETS, Stats, stats_entry
 from resnet.io import refuse_overwriting, write_output
 from resnet.metadata import load_json_field
 from resnet.models import model_info
@@ -113,25 +114,27 @@ def bare_state_dict(obj: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
 
 
 def default_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) -> tuple[dict[str, Any], str]:
-    """Preprocessing, classes and input size for a state_dict that came without them, and what was assumed."""
-    imagenet = model_info(name).family == "imagenet"
-    # the builders' own defaults: 1000 ImageNet classes, 10 CIFAR-10 classes
-    num_classes, channels = int(kwargs.get("num_classes", 1000 if imagenet else 10)), int(kwargs.get("in_channels", 3))
-    if imagenet:
-        dataset = "imagenet" if num_classes == 1000 else "unknown"
-        default, side = (IMAGENET_MEAN, IMAGENET_STD), 224
-        note = "preprocessing: torchvision's ImageNet mean/std (the weights carry none)"
-    else:
-        dataset = "cifar10" if num_classes == 10 else "unknown"
-        default, side = (CIFAR10_MEAN, CIFAR10_STD), 32
-        note = "preprocessing: assumed CIFAR-10 per-channel mean/std (the weights carry none; --preprocessing sets it)"
+    """Preprocessing, classes and input size for a state_dict that came without them, and what was assumed.
+
+    All of it is the model's entry's own description (its ``preprocessing`` preset, ``dataset`` and native
+    ``input_size``), whatever family it belongs to.
+    """
+    info = model_info(name)
+    num_classes, channels = int(kwargs.get("num_classes", info.num_classes)), int(kwargs.get("in_channels", 3))
+    dataset = info.dataset if num_classes == info.num_classes else "unknown"
+    preset = info.preprocessing
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise UserError(f"{name}: its entry names preprocessing {preset!r}; presets: {', '.join(PRESETS)}")
+    default = PRESETS[preset] if isinstance(preset, str) else preset
+    what = f"the {preset}" if isinstance(preset, str) else f"{name}'s"
+    note = f"preprocessing: assumed {what} per-channel mean/std (the weights carry none; --preprocessing sets it)"
     if stats is not None:
         note = f"preprocessing: mean {list(stats[0])}, std {list(stats[1])} (as given)"
     meta = {
         "iteration": None,
         "preprocessing": stats_entry(stats or default, channels, name),
         "classes": default_classes(dataset, num_classes),
-        "input_size": [channels, side, side],
+        "input_size": [channels, *info.input_size[1:]],
         "dataset": dataset,
     }
     return meta, note

@@ -16,7 +16,7 @@ from torch import nn
 
 from resnet.checkpoint import Checkpoint, load_checkpoint
 from resnet.config import DataConfig
-from resnet.data.datasets import load_dataset
+from resnet.data.datasets import DATASETS, load_dataset
 from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
 from resnet.interop import backends
@@ -42,12 +42,13 @@ def array_data_config(ckpt: Checkpoint, path: str | Path, data_dir: str | None) 
     cfg = ckpt.recipe(str(path))
     if cfg is not None:
         data_cfg = cfg.data
-    elif ckpt.dataset in ("cifar10", "cifar100"):
+    elif ckpt.dataset in DATASETS:
+        # Converted weights record no recipe, only their dataset: its test split is the same for every recipe.
         data_cfg = DataConfig(dataset=ckpt.dataset)
     else:
         raise UserError(
             f"{path}: no recipe stored and the dataset is {ckpt.dataset!r}; `resnet eval` needs a checkpoint "
-            "written by `resnet train` or converted CIFAR weights"
+            "written by `resnet train` or converted weights of a registered dataset"
         )
     if data_dir:
         data_cfg.data_dir = data_dir

@@ -25,10 +25,12 @@ _DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet
 def paper_error(model_name: str, shortcut: str | None) -> str | None:
     """The paper's reported error for this architecture (its own training, not these weights), or ``None``."""
     info = model_info(model_name)
-    if info.family == "cifar" and info.residual and info.depth in paper.TABLE6:
+    if not info.paper:  # the paper does not describe this net (a family of one's own): nothing to quote
+        return None
+    if info.dataset == "cifar10" and info.residual and info.depth in paper.TABLE6:
         return f"{paper.TABLE6[info.depth][1]:.2f}% CIFAR-10 test error (Table 6)"
     key = f"{model_name}-{shortcut}" if f"{model_name}-{shortcut}" in paper.TABLE3 else model_name
-    if info.family == "imagenet" and key in paper.TABLE3:
+    if info.dataset == "imagenet" and key in paper.TABLE3:
         top1, top5 = paper.TABLE3[key]
         return f"{top1:.2f}% top-1 / {top5:.2f}% top-5 ImageNet val error, 10-crop testing (Table 3)"
     return None
@@ -56,7 +58,7 @@ def model_card(ckpt: Checkpoint, metrics: dict[str, Any] | None = None) -> str:
     info = model_info(ckpt.model_name)
     c, h, w = (int(v) for v in ckpt.input_size)
     pre = ckpt.preprocessing
-    geometry = view_geometry(info.family == "imagenet", (h, w))
+    geometry = view_geometry(info.test_views == "crops", (h, w))
     call = ", ".join([repr(ckpt.model_name), *(f"{k}={v!r}" for k, v in sorted(ckpt.model_kwargs.items()))])
     shown = ", ".join(ckpt.classes[:10]) + (f", ... ({len(ckpt.classes)} in all)" if len(ckpt.classes) > 10 else "")
     lines = [

@@ -100,7 +100,8 @@ class Predictor:
         self.classes = list(ckpt.classes)
         channels, height, width = ckpt.input_size
         self.channels, self.size = channels, (height, width)
-        self.imagenet_style = model_info(self.model_name).family == "imagenet"
+        # The entry's own test views: crops of a resized image (ImageNet, section 3.4) or the native view only.
+        self.imagenet_style = model_info(self.model_name).test_views == "crops"
 
     @classmethod
     def from_file(

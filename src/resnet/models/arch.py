@@ -19,6 +19,8 @@ from resnet.paper import TABLE1_LAYERS
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 BOTTLENECK_STRIDES = ("1x1", "3x3")
+#: Output channels of each block kind per unit of its base width; a new kind adds itself
+#: (:func:`resnet.models.blocks.register_block`).
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 STEMS = ("imagenet", "cifar")
 CIFAR_WIDTHS = (16, 32, 64)
@@ -49,7 +51,7 @@ class Architecture:
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_EXPANSION:
-            raise ValueError(f"unknown block {self.block!r}; choose 'basic' or 'bottleneck'")
+            raise ValueError(f"unknown block {self.block!r}; choose one of {', '.join(BLOCK_EXPANSION)}")
         if len(self.layers) != len(self.widths):
             raise ValueError(f"layers {tuple(self.layers)} and widths {tuple(self.widths)} differ in length")
         if self.stem not in STEMS:

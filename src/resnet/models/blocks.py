@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet.models.arch import BOTTLENECK_STRIDES, SHORTCUT_OPTIONS
+from resnet.models.arch import BLOCK_EXPANSION, BOTTLENECK_STRIDES, SHORTCUT_OPTIONS
+from resnet.models.cost import BRANCH_COSTS, BranchCost
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -173,8 +174,24 @@ class Bottleneck(_Block):
         return self.bn3
 
 
+#: The module of every block kind an :class:`~resnet.models.arch.Architecture` names.
+BLOCK_MODULES: dict[str, type[_Block]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def register_block(name: str, module: type[_Block], branch_cost: BranchCost) -> None:
+    """Add a block kind in one call: its module (a subclass of :class:`BasicBlock` or :class:`Bottleneck`,
+    taking ``(in_planes, planes, stride, *, residual, shortcut)``), its ``expansion`` (the module's) and its
+    branch's cost (:data:`resnet.models.cost.BranchCost`) for the torch-free counts. Architectures may then
+    say ``block=name``; shortcuts (options A/B/C) come with the base class."""
+    if name in BLOCK_MODULES:
+        raise ValueError(f"block {name!r} is already registered")
+    BLOCK_MODULES[name] = module
+    BLOCK_EXPANSION[name] = module.expansion
+    BRANCH_COSTS[name] = branch_cost
+
+
 def make_stage(
-    block: type[BasicBlock] | type[Bottleneck],
+    block: type[_Block],
     in_planes: int,
     planes: int,
     blocks: int,

@@ -2,13 +2,16 @@
 
 Registered: resnet18/34/50/101/152 and plain18/34/50/101/152 (ImageNet), resnet20/32/44/56/110/1202 and
 plain20/32/44/56/110 (CIFAR); any other CIFAR depth 6n+2 resolves by name (``resnet38``, ``plain98``).
-Each entry carries its torch-free :class:`~resnet.models.arch.Architecture`; the builder imports torch only
-when a net is actually built.
+Each entry carries its torch-free :class:`~resnet.models.arch.Architecture`, the inputs its weights expect
+(size, preprocessing, dataset, test views) and the paper's figure for it where the paper gives one; every
+layer reads these fields instead of branching on a family's name. The builder imports torch only when a
+net is actually built.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +23,7 @@ from resnet.models.arch import (
     cifar_architecture,
     imagenet_architecture,
 )
+from resnet.paper import CIFAR_PARAMS, TABLE1_GMACS, TABLE1_LAYERS, TABLE6
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +41,7 @@ class ModelInfo:
     """What the registry knows about one model (:mod:`resnet.models.registry`)."""
 
     name: str
-    family: str  # "imagenet" or "cifar"
+    family: str  # the family's name, shown by `resnet models` ("imagenet", "cifar", or a user's)
     builder: Callable[..., nn.Module]
     kwargs: tuple[str, ...]  # keyword arguments create_model accepts for it
     input_size: tuple[int, int, int]  # native (C, H, W)
@@ -47,6 +51,18 @@ class ModelInfo:
     #: The torch-free description of the net for the same keywords (``zero_init_residual`` aside), from
     #: which ``resnet models`` counts parameters and MACs; ``None`` for models registered without one.
     architecture: Callable[..., Architecture] | None = None
+    #: What weights of this net expect when they say nothing else (a bare state_dict, ``create_model``):
+    #: a ``--preprocessing`` preset name or the per-channel ``(mean, std)`` of [0, 1] pixels itself, and the
+    #: dataset whose class names a ``num_classes``-way head gets ("unknown" for any other head).
+    preprocessing: str | tuple[tuple[float, ...], tuple[float, ...]] = "cifar10"
+    dataset: str = "cifar10"
+    num_classes: int = 10
+    #: How its test images are viewed: "single" = the native view only (the CIFAR protocol, section 4.2);
+    #: "crops" = shorter side resized to 256/224 of the input, then crops, 10-crop allowed (section 3.4).
+    test_views: str = "single"
+    #: The paper's figure for this very net (``resnet models`` prints it); empty where the paper has none,
+    #: so a new family is never labelled with the paper's numbers.
+    paper: str = ""
 
 
 def _build_cifar(depth: int, residual: bool, **kwargs: object):  # noqa: ANN202  (an nn.Module; torch is lazy)
@@ -61,43 +77,84 @@ def _build_imagenet(depth: int, residual: bool, **kwargs: object):  # noqa: ANN2
     return imagenet_resnet(depth, residual=residual, **kwargs)  # type: ignore[arg-type]
 
 
-def _entry(family: str, depth: int, residual: bool, build: Callable, describe: Callable, note: str) -> ModelInfo:
-    """One registry entry; ``build`` and ``describe`` take (depth, residual) and then the user's keywords."""
-    name = f"{'resnet' if residual else 'plain'}{depth}"
-    cifar = family == "cifar"
-    if cifar:
-        kwargs = CIFAR_KWARGS_RESIDUAL if residual else CIFAR_KWARGS_PLAIN
-    else:
-        kwargs = IMAGENET_KWARGS_RESIDUAL if residual else IMAGENET_KWARGS_PLAIN
-    return ModelInfo(
-        name=name,
-        family=family,
-        builder=functools.partial(build, depth, residual),
-        kwargs=kwargs,
-        input_size=(3, 32, 32) if cifar else (3, 224, 224),
-        depth=depth,
-        residual=residual,
-        doc=f"{'CIFAR' if cifar else 'ImageNet'} {'ResNet' if residual else 'plain net'}-{depth} ({note})",
-        architecture=functools.partial(describe, depth, residual),
-    )
+def cifar_paper_figure(depth: int, residual: bool) -> str:
+    """Section 4.2's parameters (Table 6) of the paper's residual CIFAR nets; empty for the others."""
+    if depth not in TABLE6 or not residual:
+        return ""
+    exact = f" ({CIFAR_PARAMS[depth]:,})" if depth in CIFAR_PARAMS else ""
+    return f"Table 6: {TABLE6[depth][0]}M params{exact}"
+
+
+def imagenet_paper_figure(depth: int, residual: bool) -> str:
+    """Table 1's multiply-adds; it describes the residual nets, and plain-18/34 cost the same (section 3.3)."""
+    return f"Table 1: {TABLE1_GMACS[depth]} GMACs" if residual or depth in (18, 34) else ""
 
 
 def cifar_info(depth: int, residual: bool) -> ModelInfo:
     """The registry entry of a CIFAR net of depth 6n+2."""
     n = check_cifar_depth(depth)
-    return _entry("cifar", depth, residual, _build_cifar, cifar_architecture, f"section 4.2, n={n}")
+    return ModelInfo(
+        name=f"{'resnet' if residual else 'plain'}{depth}",
+        family="cifar",
+        builder=functools.partial(_build_cifar, depth, residual),
+        kwargs=CIFAR_KWARGS_RESIDUAL if residual else CIFAR_KWARGS_PLAIN,
+        input_size=(3, 32, 32),
+        depth=depth,
+        residual=residual,
+        doc=f"CIFAR {'ResNet' if residual else 'plain net'}-{depth} (section 4.2, n={n})",
+        architecture=functools.partial(cifar_architecture, depth, residual),
+        paper=cifar_paper_figure(depth, residual),
+    )
 
 
 def imagenet_info(depth: int, residual: bool) -> ModelInfo:
-    """The registry entry of a Table 1 net."""
-    return _entry("imagenet", depth, residual, _build_imagenet, imagenet_architecture, "Table 1")
+    """The registry entry of a Table 1 net: torchvision's ImageNet mean/std, 224x224 crops, 1000 classes."""
+    return ModelInfo(
+        name=f"{'resnet' if residual else 'plain'}{depth}",
+        family="imagenet",
+        builder=functools.partial(_build_imagenet, depth, residual),
+        kwargs=IMAGENET_KWARGS_RESIDUAL if residual else IMAGENET_KWARGS_PLAIN,
+        input_size=(3, 224, 224),
+        depth=depth,
+        residual=residual,
+        doc=f"ImageNet {'ResNet' if residual else 'plain net'}-{depth} (Table 1)",
+        architecture=functools.partial(imagenet_architecture, depth, residual),
+        preprocessing="imagenet",
+        dataset="imagenet",
+        num_classes=1000,
+        test_views="crops",
+        paper=imagenet_paper_figure(depth, residual),
+    )
 
 
-def resolve_cifar(name: str, depth: int, residual: bool) -> ModelInfo | None:
+#: The names the CIFAR family resolves on demand (``resnet38``, ``plain98``).
+CIFAR_PATTERN = r"(resnet|plain)(\d+)"
+
+
+def resolve_cifar(match: re.Match[str]) -> ModelInfo | None:
     """The entry for an unlisted CIFAR name like ``resnet38``; ``None`` for ImageNet depths."""
+    depth = int(match.group(2))
     if depth in IMAGENET_DEPTHS:
         return None
-    return cifar_info(depth, residual)  # raises the 6n+2 message for e.g. resnet40
+    return cifar_info(depth, match.group(1) == "resnet")  # raises the 6n+2 message for e.g. resnet40
+
+
+def cifar_layouts(arch: Architecture) -> list[tuple[str, dict[str, object]]]:
+    """The CIFAR names whose layout ``arch`` (read from weights) may be: three equal stages of basic blocks."""
+    if arch.stem != "cifar" or arch.block != "basic" or len(arch.layers) != 3 or len(set(arch.layers)) != 1:
+        return []
+    depth = 6 * arch.layers[0] + 2
+    return [(f"resnet{depth}", {}), (f"plain{depth}", {})]
+
+
+def imagenet_layouts(arch: Architecture) -> list[tuple[str, dict[str, object]]]:
+    """The Table 1 names whose layout ``arch`` (read from weights) may be."""
+    depths = [
+        d
+        for d, layout in TABLE1_LAYERS.items()
+        if layout == tuple(arch.layers) and (d >= 50) == (arch.block == "bottleneck")
+    ]
+    return [(f"{kind}{d}", {}) for d in depths for kind in ("resnet", "plain")] if arch.stem == "imagenet" else []
 
 
 def builtin_models() -> list[ModelInfo]:

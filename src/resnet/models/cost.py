@@ -11,7 +11,7 @@ two against each other for every registered net and shortcut option.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from resnet.models.arch import Architecture
@@ -46,18 +46,32 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int, hw: tuple[int, int]
     return Cost(c_in * c_out * kernel * kernel + 2 * c_out, macs), out  # type: ignore[return-value]
 
 
+#: A block kind's residual branch: (arch, c_in, planes, stride, hw) -> (cost, output channels).
+BranchCost = Callable[[Architecture, int, int, int, tuple[int, int]], tuple[Cost, int]]
+
+
+def basic_branch(arch: Architecture, c_in: int, planes: int, stride: int, hw: tuple[int, int]) -> tuple[Cost, int]:
+    """Two 3x3 convs, the stride on the first."""
+    first, mid = conv_bn(c_in, planes, 3, stride, hw)
+    return first + conv_bn(planes, planes, 3, 1, mid)[0], planes
+
+
+def bottleneck_branch(arch: Architecture, c_in: int, planes: int, stride: int, hw: tuple[int, int]) -> tuple[Cost, int]:
+    """1x1 reduce, 3x3, 1x1 restore to 4x; the stride on the first 1x1 or on the 3x3."""
+    c_out = planes * arch.expansion
+    s1, s3 = (stride, 1) if arch.bottleneck_stride == "1x1" else (1, stride)
+    first, mid = conv_bn(c_in, planes, 1, s1, hw)
+    second, mid = conv_bn(planes, planes, 3, s3, mid)
+    return first + second + conv_bn(planes, c_out, 1, 1, mid)[0], c_out
+
+
+#: The branch cost of every block kind (a new kind adds its own: :func:`resnet.models.blocks.register_block`).
+BRANCH_COSTS: dict[str, BranchCost] = {"basic": basic_branch, "bottleneck": bottleneck_branch}
+
+
 def _block(arch: Architecture, c_in: int, planes: int, stride: int, hw: tuple[int, int]) -> tuple[Cost, int]:
     """One block's branch and shortcut; returns its cost and output channels (the map is ``hw`` / stride)."""
-    if arch.block == "basic":
-        c_out = planes
-        first, mid = conv_bn(c_in, planes, 3, stride, hw)
-        cost = first + conv_bn(planes, planes, 3, 1, mid)[0]
-    else:
-        c_out = planes * arch.expansion
-        s1, s3 = (stride, 1) if arch.bottleneck_stride == "1x1" else (1, stride)
-        first, mid = conv_bn(c_in, planes, 1, s1, hw)
-        second, mid = conv_bn(planes, planes, 3, s3, mid)
-        cost = first + second + conv_bn(planes, c_out, 1, 1, mid)[0]
+    cost, c_out = BRANCH_COSTS[arch.block](arch, c_in, planes, stride, hw)
     changes_shape = stride != 1 or c_in != c_out
     # Section 3.3: B projects where the shape changes, C everywhere, A never (zero padding is free).
     if arch.residual and (arch.shortcut == "C" or (arch.shortcut == "B" and changes_shape)):

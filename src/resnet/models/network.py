@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet.models.arch import IMAGENET_STEM_WIDTH, Architecture
-from resnet.models.blocks import BasicBlock, Bottleneck, init_weights, make_stage
+from resnet.models.blocks import BLOCK_MODULES, BasicBlock, Bottleneck, init_weights, make_stage
 
 
 class ResNet(nn.Module):
@@ -82,7 +82,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
         block_kwargs: dict[str, object] = {"residual": residual, "shortcut": shortcut}
-        if block is Bottleneck:
+        if issubclass(block, Bottleneck):  # a registered kind built on the bottleneck takes its stride too
             block_kwargs["stride_on"] = bottleneck_stride
         in_planes = stem_width
         self.num_stages = len(layers)
@@ -101,7 +101,7 @@ class ResNet(nn.Module):
     def from_architecture(cls, arch: Architecture, *, zero_init_residual: bool = False, **head: object) -> ResNet:
         """The net an :class:`~resnet.models.arch.Architecture` describes (how every built-in net is made)."""
         return cls(
-            BasicBlock if arch.block == "basic" else Bottleneck,
+            BLOCK_MODULES[arch.block],  # type: ignore[arg-type]  (any registered kind, not only these two)
             arch.layers,
             arch.widths,
             stem=arch.stem,

@@ -1,8 +1,9 @@
 """A small model registry: ``register_model``, ``create_model``, ``list_models``, ``model_info``.
 
 Every entry records the keyword arguments its builder accepts, so a misspelt keyword fails with the valid
-choices instead of a ``TypeError`` deep in a constructor. CIFAR nets of any depth 6n+2 are reachable by
-name (``resnet38``, ``plain98``) without being listed.
+choices instead of a ``TypeError`` deep in a constructor. A *family* (:func:`register_family`) owns a name
+pattern and resolves the names it matches on demand: CIFAR nets of any depth 6n+2 are reachable by name
+(``resnet38``, ``plain98``) without being listed, and a user's family adds its own names the same way.
 """
 
 from __future__ import annotations
@@ -12,20 +13,56 @@ import fnmatch
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resnet.models.catalog import ModelInfo, builtin_models, resolve_cifar
+from resnet.models.catalog import (
+    CIFAR_PATTERN,
+    ModelInfo,
+    builtin_models,
+    cifar_layouts,
+    imagenet_layouts,
+    resolve_cifar,
+)
 
 if TYPE_CHECKING:  # the registry itself imports no torch: `resnet models` lists and counts without it
     from torch import nn
 
     from resnet.models.arch import Architecture
 
-__all__ = ["ModelInfo", "create_model", "list_models", "model_architecture", "model_info", "register_model"]
+__all__ = [
+    "Family",
+    "ModelInfo",
+    "create_model",
+    "list_models",
+    "model_architecture",
+    "model_info",
+    "models_with_layout",
+    "register_family",
+    "register_model",
+]
+
+#: What a family's ``layouts`` answers for a layout read from weights: candidate names and their keywords.
+Layouts = Callable[["Architecture"], list[tuple[str, dict[str, object]]]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of nets: its name, the names it resolves on demand, and how weights' layouts map to its names.
+
+    ``pattern`` (a regular expression matching whole names) and ``resolve`` (the match -> an entry, or
+    ``None`` when the name is not the family's after all) make unlisted names reachable; ``layouts`` lets
+    ``resnet convert`` name bare weights of the family (see :func:`models_with_layout`).
+    """
+
+    name: str
+    pattern: re.Pattern[str] | None = None
+    resolve: Callable[[re.Match[str]], ModelInfo | None] | None = None
+    layouts: Layouts | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
-_FAMILY_BUILDERS: dict[str, Callable[[str, int, bool], ModelInfo | None]] = {}
+_FAMILIES: dict[str, Family] = {}
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
@@ -37,41 +74,81 @@ def register_model(info: ModelInfo) -> ModelInfo:
     return info
 
 
-def register_family(prefix: str, resolver: Callable[[str, int, bool], ModelInfo | None]) -> None:
-    """Let names like ``resnet38`` resolve through ``resolver(name, depth, residual)`` when not registered.
+def register_family(
+    name: str,
+    pattern: str | None = None,
+    resolve: Callable[[re.Match[str]], ModelInfo | None] | None = None,
+    *,
+    layouts: Layouts | None = None,
+) -> Family:
+    """Add a family: names fully matching ``pattern`` resolve through ``resolve(match)`` when not registered.
 
-    Families are tried in the order they were added, the paper's CIFAR family first.
+    ``register_family("wide", r"wresnet(\\d+)", lambda m: wide_info(int(m.group(1))), layouts=wide_layouts)``.
+    Families are tried in the order they were added, the paper's first; ``list_models`` orders by family too.
     """
     _register_builtin()
-    _FAMILY_BUILDERS[prefix] = resolver
+    if name in _FAMILIES:
+        raise ValueError(f"model family {name!r} is already registered")
+    if (pattern is None) != (resolve is None):
+        raise ValueError("a family's pattern and resolve go together")
+    family = Family(name, re.compile(pattern) if pattern else None, resolve, layouts)
+    _FAMILIES[name] = family
+    return family
+
+
+def _family_rank(family: str) -> int:
+    names = list(_FAMILIES)
+    return names.index(family) if family in names else len(names)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, optionally filtered by a shell-style pattern (``"resnet*"``, ``"plain?0"``).
 
-    Order: ImageNet nets, then CIFAR nets, each by depth, residual before plain.
+    Order: by family (ImageNet nets, then CIFAR nets, then families added later), each by depth, residual
+    before plain.
     """
     _register_builtin()
-    infos = sorted(_REGISTRY.values(), key=lambda i: (i.family != "imagenet", not i.residual, i.depth))
+    infos = sorted(_REGISTRY.values(), key=lambda i: (_family_rank(i.family), not i.residual, i.depth))
     names = [i.name for i in infos]
     return [n for n in names if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
-_NAME_RE = re.compile(r"^(resnet|plain)(\d+)$")
-
-
 def model_info(name: str) -> ModelInfo:
-    """Registry entry for ``name`` (also for unlisted CIFAR depths like ``resnet38``)."""
+    """Registry entry for ``name`` (also for names a family resolves, like the CIFAR depth ``resnet38``)."""
     _register_builtin()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    m = _NAME_RE.match(name)
-    if m and _FAMILY_BUILDERS:
-        for resolver in _FAMILY_BUILDERS.values():
-            info = resolver(name, int(m.group(2)), m.group(1) == "resnet")
+    for family in list(_FAMILIES.values()):
+        match = family.pattern.fullmatch(name) if family.pattern else None
+        if match and family.resolve is not None:
+            info = family.resolve(match)
             if info is not None:
                 return info
     raise ValueError(unknown_model_message(name))
+
+
+def models_with_layout(arch: Architecture) -> list[tuple[str, dict[str, object]]]:
+    """The model names (and their keywords) whose layers are ``arch``'s: block, blocks and widths per stage and
+    stem; residual or not and the shortcut option are left to the caller (the weights' shapes cannot tell
+    option A from a plain net). Each family proposes names; each proposal is checked against its own entry.
+    """
+    _register_builtin()
+    found = []
+    for family in list(_FAMILIES.values()):
+        for name, kwargs in family.layouts(arch) if family.layouts else []:
+            try:
+                mine = model_architecture(name, **kwargs)
+            except ValueError:
+                continue
+            same = mine is not None and (mine.block, tuple(mine.layers), tuple(mine.widths), mine.stem) == (
+                arch.block,
+                tuple(arch.layers),
+                tuple(arch.widths),
+                arch.stem,
+            )
+            if same:
+                found.append((name, kwargs))
+    return found
 
 
 def model_architecture(name: str, **kwargs: object) -> Architecture | None:
@@ -103,7 +180,8 @@ def _register_builtin() -> None:
         try:
             for info in builtin_models():
                 register_model(info)
-            register_family("cifar", resolve_cifar)
+            register_family("imagenet", layouts=imagenet_layouts)
+            register_family("cifar", CIFAR_PATTERN, resolve_cifar, layouts=cifar_layouts)
         finally:
             _builtin["running"] = False
         _builtin["done"] = True

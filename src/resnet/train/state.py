@@ -27,7 +27,7 @@ def model_kwargs(cfg: Config, num_classes: int, in_channels: int) -> dict[str, A
             kwargs[key] = getattr(cfg.model, key)
     if cfg.model.zero_init_residual:
         kwargs["zero_init_residual"] = True
-    return kwargs
+    return {**kwargs, **cfg.model.kwargs}
 
 
 def build_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.SGD:
