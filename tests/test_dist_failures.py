@@ -26,8 +26,11 @@ from launch import (
     worker_pids,
 )
 
-from conftest import tiny_overrides
+from conftest import HANG, tiny_overrides
 from folders import build_folder
+
+#: How long a lone node waits at torchrun's rendezvous before giving up (what that test checks).
+ALONE_AT_RENDEZVOUS_S = 5
 
 
 def errors(text: str) -> list[str]:
@@ -86,7 +89,7 @@ def test_ranks_that_never_all_arrive_give_up_with_one_line(recipe: Path, tmp_pat
         *sets(tiny_overrides()),
     ]
     start = time.monotonic()
-    res = subprocess.run(cmd, env=env(**extra), capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(cmd, env=env(**extra), capture_output=True, text=True, timeout=HANG)
     assert res.returncode == 2 and time.monotonic() - start < 600
     (line,) = errors(res.stderr)
     assert line.startswith(f"resnet: error: rank 0 of 2: the process group could not be formed at 127.0.0.1:{port}")
@@ -97,7 +100,7 @@ def test_ranks_that_never_all_arrive_give_up_with_one_line(recipe: Path, tmp_pat
 def test_a_node_alone_gives_up_its_rendezvous(recipe: Path, tmp_path: Path):
     # torchrun's own rendezvous (before any rank exists) is bounded by --rdzv_conf join_timeout.
     launcher = two_nodes(free_port(), 0)
-    launcher[-1] = "--rdzv_conf=join_timeout=5"
+    launcher[-1] = f"--rdzv_conf=join_timeout={ALONE_AT_RENDEZVOUS_S}"  # the limit under test, not a wait
     (status, _, err), = finish(torchrun(launcher, [str(recipe), "--out", str(tmp_path / "run")]))  # fmt: skip
     assert status != 0 and "RendezvousTimeoutError" in err
     assert not (tmp_path / "run").exists()

@@ -121,14 +121,15 @@ def test_pt2_export_round_trips_through_torch_export_load(tmp_path: Path, capsys
     extra = {"resnet.json": ""}
     program = torch.export.load(str(out), extra_files=extra)
     meta = json.loads(extra["resnet.json"])
-    assert meta["resnet.model_name"] == "resnet20" and json.loads(meta["resnet.input_size"]) == [3, 32, 32]
+    described = json.loads(meta["resnet.metadata"])  # the one description (resnet.metadata), as in ONNX files
+    assert described["model_name"] == "resnet20" and described["input_size"] == [3, 32, 32]
     model = load_any(src).checkpoint.build_model()
     for batch in (1, 4, 9):
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():
             torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-4)
     # read back by our reader too; a file that is not ours says so in one line
-    assert read_pt2(out)[1]["resnet.model_name"] == "resnet20"
+    assert json.loads(read_pt2(out)[1]["resnet.metadata"])["model_name"] == "resnet20"
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a readable torch.export"):
         read_pt2(tmp_path / "junk.pt2")

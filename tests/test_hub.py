@@ -20,7 +20,7 @@ from resnet.interop import hub
 from resnet.interop.hub import PretrainedResNet
 from resnet.interop.model_card import CARD_MARKER
 
-from conftest import ROOT
+from conftest import HANG, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_without_the_extra_folders_still_work_and_hub_ids_say_what_to_install(tm
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=HANG)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines == [

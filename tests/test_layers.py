@@ -29,7 +29,7 @@ RANKS = {
     "ranges": 1,
     "plugins": 1,  # imports a user's modules by name (RESNET_PLUGINS, entry points), nothing of ours
     "config": 2,
-    "metadata": 2,
+    "metadata": 3,
     "models": 3,
     "data": 4,
     "eval": 5,

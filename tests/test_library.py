@@ -127,7 +127,7 @@ def test_damaged_pretrained_folders_fail_in_one_line(converted, tmp_path: Path):
     cfg_file = tmp_path / "hf/config.json"
     cfg = json.loads(cfg_file.read_text())
     for damage, msg in [
-        ("{not json", "not readable JSON"),
+        ("{not json", "not valid JSON"),
         (json.dumps({**cfg, "format": "other"}), "not a resnet-paper model folder"),
         (json.dumps({**cfg, "preprocessing": {"kind": "x"}}), "damaged model description"),
         (json.dumps({**cfg, "model_name": "resnet32"}), "weights do not fit resnet32"),

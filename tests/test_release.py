@@ -9,7 +9,7 @@ import yaml
 
 import resnet
 
-from conftest import ROOT
+from conftest import HANG, ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -83,7 +83,7 @@ def test_the_wheel_carries_citation_configs_and_metadata(tmp_path):
 
     pytest.importorskip("hatchling", reason="the build backend (dev extra) is not installed")
     cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
-    subprocess.run([*cmd, str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run([*cmd, str(ROOT)], check=True, capture_output=True, timeout=HANG)
     (wheel,) = tmp_path.glob("resnet_paper-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())

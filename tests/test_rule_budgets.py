@@ -23,6 +23,8 @@ from resnet.errors import UserError
 from resnet.models.cost import MAX_ACTIVATIONS, MAX_PARAMS, architecture_size
 from resnet.models.registry import model_architecture
 
+from conftest import HANG
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,7 +92,7 @@ def run_guarded(cases: dict[str, list[str]], tmp_path: Path) -> tuple[dict[str, 
         [sys.executable, "-c", CHILD, json.dumps(cases)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=HANG,
         cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
     )

@@ -1,14 +1,8 @@
 """What travels with weights: one typed, validated description, read and written the same way everywhere.
 
-Checkpoints, a pretrained folder's ``config.json``, safetensors headers, ONNX ``metadata_props`` and the
-TorchScript extra file carry the same facts: model name and keywords, class names (one per output of the
-head), preprocessing (pixels in [0, 1], then ``(x - mean) / std``, one mean and std per input channel or a
-mean image), input size, and the resize and crop that make a photo that input. :class:`ModelMetadata` holds
-them; every reader validates through it (one line naming the damaged field) and every writer serialises it.
-:meth:`ModelMetadata.timm_cfg` is timm's flat ``pretrained_cfg`` of it: ``timm.data.create_transform`` then
-resizes the shorter side to ``floor(size / crop_pct)``, centre-crops ``size`` and normalises, as we do.
-Files written before it (ONNX keys with a ``scale`` and float32-widened values, no resize recorded) are
-migrated on read. Torch is imported only to convert tensors (:meth:`Preprocessing.from_state`).
+Checkpoints, ``config.json``, safetensors headers, ONNX ``metadata_props`` and TorchScript's extra file carry
+it (model, classes, preprocessing, input size, resize and crop); :meth:`ModelMetadata.timm_cfg` is timm's flat
+``pretrained_cfg`` of it. Older forms are migrated on read; torch is imported only to convert tensors.
 """
 
 from __future__ import annotations
@@ -394,19 +388,11 @@ def check_model_kwargs(kwargs: Any, where: str) -> dict[str, Any]:
         elif key == "zero_init_residual":
             if not isinstance(value, bool):
                 raise _fail(where, f"model_kwargs.{key}", "must be true or false")
-        elif key in ("shortcut", "bottleneck_stride"):
-            if not (value is None or (isinstance(value, str) and len(value) <= MAX_NAME_CHARS)):
-                raise _fail(where, f"model_kwargs.{key}", "must be a name or null")
-        elif not _family_scalar(value):  # a family's own keyword (create_model checks its name and range)
+        elif not _family_scalar(value):  # shortcut, bottleneck_stride, or a family's own keyword (create_model checks)
             raise _fail(where, f"model_kwargs.{key}", "must be a name, a finite number, true/false or null")
     return dict(kwargs)
 
 
-def _family_scalar(value: Any) -> bool:
-    if value is None or isinstance(value, bool):
-        return True
-    if isinstance(value, str):
-        return len(value) <= MAX_NAME_CHARS
-    if isinstance(value, int):
-        return abs(value) <= 2**53
-    return isinstance(value, float) and math.isfinite(value)
+def _family_scalar(v: Any) -> bool:
+    text, finite = isinstance(v, str) and len(v) <= MAX_NAME_CHARS, isinstance(v, float) and math.isfinite(v)
+    return v is None or isinstance(v, bool) or text or (isinstance(v, int) and abs(v) <= 2**53) or finite
