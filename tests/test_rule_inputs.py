@@ -116,7 +116,7 @@ def test_deep_json_in_onnx_metadata_is_one_line(run: Path, tmp_path: Path, capsy
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
     proto = onnx.load(str(tmp_path / "m.onnx"))
     for p in proto.metadata_props:
-        if p.key == "resnet.classes":
+        if p.key == "resnet.metadata":  # the one description (model, classes, preprocessing, ...)
             p.value = DEEP
     onnx.save(proto, str(tmp_path / "m.onnx"))
     capsys.readouterr()
