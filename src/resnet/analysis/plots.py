@@ -121,6 +121,10 @@ def error_curves_figure(
     if ylim or seen:
         axes[0][0].set_ylim(*(ylim or _data_range(seen)))  # the axes share y
     axes[0][0].set_ylabel("error (%)")
+    if not seen:  # nothing to draw: say so, with no made-up 0-1 axes
+        ax = axes[0][0]
+        ax.set_xticks([]), ax.set_yticks([]), ax.set_xlabel(""), ax.set_ylabel(""), ax.set_title("")
+        ax.text(0.5, 0.5, "no runs with error records yet", ha="center", va="center", transform=ax.transAxes)
     if title:
         fig.suptitle(title)
     if note:

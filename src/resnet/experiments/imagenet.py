@@ -14,6 +14,7 @@ from typing import Any
 
 from resnet.analysis.imagenet import TABLE2_RUNS, TABLE3_RUNS, imagenet_report
 from resnet.analysis.report import RunRecord, read_run
+from resnet.config import load_config, shortened_schedule
 from resnet.errors import UserError
 from resnet.experiments.registry import Option, Options, experiment
 from resnet.experiments.runner import RunSpec, select_only, train_runs
@@ -36,11 +37,13 @@ def _specs(recipes: list[str], opts: Options) -> list[RunSpec]:
     base = [f"data.data_dir={opts.data_dir}"] if opts.data_dir else []
     if opts.device:
         base.append(f"train.device={opts.device}")
-    if n:
-        base.append(f"schedule.iterations={n}")
-    specs = [
-        RunSpec(f"{r}-s0", f"imagenet/{r}", opts.out / "runs" / f"{r}-s0{suffix}", (*base, *opts.sets)) for r in recipes
-    ]
+    specs = []
+    for r in recipes:
+        # The one scaling `resnet train --iterations` uses (eval/log/checkpoint intervals follow the length).
+        scaled = [f"{k}={v}" for k, v in shortened_schedule(load_config(f"imagenet/{r}"), n).items()] if n else []
+        specs.append(
+            RunSpec(f"{r}-s0", f"imagenet/{r}", opts.out / "runs" / f"{r}-s0{suffix}", (*base, *scaled, *opts.sets))
+        )
     return select_only(specs, opts.only, recipes)
 
 

@@ -34,7 +34,7 @@ from resnet.train.metrics_log import MetricsLog, summarize
 from resnet.train.multiseed import MultiSeedTrainer
 from resnet.train.resume import check_same_data
 from resnet.train.rundir import RunDir, claim, record_invocation
-from resnet.train.schedule import total_iterations
+from resnet.train.schedule import describe_schedule, plural, total_iterations
 from resnet.train.signals import StopSignals
 
 
@@ -133,7 +133,8 @@ class SeedRuns:
                                        echo=self.echo and s == self.seeds[0])  # fmt: skip
         self.consoles[self.seeds[0]].log(
             f"training seeds {', '.join(map(str, self.seeds))} of {self.cfg.model.name} as one step on "
-            f"{self.rt.device} from iteration {self.multi.iteration}/{self.total} (lines below: seed {self.seeds[0]})"
+            f"{self.rt.device}{', ' + self.rt.threads if self.rt.threads else ''} from iteration "
+            f"{self.multi.iteration}/{self.total} (lines below: seed {self.seeds[0]}); {describe_schedule(self.cfg)}"
         )
 
     def loop(self) -> None:
@@ -241,7 +242,7 @@ class SeedRuns:
             summary.update(train_seconds=self.train_seconds, target_iterations=self.total, data=data)
             summary["batched_seeds"] = self.seeds
             write_output(run.summary, json.dumps(summary, indent=2) + "\n", owned=True)
-            self.consoles[s].log(f"done: {self.multi.iteration} iterations (seed {s})")
+            self.consoles[s].log(f"done: {plural(self.multi.iteration, 'iteration')} (seed {s})")
             self.consoles[s].close()
             self.metrics[s].close()
             out[s] = summary
