@@ -388,6 +388,8 @@ def check_model_kwargs(kwargs: Any, where: str) -> dict[str, Any]:
         elif key == "zero_init_residual":
             if not isinstance(value, bool):
                 raise _fail(where, f"model_kwargs.{key}", "must be true or false")
+        elif key in ("shortcut", "bottleneck_stride") and not (value is None or isinstance(value, str)):
+            raise _fail(where, f"model_kwargs.{key}", "must be a name or null")
         elif not _family_scalar(value):  # shortcut, bottleneck_stride, or a family's own keyword (create_model checks)
             raise _fail(where, f"model_kwargs.{key}", "must be a name, a finite number, true/false or null")
     return dict(kwargs)
