@@ -104,7 +104,7 @@ def test_deep_json_is_one_line_or_a_skipped_record(run: Path, capsys):
     with (run / "invocations.jsonl").open("a") as f:
         f.write(DEEP + "\n")
     assert len(read_invocations(run)) == 1
-    with pytest.raises(UserError, match="nested 100000 levels deep"):
+    with pytest.raises(UserError, match="nested 100,000 levels deep"):
         load_json(DEEP, "x")
     with pytest.raises(UserError, match="given twice"):
         load_json('{"a": 1, "a": 2}', "x")

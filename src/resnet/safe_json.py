@@ -72,7 +72,7 @@ def parse_json(
             raise JSONError("not UTF-8 text") from None
     depth = json_depth(text)
     if depth > max_depth:
-        raise JSONError(f"nested {depth} levels deep, more than the {max_depth} accepted")
+        raise JSONError(f"nested {depth:,} levels deep, more than the {max_depth:,} accepted")
     try:
         if allow_nan:
             return json.loads(text, object_pairs_hook=_no_duplicates)
