@@ -1,8 +1,8 @@
 """What travels with weights: one typed, validated description, read and written the same way everywhere.
 
 Checkpoints, ``config.json``, safetensors headers, ONNX ``metadata_props`` and TorchScript's extra file carry
-it (model, classes, preprocessing, input size, resize and crop); :meth:`ModelMetadata.timm_cfg` is timm's flat
-``pretrained_cfg`` of it. Older forms are migrated on read; torch is imported only to convert tensors.
+it (model, classes, preprocessing, input size, resize and crop); :func:`resnet.interop.pretrained.timm_cfg`
+is timm's flat ``pretrained_cfg`` of it. Older forms are migrated on read; torch is imported only to convert tensors.
 """
 
 from __future__ import annotations
@@ -298,28 +298,6 @@ class ModelMetadata:
             resize=resize,
             dataset=obj.get("dataset", "unknown"),
         ).check(where)
-
-    # -- timm ------------------------------------------------------------------------------------------------------
-
-    def timm_cfg(self) -> dict[str, Any]:
-        """timm's flat ``pretrained_cfg`` (what ``timm.data.resolve_model_data_config`` reads) and this schema's
-        fields; exact for per-channel mean/std (a mean image becomes its channel averages: timm has none)."""
-        mean, std = self.preprocessing.channel_stats()
-        return {
-            **self.to_json(),
-            "architecture": self.model_name,
-            "num_classes": len(self.classes),
-            "input_size": tuple(self.input_size),
-            "fixed_input_size": False,
-            "interpolation": self.resize.interpolation,
-            "crop_pct": self.resize.crop_pct(),
-            "crop_mode": self.resize.crop_mode,
-            "mean": mean,
-            "std": std,
-            "first_conv": "conv1",
-            "classifier": "fc",
-            "label_names": list(self.classes),
-        }
 
     # -- ONNX metadata_props and the TorchScript extra file ---------------------------------------------------------
 

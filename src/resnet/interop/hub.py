@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -36,6 +36,7 @@ from resnet.interop.pretrained import (
 from resnet.io import check_folder_is_ours, read_input_text, write_output
 from resnet.io.outputs import MANIFEST as OUTPUTS_MANIFEST
 from resnet.models.network import ResNet
+from resnet.models.pretrained_cfg import PretrainedCfg
 
 CARD_FILE = "README.md"
 HUB_EXTRA = "pip install 'resnet-paper[hub]'"
@@ -45,17 +46,20 @@ MAX_CARD_BYTES = 1 << 20
 try:  # the optional extra: the mixin gives push_to_hub and marks the class as a Hub model
     from huggingface_hub import ModelHubMixin
 except ImportError:  # local folders need none of it
-    ModelHubMixin = None
+    ModelHubMixin = None  # type: ignore[assignment, misc]  # the extra is absent: every use checks for None
 
-_BASES: tuple[type, ...] = (ResNet,) if ModelHubMixin is None else (ResNet, ModelHubMixin)
+if TYPE_CHECKING:  # checkers see a ResNet: the mixin's methods a caller uses are all redefined on the class
+    _HubMixin = object
+else:
+    _HubMixin = object if ModelHubMixin is None else ModelHubMixin
 
 
 # No class keywords for the mixin's own card: save_pretrained writes this package's card (model_card.py), and
 # the keywords differ between huggingface_hub versions (paper_url is unknown to 0.24).
-class PretrainedResNet(*_BASES):  # type: ignore[misc]
+class PretrainedResNet(ResNet, _HubMixin):
     """A :class:`~resnet.models.ResNet` with its description (``pretrained_cfg``) and Hugging Face's methods."""
 
-    pretrained_cfg: dict[str, Any]
+    pretrained_cfg: PretrainedCfg
     _description: Checkpoint
 
     def save_pretrained(
@@ -91,7 +95,9 @@ class PretrainedResNet(*_BASES):  # type: ignore[misc]
         # The folder's record of what resnet wrote (resnet.io's output rule) is local bookkeeping, not the model.
         ignore = kwargs.pop("ignore_patterns", None) or []
         ignore = [ignore] if isinstance(ignore, str) else list(ignore)
-        return ModelHubMixin.push_to_hub(self, repo_id, ignore_patterns=[*ignore, OUTPUTS_MANIFEST], **kwargs)
+        patterns = [*ignore, OUTPUTS_MANIFEST]
+        # The mixin is a base of this class whenever it is installed; type checkers see the ResNet only.
+        return ModelHubMixin.push_to_hub(self, repo_id, ignore_patterns=patterns, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **hub_kwargs: Any) -> PretrainedResNet:
@@ -117,9 +123,10 @@ def checkpoint_of(model: nn.Module, description: Checkpoint | dict[str, Any]) ->
     """``model``'s weights with their ``description`` (a weightless checkpoint, or a ``pretrained_cfg`` dict of
     this package's own layout), checked to read back. A classifier replaced since (``reset_classifier``)
     keeps the description but its classes, which have no names yet."""
-    if not isinstance(getattr(model, "fc", None), nn.Linear):
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear):
         raise UserError("save_pretrained needs a classifier (reset_classifier(0) removed it): give it a class count")
-    num_classes = int(model.fc.out_features)  # type: ignore[union-attr]
+    num_classes = fc.out_features
     if isinstance(description, dict):  # a model that only carries pretrained_cfg
         cfg = {**description, "model_kwargs": {**description["model_kwargs"], "num_classes": num_classes}}
         return Checkpoint.from_dict(checkpoint_dict(cfg, model.state_dict(), "model"), "model")
@@ -143,9 +150,10 @@ def as_pretrained(net: nn.Module, ckpt: Checkpoint) -> PretrainedResNet:
     if type(net) not in (ResNet, PretrainedResNet):
         raise TypeError(f"expected a resnet.models.ResNet, got {type(net).__name__}")
     net.__class__ = PretrainedResNet
+    assert isinstance(net, PretrainedResNet)  # for type checkers: the class was just set
     net._description = replace(ckpt, state_dict={}, training=None)
     net.pretrained_cfg = pretrained_cfg(ckpt)
-    return net  # type: ignore[return-value]
+    return net
 
 
 def write_folder(directory: str | Path, ckpt: Checkpoint, *, metrics: dict[str, Any] | None = None) -> Path:

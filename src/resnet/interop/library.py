@@ -23,7 +23,7 @@ from resnet.interop.hub import PretrainedResNet, as_pretrained, checkpoint_of, w
 from resnet.interop.pretrained import read_config
 from resnet.models import create_model as build_model
 from resnet.models.features import FeatureExtractor
-from resnet.models.network import check_drop_rate, check_global_pool
+from resnet.models.network import ResNet, check_drop_rate, check_global_pool
 
 #: Keywords whose value changes the function but no tensor shape: a checkpoint's own value must not be overridden.
 _LAYOUT_KWARGS = ("shortcut", "bottleneck_stride", "in_channels")
@@ -45,7 +45,15 @@ def load(path: str | Path, *, model: str | None = None, source: str = "auto") ->
     return as_pretrained(net, ckpt)
 
 
-def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any], source: str) -> tuple[nn.Module, Checkpoint]:
+def _build(name: str, **kwargs: Any) -> ResNet:
+    """The plain builder's net, which every model this module returns is (a registered family builds one)."""
+    net = build_model(name, **kwargs)
+    if not isinstance(net, ResNet):
+        raise TypeError(f"{name} builds a {type(net).__name__}; resnet.create_model needs a resnet.models.ResNet")
+    return net
+
+
+def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any], source: str) -> tuple[ResNet, Checkpoint]:
     where = str(path)
     obj = read_weights(path)
     ours = obj.get("format") == FORMAT
@@ -62,9 +70,9 @@ def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any], source
     for key in _LAYOUT_KWARGS:
         if key in kwargs and key in ckpt.model_kwargs and kwargs[key] != ckpt.model_kwargs[key]:
             raise UserError(f"{where} was built with {key}={ckpt.model_kwargs[key]!r}; drop {key}={kwargs[key]!r}")
-    net = build_model(name, **{**ckpt.model_kwargs, **kwargs})
+    net = _build(name, **{**ckpt.model_kwargs, **kwargs})
     transfer_weights(ckpt, net, where)
-    classes = int(net.fc.out_features)
+    classes = net.fc.out_features
     if classes != len(ckpt.classes):  # a fresh head for another task: its classes have no names yet
         ckpt.model_kwargs = {**ckpt.model_kwargs, "num_classes": classes}
         ckpt.classes, ckpt.dataset = default_classes("unknown", classes), "unknown"
@@ -182,14 +190,14 @@ def create_model(
     else:
         if source != "auto":
             raise UserError(f"source={source!r} names the origin of checkpoint_path's weights; pass checkpoint_path")
-        net = build_model(name, **kwargs)
-        meta, _ = default_meta(name, {**kwargs, "num_classes": int(net.fc.out_features)})  # resnet20: 10
+        net = _build(name, **kwargs)
+        meta, _ = default_meta(name, {**kwargs, "num_classes": net.fc.out_features})  # resnet20: 10
         ckpt = Checkpoint(model_name=name, model_kwargs=dict(kwargs), state_dict={}, **meta)
     model = as_pretrained(net, ckpt)
     model.drop_rate = drop_rate
     if features_only:
         backbone = FeatureExtractor(model, out_indices)
-        backbone.pretrained_cfg = model.pretrained_cfg  # type: ignore[assignment]
+        backbone.pretrained_cfg = model.pretrained_cfg
         return backbone.train()
     return model.train()
 

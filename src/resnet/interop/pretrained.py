@@ -20,6 +20,7 @@ from resnet.checkpoint import FORMAT, Checkpoint
 from resnet.checkpoint.typed import resize_for
 from resnet.errors import UserError
 from resnet.metadata import MAX_JSON_BYTES, ModelMetadata, load_json_field
+from resnet.models.pretrained_cfg import PretrainedCfg
 
 PRETRAINED_FORMAT = "resnet-pretrained/1"
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -29,10 +30,50 @@ def is_pretrained_dir(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
 
 
-def pretrained_cfg(ckpt: Checkpoint) -> dict[str, Any]:
+def pretrained_cfg(ckpt: Checkpoint) -> PretrainedCfg:
     """The JSON-able description of a checkpoint's model and inputs (``model.pretrained_cfg``, config.json):
     timm's flat keys (``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ...) and ours."""
-    return ckpt.metadata().timm_cfg()
+    return timm_cfg(ckpt.metadata())
+
+
+def timm_cfg(meta: ModelMetadata) -> PretrainedCfg:
+    """timm's flat ``pretrained_cfg`` (what ``timm.data.resolve_model_data_config`` reads) beside ``meta``'s own
+    fields (its JSON form); exact for per-channel mean/std (a mean image becomes its channel averages: timm
+    has none)."""
+    mean, std = meta.preprocessing.channel_stats()
+    channels, height, width = meta.input_size  # a tuple even where a reader kept a list
+    prep, resize = meta.preprocessing.to_json(), meta.resize.to_json()
+    return {
+        "model_name": meta.model_name,
+        "model_kwargs": dict(meta.model_kwargs),
+        "classes": list(meta.classes),
+        "input_size": (channels, height, width),
+        "preprocessing": {
+            "kind": prep["kind"],
+            "mean": prep["mean"],
+            "mean_shape": prep["mean_shape"],
+            "std": prep["std"],
+            "std_shape": prep["std_shape"],
+        },
+        "resize": {
+            "shorter_side": resize["shorter_side"],
+            "crop": resize["crop"],
+            "interpolation": resize["interpolation"],
+            "crop_mode": resize["crop_mode"],
+        },
+        "dataset": meta.dataset,
+        "architecture": meta.model_name,
+        "num_classes": len(meta.classes),
+        "fixed_input_size": False,
+        "interpolation": meta.resize.interpolation,
+        "crop_pct": meta.resize.crop_pct(),
+        "crop_mode": meta.resize.crop_mode,
+        "mean": mean,
+        "std": std,
+        "first_conv": "conv1",
+        "classifier": "fc",
+        "label_names": list(meta.classes),
+    }
 
 
 def metadata_of(cfg: Any, where: str) -> ModelMetadata:
@@ -47,7 +88,7 @@ def checkpoint_dict(cfg: dict[str, Any], state: dict[str, torch.Tensor], where: 
 
 def config_json(meta: ModelMetadata) -> str:
     """The text of ``config.json`` for ``meta``."""
-    return json.dumps({"format": PRETRAINED_FORMAT, **meta.timm_cfg()}, indent=2) + "\n"
+    return json.dumps({"format": PRETRAINED_FORMAT, **timm_cfg(meta)}, indent=2) + "\n"
 
 
 def read_config(root: str | Path) -> dict[str, Any]:

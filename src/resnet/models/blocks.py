@@ -17,6 +17,8 @@ before the ReLU and before the addition) may keep a reference to its output and 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -174,11 +176,14 @@ class Bottleneck(_Block):
         return self.bn3
 
 
+#: A block kind's module: the basic block, the bottleneck, or a subclass of one (their constructor's arguments).
+BlockModule = type[BasicBlock] | type[Bottleneck]
+
 #: The module of every block kind an :class:`~resnet.models.arch.Architecture` names.
-BLOCK_MODULES: dict[str, type[_Block]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+BLOCK_MODULES: dict[str, BlockModule] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-def register_block(name: str, module: type[_Block], branch_cost: BranchCost) -> None:
+def register_block(name: str, module: BlockModule, branch_cost: BranchCost) -> None:
     """Add a block kind in one call: its module (a subclass of :class:`BasicBlock` or :class:`Bottleneck`,
     taking ``(in_planes, planes, stride, *, residual, shortcut)``), its ``expansion`` (the module's) and its
     branch's cost (:data:`resnet.models.cost.BranchCost`) for the torch-free counts. Architectures may then
@@ -191,17 +196,19 @@ def register_block(name: str, module: type[_Block], branch_cost: BranchCost) -> 
 
 
 def make_stage(
-    block: type[_Block],
+    block: BlockModule,
     in_planes: int,
     planes: int,
     blocks: int,
     stride: int,
-    **block_kwargs: object,
+    **block_kwargs: Any,
 ) -> nn.Sequential:
-    """One stage (conv2_x ... conv5_x, or a CIFAR 2n-layer stage): the first block downsamples."""
-    layers = []
+    """One stage (conv2_x ... conv5_x, or a CIFAR 2n-layer stage): the first block downsamples.
+
+    ``block_kwargs`` go to the block's constructor as they are (``stride_on`` only for bottleneck kinds)."""
+    layers: list[nn.Module] = []
     for i in range(blocks):
-        layers.append(block(in_planes, planes, stride if i == 0 else 1, **block_kwargs))  # type: ignore[arg-type]
+        layers.append(block(in_planes, planes, stride if i == 0 else 1, **block_kwargs))
         in_planes = planes * block.expansion
     return nn.Sequential(*layers)
 

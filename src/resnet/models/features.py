@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from resnet.models.blocks import BasicBlock, Bottleneck
 from resnet.models.network import ResNet
+from resnet.models.pretrained_cfg import PretrainedCfg
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,11 @@ def feature_indices(num_stages: int, out_indices: int | Sequence[int] | None) ->
 
 
 class FeatureExtractor(nn.Module):
-    """The stem and stages of ``model``; ``forward(x)`` returns the feature maps at ``out_indices``."""
+    """The stem and stages of ``model``; ``forward(x)`` returns the feature maps at ``out_indices``.
+
+    ``resnet.create_model(..., features_only=True)`` also gives it the model's ``pretrained_cfg``."""
+
+    pretrained_cfg: PretrainedCfg
 
     def __init__(self, model: ResNet, out_indices: int | Sequence[int] | None = None) -> None:
         super().__init__()
@@ -79,8 +85,8 @@ class FeatureExtractor(nn.Module):
         chs, reds, names = [model.conv1.out_channels], [stride], ["act1"]
         stride *= 2 if model.stem_kind == "imagenet" else 1  # the 3x3/2 max pool
         for i, stage in enumerate(model.stages, start=1):
-            stride *= stage[0].conv1.stride[0] * stage[0].conv2.stride[0] * _conv3_stride(stage[0])
-            chs.append(stage[-1].last_bn().num_features)
+            stride *= _block_stride(stage[0])
+            chs.append(_out_channels(stage[-1]))
             reds.append(stride)
             names.append(f"layer{i}")
         pick = self.out_indices
@@ -99,6 +105,17 @@ class FeatureExtractor(nn.Module):
         return out
 
 
-def _conv3_stride(block: nn.Module) -> int:
-    conv3 = getattr(block, "conv3", None)
-    return conv3.stride[0] if conv3 is not None else 1
+def _block_stride(block: nn.Module) -> int:
+    """The stride of a block: the product of its branch's (conv1, conv2 and a bottleneck's conv3)."""
+    stride = 1
+    for name in ("conv1", "conv2", "conv3"):
+        conv = getattr(block, name, None)
+        if isinstance(conv, nn.Conv2d):
+            stride *= conv.stride[0]
+    return stride
+
+
+def _out_channels(block: nn.Module) -> int:
+    if not isinstance(block, BasicBlock | Bottleneck):  # every registered block kind subclasses one of them
+        raise TypeError(f"features_only needs the paper's blocks, got {type(block).__name__}")
+    return block.last_bn().num_features

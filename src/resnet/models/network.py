@@ -15,13 +15,14 @@ project's contract (every stage's map, for backbone use).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from resnet.models.arch import IMAGENET_STEM_WIDTH, Architecture
-from resnet.models.blocks import BLOCK_MODULES, BasicBlock, Bottleneck, init_weights, make_stage
+from resnet.models.blocks import BLOCK_MODULES, BlockModule, Bottleneck, init_weights, make_stage
 
 
 class ResNet(nn.Module):
@@ -45,7 +46,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: BlockModule,
         layers: Sequence[int],
         widths: Sequence[int],
         *,
@@ -81,7 +82,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
-        block_kwargs: dict[str, object] = {"residual": residual, "shortcut": shortcut}
+        block_kwargs: dict[str, Any] = {"residual": residual, "shortcut": shortcut}
         if issubclass(block, Bottleneck):  # a registered kind built on the bottleneck takes its stride too
             block_kwargs["stride_on"] = bottleneck_stride
         in_planes = stem_width
@@ -98,10 +99,10 @@ class ResNet(nn.Module):
         init_weights(self, zero_init_residual=zero_init_residual)
 
     @classmethod
-    def from_architecture(cls, arch: Architecture, *, zero_init_residual: bool = False, **head: object) -> ResNet:
+    def from_architecture(cls, arch: Architecture, *, zero_init_residual: bool = False, **head: Any) -> ResNet:
         """The net an :class:`~resnet.models.arch.Architecture` describes (how every built-in net is made)."""
         return cls(
-            BLOCK_MODULES[arch.block],  # type: ignore[arg-type]  (any registered kind, not only these two)
+            BLOCK_MODULES[arch.block],
             arch.layers,
             arch.widths,
             stem=arch.stem,
@@ -111,7 +112,7 @@ class ResNet(nn.Module):
             shortcut=arch.shortcut,
             bottleneck_stride=arch.bottleneck_stride,
             zero_init_residual=zero_init_residual,
-            **head,  # type: ignore[arg-type]
+            **head,
         )
 
     @property
