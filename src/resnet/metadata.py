@@ -100,7 +100,8 @@ class Preprocessing:
             raise _fail(where, "preprocessing", "must be a dict")
         if "scale" in obj and not (type(obj["scale"]) is float and math.isclose(obj["scale"], 1 / 255)):
             raise _fail(where, "preprocessing.scale", "must be 1/255 (pixels scaled to [0, 1])")
-        out = {}
+        values: dict[str, tuple[float, ...]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for key in ("mean", "std"):
             shape, flat = _shape_of(obj.get(key), where, f"preprocessing.{key}")
             given = obj.get(f"{key}_shape")
@@ -110,11 +111,11 @@ class Preprocessing:
                 if not isinstance(given, list) or not all(_whole(s, 1, MAX_SIDE) for s in given):
                     raise _fail(where, f"preprocessing.{key}_shape", "must be a list of sizes")
                 shape = tuple(given)
-            out[key], out[f"{key}_shape"] = tuple(flat), tuple(shape)
+            values[key], shapes[key] = tuple(flat), tuple(shape)
         kind = obj.get("kind")
         if not isinstance(kind, str):
             raise _fail(where, "preprocessing.kind", "must be a string")
-        return cls(kind=kind, **out)
+        return cls(kind, values["mean"], shapes["mean"], values["std"], shapes["std"])
 
     def to_json(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -127,16 +128,17 @@ class Preprocessing:
 
         if not isinstance(state, Mapping) or not isinstance(state.get("kind"), str):
             raise _fail(where, "preprocessing", "must be a dict with a kind")
-        out = {}
+        values: dict[str, tuple[float, ...]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for key in ("mean", "std"):
             t = state.get(key)
             if not isinstance(t, torch.Tensor) or not t.is_floating_point():
                 raise _fail(where, f"preprocessing.{key}", "must be a floating-point tensor")
             if t.numel() > MAX_CHANNELS * MAX_SIDE:
                 raise _fail(where, f"preprocessing.{key}", f"holds {t.numel():,} values, more than a mean image")
-            out[key] = tuple(float(v) for v in t.detach().cpu().double().flatten().tolist())
-            out[f"{key}_shape"] = tuple(int(s) for s in t.shape)
-        return cls(kind=state["kind"], **out)
+            values[key] = tuple(float(v) for v in t.detach().cpu().double().flatten().tolist())
+            shapes[key] = tuple(int(s) for s in t.shape)
+        return cls(state["kind"], values["mean"], shapes["mean"], values["std"], shapes["std"])
 
     def state(self) -> dict[str, Any]:
         """The checkpoint form: float32 tensors of the recorded shapes."""

@@ -336,7 +336,7 @@ than their plain counterparts ... deeper ResNet has smaller magnitudes of respon
 
 {markdown_table(headers, rows)}
 
-{render(_responses_verdicts(stds, [row[0] for row in rows], test_errors))}
+{render(_responses_verdicts(stds, [str(row[0]) for row in rows], test_errors))}
 
 ## Runs
 {metadata(runs)}

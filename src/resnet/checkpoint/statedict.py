@@ -86,12 +86,13 @@ def _layout(state_dict: Mapping[str, torch.Tensor], layers: list[int], projected
     """The torch-free description of what the tensors fix: stem, block, blocks and width per stage, head."""
     conv1, fc = state_dict["conv1.weight"], state_dict["fc.weight"]
     kernel = tuple(conv1.shape[-2:])
-    stem = {(7, 7): "imagenet", (3, 3): "cifar"}.get(kernel)  # type: ignore[call-overload]
+    stems: dict[tuple[int, ...], str] = {(7, 7): "imagenet", (3, 3): "cifar"}
+    stem = stems.get(kernel)
     first = [state_dict.get(f"layer{i + 1}.0.conv1.weight") for i in range(len(layers))]
     if stem is None or not layers or any(w is None or w.ndim != 4 for w in first):
         raise UserError(f"conv1 is {kernel[0]}x{kernel[1]} with {layers} blocks per stage: no ResNet of this project")
     block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
-    widths = tuple(int(w.shape[0]) for w in first)  # type: ignore[union-attr]
+    widths = tuple(int(w.shape[0]) for w in first if w is not None)  # none is (checked above)
     try:
         return ModelLayout(block, tuple(layers), widths, stem, residual=projected, shortcut="B",
                            num_classes=int(fc.shape[0]), in_channels=int(conv1.shape[1]))  # fmt: skip

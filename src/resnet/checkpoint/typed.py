@@ -34,9 +34,13 @@ from resnet.models import create_model, model_info
 TRAINING_KEYS = ("optimizer", "schedule", "loader", "rng", "metrics", "train_seconds", "window")
 
 
+def _damaged(where: str, key: str, must: str) -> UserError:
+    return UserError(f"{where}: damaged checkpoint: {key!r} {must}")
+
+
 def _check(ok: bool, where: str, key: str, must: str) -> None:
     if not ok:
-        raise UserError(f"{where}: damaged checkpoint: {key!r} {must}")
+        raise _damaged(where, key, must)
 
 
 #: Above sqrt(float32's 3.4e38) a weight overflows float32 when it meets a value of its own size (BN squares
@@ -155,13 +159,14 @@ class Checkpoint:
         kwargs = {} if kwargs is None else kwargs
         _check_model_kwargs(kwargs, where)
         state = obj.get("model")
-        _check(isinstance(state, dict) and bool(state), where, "model", "must be a non-empty state_dict")
+        if not isinstance(state, dict) or not state:
+            raise _damaged(where, "model", "must be a non-empty state_dict")
         bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
         _check(bad is None, where, f"model[{bad!r}]", "must be a tensor under a string key")
         check_classes(obj.get("classes"), where)
         size = obj.get("input_size")
-        ok = isinstance(size, list | tuple) and len(size) == 3 and all(type(s) is int and s > 0 for s in size)
-        _check(ok, where, "input_size", "must be [channels, height, width]")
+        if not isinstance(size, list | tuple) or len(size) != 3 or not all(type(s) is int and s > 0 for s in size):
+            raise _damaged(where, "input_size", "must be [channels, height, width]")
         _check_preprocessing(obj.get("preprocessing"), size[0], where)
         it = obj.get("iteration")
         _check(it is None or (type(it) is int and it >= 0), where, "iteration", "must be a count")
@@ -216,11 +221,13 @@ class Checkpoint:
     def metadata(self, where: str = "checkpoint") -> ModelMetadata:
         """What travels with these weights, validated (:class:`resnet.metadata.ModelMetadata`)."""
         size = tuple(int(s) for s in self.input_size)
+        if len(size) != 3:
+            raise _damaged(where, "input_size", "must be [channels, height, width]")
         return ModelMetadata(
             model_name=self.model_name,
             model_kwargs=dict(self.model_kwargs),
             classes=tuple(self.classes),
-            input_size=size,  # type: ignore[arg-type]
+            input_size=size,
             preprocessing=Preprocessing.from_state(self.preprocessing, where),
             resize=resize_for(self.model_name, size),
             dataset=self.dataset,
@@ -275,9 +282,10 @@ class Checkpoint:
             model = create_model(self.model_name, **self.model_kwargs)
         except (ValueError, TypeError) as e:
             raise UserError(f"{where}: cannot build {self.model_name} ({e})") from None
-        if isinstance(getattr(model, "fc", None), nn.Linear) and len(self.classes) != model.fc.out_features:
+        fc = getattr(model, "fc", None)
+        if isinstance(fc, nn.Linear) and len(self.classes) != fc.out_features:
             raise UserError(
-                f"{where}: the model has {model.fc.out_features} outputs but the file names {len(self.classes)} "
+                f"{where}: the model has {fc.out_features} outputs but the file names {len(self.classes)} "
                 "classes; the file is damaged or was edited by hand: convert the weights again"
             )
         state = with_bn_counters(self.state_dict, model.state_dict())

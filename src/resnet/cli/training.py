@@ -7,9 +7,13 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resnet.cli.recipes import HelpFormatter
 from resnet.errors import UserError
+
+if TYPE_CHECKING:  # the commands import the heavy modules lazily
+    from resnet.config import Config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -63,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
 
 
-def _train(args: argparse.Namespace, cfg: object, out: Path, seeds: list[int] | None) -> int:
+def _train(args: argparse.Namespace, cfg: Config, out: Path, seeds: list[int] | None) -> int:
     from resnet.cli.rundirs import resume_command
     from resnet.errors import TrainingInterrupted
     from resnet.train import distributed

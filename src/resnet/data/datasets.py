@@ -42,7 +42,7 @@ class ArrayDataset:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+        return tuple(self.train_x.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -133,10 +133,15 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
 class Archive(Protocol):
     """Where ``resnet data download`` fetches a dataset: the archive's name, URL, md5 and the folder inside."""
 
-    archive: str
-    url: str
-    md5: str
-    folder: str
+    # Read-only members, so that a frozen dataclass (CifarLayout) is one.
+    @property
+    def archive(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def md5(self) -> str: ...
+    @property
+    def folder(self) -> str: ...
 
 
 @dataclass(frozen=True)

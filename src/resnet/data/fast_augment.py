@@ -114,7 +114,8 @@ def decode_scale_crop_flip(
             # Coordinates scale with what the decoder returned (a draft is a fraction of the full size).
             fx, fy = oriented.width / width, oriented.height / height
             left, top, right, lower = _box(plan, height, width)
-            out = oriented.resize((size, size), Image.BILINEAR, box=(left * fx, top * fy, right * fx, lower * fy))
+            box = (left * fx, top * fy, right * fx, lower * fy)
+            out = oriented.resize((size, size), Image.Resampling.BILINEAR, box=box)
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - any decoding failure: let the reference reader word the error

@@ -67,7 +67,7 @@ class SeededSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.start = 0
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         for k, i in enumerate(super().__iter__()):
             if k >= self.start:
                 yield i, derive_seed(self.seed, self.epoch, i)

@@ -48,12 +48,12 @@ def _class_dirs(split_dir: Path) -> list[os.DirEntry]:
             dirs = sorted((e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as e:
         raise UserError(f"{shown(split_dir)}: cannot list this folder ({e.strerror}); check its permissions") from None
-    for e in dirs:
+    for entry in dirs:
         try:
-            e.name.encode("utf-8")
+            entry.name.encode("utf-8")
         except UnicodeEncodeError:  # the name becomes a class name in checkpoints, reports and predictions
             raise UserError(
-                f"{shown(e.path)}: class folder name is not valid UTF-8; rename it (it becomes the class's name)"
+                f"{shown(entry.path)}: class folder name is not valid UTF-8; rename it (it becomes the class's name)"
             ) from None
     return dirs
 
@@ -84,11 +84,11 @@ def _walk(class_dir: str, mtimes: dict[str, int], split_dir: Path) -> list[str]:
                 f"{shown(folder)}: cannot list this folder ({e.strerror}); fix its permissions or move it away"
             ) from None
         mtimes[os.path.relpath(folder, split_dir)] = mtime
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                stack.append(e.path)
-            elif is_image_file(e.name) and _is_regular(e):
-                found.append(e.path)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif is_image_file(entry.name) and _is_regular(entry):
+                found.append(entry.path)
     return sorted(found)
 
 

@@ -21,6 +21,7 @@ import queue
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,8 @@ def train_runs(
     # spawn, not fork: a forked child of a process that already ran torch ops can deadlock in OpenMP.
     ctx = mp.get_context("spawn")
     inbox: mp.Queue = ctx.Queue()
-    pending, running = list(specs), {}
+    pending = list(specs)
+    running: dict[str, SpawnProcess] = {}
     stopped: TrainingInterrupted | None = None
     errors: list[str] = []
     forwarded = False
@@ -158,9 +160,9 @@ def train_runs(
                         if stop.signum is None:
                             errors.append(f"{name}: the worker process died (exit code {proc.exitcode})")
                 continue
-            proc = running.pop(name, None)
-            if proc is not None:
-                proc.join()
+            reported = running.pop(name, None)
+            if reported is not None:
+                reported.join()
             if kind == "ok":
                 results[name] = payload
                 if on_done:

@@ -101,9 +101,14 @@ def resolve(
     return backend
 
 
-def torch_engine(model: nn.Module, precision: str, device: torch.device, *, compile: bool = False) -> Engine:
-    """The torch fast path at ``precision``; ``compile``: through torch.compile, weights frozen."""
+def torch_engine(model: nn.Module | None, precision: str, device: torch.device, *, compile: bool = False) -> Engine:
+    """The torch fast path at ``precision``; ``compile``: through torch.compile, weights frozen.
+
+    ``model`` is ``None`` where the caller has an ONNX file only, which :func:`resolve` never sends here."""
     from resnet.interop.inference import optimize_for_inference
+
+    if model is None:
+        raise ValueError("the torch backend runs a model's weights; an ONNX file has none to run")
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     fast = optimize_for_inference(model, dtype=dtype, device=device, compile=compile)
@@ -129,7 +134,9 @@ class BatchSizes:
     MAX_GRAPHS = 4
 
     def __init__(self, net: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.net, self.compiled, self.seen = net, set(), set()
+        self.net = net
+        self.compiled: set[int] = set()
+        self.seen: set[int] = set()
 
     def target(self, n: int) -> int:
         """The batch size ``n`` rows run at."""

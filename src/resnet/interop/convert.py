@@ -289,7 +289,9 @@ def load_weights(
         ckpt, more = _foreign(obj, where, model, bottleneck_stride, source, preprocessing)
         notes += more
     net = ckpt.build_model(where)
-    ckpt.classes = resolve_classes(ckpt.classes, ckpt.dataset, net.fc.out_features)
+    fc = getattr(net, "fc", None)  # a fresh net's classifier (build_model checked the names against it)
+    outputs = fc.out_features if isinstance(fc, nn.Linear) else len(ckpt.classes)
+    ckpt.classes = resolve_classes(ckpt.classes, ckpt.dataset, outputs)
     ckpt.state_dict = net.state_dict()  # the model's own tensors: its key order and dtype, prefixes gone
     return Loaded(ckpt, notes, net)
 

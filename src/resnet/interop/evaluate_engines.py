@@ -58,9 +58,10 @@ def array_data_config(ckpt: Checkpoint, path: str | Path, data_dir: str | None) 
 class _Recording(nn.Module):
     """Passes batches to ``engine`` and keeps the logits, so two engines can be compared image by image."""
 
-    def __init__(self, engine: nn.Module) -> None:
+    def __init__(self, engine: backends.Engine) -> None:
         super().__init__()
-        self.engine, self.logits = engine, []
+        self.engine = engine
+        self.logits: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.engine(x).float()
@@ -102,7 +103,7 @@ def evaluate_with_engine(
     model = None if onnx_file or concrete == "pt2" else ckpt.build_model(str(path))
     c, h, w = ckpt.input_size
 
-    def make(prec: str, compiled: bool = False) -> nn.Module:
+    def make(prec: str, compiled: bool = False) -> backends.Engine:
         if concrete == "pt2":
             return pt2_engine(path, prec)
         if concrete == "torch":

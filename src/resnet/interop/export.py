@@ -116,6 +116,7 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor, *, dyna
             opset_version=ONNX_OPSET,
             verbose=False,
         )
+    assert program is not None  # torch.onnx.export returns None only without dynamo
     proto = program.model_proto
     for key, value in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

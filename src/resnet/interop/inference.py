@@ -16,6 +16,7 @@ for option A, B, C and plain nets).
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -40,14 +41,15 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,  # type: ignore[arg-type]
+        conv.kernel_size,  # type: ignore[arg-type]  # Conv2d keeps tuple[int, ...]; its constructor types pairs
+        stride=conv.stride,  # type: ignore[arg-type]  # Conv2d keeps tuple[int, ...]; its constructor types pairs
+        padding=conv.padding,  # type: ignore[arg-type]  # Conv2d keeps tuple[int, ...]; its constructor types pairs
+        dilation=conv.dilation,  # type: ignore[arg-type]  # Conv2d keeps tuple[int, ...]; its constructor types pairs
         groups=conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device)
+    assert fused.bias is not None  # made with bias=True
     with torch.no_grad():
         fused.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
         fused.bias.copy_(((bias - mean) * scale + beta).to(conv.weight.dtype))
@@ -131,8 +133,9 @@ def optimize_for_inference(
         net = net.to(device)
     net = net.to(dtype=dtype)
     if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if compile:
-        net = torch.compile(net, mode=None if compile is True or compile == "default" else compile, dynamic=False)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
+    if compile:  # torch.compile of a Module is a Module (OptimizedModule); its stub says a callable
+        mode = None if compile is True or compile == "default" else compile
+        net = cast(nn.Module, torch.compile(net, mode=mode, dynamic=False))
     freeze = bool(compile) and next(net.parameters()).device.type == "cpu"
     return InferenceModel(net, channels_last=channels_last, dtype=dtype, freeze=freeze)

@@ -7,6 +7,7 @@ converted checkpoint records (pixels scaled to [0, 1], then ``(x - mean) / std``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,7 +23,9 @@ PRESETS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar10": (CIFAR10_MEAN, 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 
-def preprocessing_stats(preset: str | None = None, mean: object = None, std: object = None) -> Stats | None:
+def preprocessing_stats(
+    preset: str | None = None, mean: str | Sequence[float] | None = None, std: str | Sequence[float] | None = None
+) -> Stats | None:
     """The per-channel (mean, std) the user asks for (``--preprocessing`` or ``--mean``/``--std``), checked."""
     if preset is not None and (mean is not None or std is not None):
         raise UserError("pass either --preprocessing or --mean/--std, not both")
@@ -35,8 +38,8 @@ def preprocessing_stats(preset: str | None = None, mean: object = None, std: obj
     if mean is None or std is None:
         raise UserError("--mean and --std go together (per-channel values of pixels in [0, 1])")
     try:
-        m = tuple(float(v) for v in (mean.split(",") if isinstance(mean, str) else mean))  # type: ignore[union-attr]
-        s = tuple(float(v) for v in (std.split(",") if isinstance(std, str) else std))  # type: ignore[union-attr]
+        m = tuple(float(v) for v in (mean.split(",") if isinstance(mean, str) else mean))
+        s = tuple(float(v) for v in (std.split(",") if isinstance(std, str) else std))
     except (TypeError, ValueError):
         raise UserError(f"--mean {mean} --std {std}: expected comma-separated numbers such as 0.5,0.5,0.5") from None
     if len(m) != len(s) or not m or not all(math.isfinite(v) for v in m + s) or min(s) <= 0:

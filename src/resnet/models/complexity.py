@@ -35,7 +35,7 @@ def _tensors(model: nn.Module) -> list[torch.Tensor]:
 
 def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Meta-device stand-ins (same shapes; float32 for floating tensors) for every parameter and buffer."""
-    state = dict(model.named_parameters(remove_duplicate=False))
+    state: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     state.update(model.named_buffers(remove_duplicate=False))
     return {
         k: torch.empty(v.shape, device="meta", dtype=torch.float32 if v.is_floating_point() else v.dtype)
@@ -86,7 +86,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) ->
     was_training = model.training
     try:
         for m in norms:
-            m.forward = _identity  # type: ignore[method-assign]
+            m.forward = _identity  # type: ignore[assignment]  # on the instance, for this pass; restored below
         model.eval()
         x = torch.empty(1, *input_shape, device="meta")
         with torch.no_grad():

@@ -29,8 +29,9 @@ def _layout(info: ModelInfo) -> tuple[str, list[int], str, int, int]:
     from resnet.models.complexity import count_macs, count_params, meta_instance
 
     model = meta_instance(info.name)
-    stages = [len(s) for s in getattr(model, "stages", [])]
-    block = type(model.stages[0][0]).__name__ if stages else type(model).__name__
+    stage_list = getattr(model, "stages", [])  # a ResNet's; another family's module may have none
+    stages = [len(s) for s in stage_list]
+    block = type(stage_list[0][0]).__name__ if stages else type(model).__name__
     shortcut = getattr(model, "shortcut", "?") if info.residual else "none"
     return block, stages, shortcut, count_params(model), count_macs(model, info.input_size)
 

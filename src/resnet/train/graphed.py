@@ -155,6 +155,7 @@ class GraphedStep:
 
     def step(self) -> None:
         """The captured work: lr choice, forward, loss, backward, SGD, meters, warm-up ring. No host reads."""
+        assert self.x is not None and self.y is not None  # the static batch, placed before any step
         self.lr.copy_(self.warmup.lr(self.sched_lr))
         with self._autocast():
             logits = self.net(self.x)

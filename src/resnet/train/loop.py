@@ -74,7 +74,7 @@ def fit(
         if ckpt is None:
             early_config(run, cfg, held)  # a kill while the data loads still leaves `resnet train RUN` to retry
         source = agree(lambda: open_source(cfg))  # before writing: a bad --data-dir leaves nothing behind
-        agree(lambda: (check_same_data(run, ckpt, source), check_supported(cfg, source)))
+        agree(lambda: _check_source(run, ckpt, cfg, source))
         normalizer, lighting = preprocessing(cfg, source, ckpt)
         state, kwargs = agree(lambda: init_state(cfg, source, normalizer, lighting, rt, ckpt, str(run.checkpoint)))
         metrics = agree(lambda: open_run_dir(run, cfg, state, argv, rt.device))
@@ -102,6 +102,12 @@ def check_model(cfg: Config) -> None:
         create_model(cfg.model.name, **model_kwargs(cfg, 10, 3))
 
 
+def _check_source(run: RunDir, ckpt: Checkpoint | None, cfg: Config, source: Source) -> None:
+    """The run may go on with this data (its checkpoint's), and the recipe's options work on it."""
+    check_same_data(run, ckpt, source)
+    check_supported(cfg, source)
+
+
 def read_resume_point(run: RunDir, cfg: Config, restart: bool = False) -> Checkpoint | None:
     """The run directory's checkpoint, if any, after checking that it may be continued under ``cfg``.
 
@@ -109,7 +115,7 @@ def read_resume_point(run: RunDir, cfg: Config, restart: bool = False) -> Checkp
     on the first node.
     """
     ckpt = dist.agree(lambda: _read_resume_point(run, cfg, restart) if dist.is_main() else None)
-    return dist.broadcast_object(ckpt) if dist.world_size() > 1 else ckpt  # type: ignore[return-value]
+    return dist.broadcast_object(ckpt) if dist.world_size() > 1 else ckpt
 
 
 def _read_resume_point(run: RunDir, cfg: Config, restart: bool) -> Checkpoint | None:
@@ -187,7 +193,8 @@ def preprocessing(cfg: Config, source: Source, ckpt: Checkpoint | None) -> tuple
     else:
         normalizer, lighting = dist.agree(lambda: _estimate(cfg, source))
     if dist.world_size() > 1:  # every rank must use rank 0's constants (estimates from a sample could differ)
-        normalizer, lighting = dist.broadcast_object((normalizer, lighting))  # type: ignore[misc]
+        normalizer, lighting = dist.broadcast_object((normalizer, lighting))
+    assert normalizer is not None  # rank 0 estimated it, and every rank now holds rank 0's
     return normalizer, lighting
 
 
@@ -220,7 +227,7 @@ def init_state(
             raise UserError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on the CPU)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
     optimizer = build_optimizer(cfg, model, device)
     loader = source.train_stream(cfg, normalizer, lighting, device, dist.rank(), world)
     schedule = LRSchedule(cfg.schedule, cfg.optim.lr, device, loader.steps_per_epoch)

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +251,7 @@ class SeedRuns:
 
 
 def fit_seeds(
-    cfg: Config, outs: dict[int, str | Path], *, argv: list[str] | None = None, echo: bool = True
+    cfg: Config, outs: Mapping[int, str | Path], *, argv: list[str] | None = None, echo: bool = True
 ) -> dict[int, dict[str, Any]]:
     """Train ``cfg`` for every seed of ``outs`` ({seed: run directory}) as one step; returns {seed: summary}."""
     with contextlib.ExitStack() as held:

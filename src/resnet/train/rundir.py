@@ -178,7 +178,7 @@ def claim(run: RunDir, held: contextlib.ExitStack) -> None:
                 raise
             error = str(e)
     if dist.world_size() > 1:
-        error = dist.broadcast_object(error)  # type: ignore[assignment]
+        error = dist.broadcast_object(error)
         if error is not None:
             raise UserError(error)
 

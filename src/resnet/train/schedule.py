@@ -173,8 +173,8 @@ def describe_schedule(cfg: Config, steps_per_epoch: int | None = None) -> str:
             where = ", ".join(f"{m:,}" for m in beyond) + (" epochs" if sc.milestone_unit == "epochs" else "")
             unreached = f" (milestone{'s' if len(beyond) > 1 else ''} {where} not reached)"
     elif sc.milestones:
-        unit = "" if sc.milestone_unit == "iterations" else " epochs"
-        drops = f"/{1 / sc.gamma:g} at {', '.join(f'{m:,}' for m in sc.milestones)}{unit}"
+        unit_name = "" if sc.milestone_unit == "iterations" else " epochs"
+        drops = f"/{1 / sc.gamma:g} at {', '.join(f'{m:,}' for m in sc.milestones)}{unit_name}"
     else:
         drops = "constant"
     warm = f", warm-up {sc.warmup_lr:g} until train error < {sc.warmup_until_error:g}%" if sc.warmup_lr else ""

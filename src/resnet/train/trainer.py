@@ -7,7 +7,7 @@ preprocessing, train state, run directory), then calls ``announce``, ``loop`` an
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -82,8 +82,9 @@ class Trainer:
         if self.world > 1:
             ids = [self.rt.device] if self.rt.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if self.cfg.train.compile != "off":
-            net = torch.compile(net, mode=None if self.cfg.train.compile == "default" else self.cfg.train.compile)
+        if self.cfg.train.compile != "off":  # torch.compile of a Module is a Module; its stub says a callable
+            mode = None if self.cfg.train.compile == "default" else self.cfg.train.compile
+            net = cast(nn.Module, torch.compile(net, mode=mode))
         return net
 
     def announce(self, resumed: bool) -> None:
@@ -225,7 +226,7 @@ class Trainer:
             self.console.log(f"iter {s.iteration:>6}  {split:<5} error {res.error:6.2f}%  loss {res.loss:.4f}")
         if self.cfg.schedule.kind == "plateau":
             val = dist.broadcast_object(errors.get("val"))
-            if val is not None and s.schedule.on_eval(s.iteration, val):  # type: ignore[arg-type]
+            if val is not None and s.schedule.on_eval(s.iteration, val):
                 lr = s.schedule.lr(s.iteration)
                 self.metrics.add({"iteration": s.iteration, "event": "lr_drop", "lr": lr})
                 self.console.log(f"iter {s.iteration:>6}  validation error plateaued: lr now {lr:g}")
