@@ -31,6 +31,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -90,14 +91,14 @@ def clean_leftovers(dest: Path) -> list[Path]:
     return removed
 
 
-def _stream(url: str, out: object, name: str, progress: bool, timeout: float, deadline: float) -> None:
+def _stream(url: str, out: BinaryIO, name: str, progress: bool, timeout: float, deadline: float) -> None:
     end = time.monotonic() + deadline
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
         bar_on = progress and sys.stderr.isatty()  # in a log file a bar's redraws are \r-joined text
         with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not bar_on) as bar:
             while block := resp.read1(1 << 16):  # whatever has arrived: a trickle cannot stall the deadline
-                out.write(block)  # type: ignore[attr-defined]
+                out.write(block)
                 bar.update(len(block))
                 if time.monotonic() > end:
                     raise TimeoutError(f"not complete after the {deadline:g} s deadline")

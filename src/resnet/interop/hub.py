@@ -95,9 +95,8 @@ class PretrainedResNet(ResNet, _HubMixin):
         # The folder's record of what resnet wrote (resnet.io's output rule) is local bookkeeping, not the model.
         ignore = kwargs.pop("ignore_patterns", None) or []
         ignore = [ignore] if isinstance(ignore, str) else list(ignore)
-        patterns = [*ignore, OUTPUTS_MANIFEST]
-        # The mixin is a base of this class whenever it is installed; type checkers see the ResNet only.
-        return ModelHubMixin.push_to_hub(self, repo_id, ignore_patterns=patterns, **kwargs)  # type: ignore[arg-type]
+        patterns, push = [*ignore, OUTPUTS_MANIFEST], ModelHubMixin.push_to_hub
+        return push(self, repo_id, ignore_patterns=patterns, **kwargs)  # type: ignore[arg-type]  # a base when installed
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **hub_kwargs: Any) -> PretrainedResNet:

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resnet.models.arch import (
     IMAGENET_DEPTHS,
@@ -65,16 +65,16 @@ class ModelInfo:
     paper: str = ""
 
 
-def _build_cifar(depth: int, residual: bool, **kwargs: object):  # noqa: ANN202  (an nn.Module; torch is lazy)
+def _build_cifar(depth: int, residual: bool, **kwargs: Any):  # noqa: ANN202  (an nn.Module; torch is lazy)
     from resnet.models.cifar import cifar_plain, cifar_resnet
 
-    return (cifar_resnet if residual else cifar_plain)(depth, **kwargs)  # type: ignore[arg-type]
+    return (cifar_resnet if residual else cifar_plain)(depth, **kwargs)
 
 
-def _build_imagenet(depth: int, residual: bool, **kwargs: object):  # noqa: ANN202
+def _build_imagenet(depth: int, residual: bool, **kwargs: Any):  # noqa: ANN202
     from resnet.models.imagenet import imagenet_resnet
 
-    return imagenet_resnet(depth, residual=residual, **kwargs)  # type: ignore[arg-type]
+    return imagenet_resnet(depth, residual=residual, **kwargs)
 
 
 def cifar_paper_figure(depth: int, residual: bool) -> str:

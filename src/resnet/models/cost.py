@@ -41,9 +41,9 @@ def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int, hw: tuple[int, int]) -> tuple[Cost, tuple[int, int]]:
     """A bias-free k x k conv (padding k // 2, as every conv of the paper's nets) and its BN; the output map."""
-    out = tuple(conv_out(s, kernel, stride, kernel // 2) for s in hw)
+    out = (conv_out(hw[0], kernel, stride, kernel // 2), conv_out(hw[1], kernel, stride, kernel // 2))
     macs = out[0] * out[1] * c_out * c_in * kernel * kernel
-    return Cost(c_in * c_out * kernel * kernel + 2 * c_out, macs), out  # type: ignore[return-value]
+    return Cost(c_in * c_out * kernel * kernel + 2 * c_out, macs), out
 
 
 #: A block kind's residual branch: (arch, c_in, planes, stride, hw) -> (cost, output channels).

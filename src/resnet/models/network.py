@@ -168,7 +168,7 @@ class ResNet(nn.Module):
         if num_classes:
             self.fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
         else:  # timm's convention: no classifier, forward returns the pooled features
-            self.fc = nn.Identity()  # type: ignore[assignment]
+            self.fc = nn.Identity()  # type: ignore[assignment]  # fc is typed as the Linear it is but here
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the last stage's map (N x ``num_features`` x H x W); ``pre_logits`` stops before ``fc``."""

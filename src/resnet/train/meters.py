@@ -35,8 +35,8 @@ class StepClock:
 
     def seconds_so_far(self) -> float:
         """Training seconds since the last reset, without resetting."""
-        running = self._since is not None
-        return self.seconds + (time.perf_counter() - self._since if running else 0.0)  # type: ignore[operator]
+        since = self._since
+        return self.seconds + (time.perf_counter() - since if since is not None else 0.0)
 
     def read_and_reset(self) -> float:
         """Training seconds since the last reset (the clock keeps running if it was running)."""

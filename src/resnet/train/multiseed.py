@@ -200,9 +200,10 @@ class MultiSeedTrainer:
             moments = training["optimizer"]["state"]
             for i, p in enumerate(self.optimizer.params):
                 if i in moments and "momentum_buffer" in moments[i]:
-                    if self.optimizer.buffers[i] is None:
-                        self.optimizer.buffers[i] = torch.zeros_like(p)
-                    self.optimizer.buffers[i][k].copy_(moments[i]["momentum_buffer"])  # type: ignore[index]
+                    buf = self.optimizer.buffers[i]
+                    if buf is None:
+                        buf = self.optimizer.buffers[i] = torch.zeros_like(p)
+                    buf[k].copy_(moments[i]["momentum_buffer"])
         self.schedules[k].load_state_dict(training["schedule"])
         self.loaders[k].load_state_dict(training["loader"])
         self.last_lrs[k] = training["optimizer"]["param_groups"][0]["lr"]

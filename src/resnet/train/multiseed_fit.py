@@ -107,15 +107,16 @@ class SeedRuns:
 
     def restore_window(self, saved: list[dict[str, Any] | None]) -> None:
         """Continue the loss window a stop saved between log points (every seed's, of the same length)."""
-        if not all(saved):
+        windows = [w for w in saved if w]
+        if len(windows) < len(saved):
             return
-        rows = [w["rows"] for w in saved]  # type: ignore[index]
+        rows = [w["rows"] for w in windows]
         if any(r.dim() != 3 or r.shape[0] != 1 or r.shape[1:] != rows[0].shape[1:] or r.shape[2] != 2 for r in rows):
             raise UserError("the seeds' checkpoints hold loss windows that do not fit together; restore them from "
                             "a backup or train into a new --out")  # fmt: skip
         per_seed = torch.stack([r[0] for r in rows], dim=1).to(self.rt.device, torch.float64)  # n x K x 2
         self.window = [(row[:, 0], row[:, 1]) for row in per_seed]
-        self.clock.seconds += float(saved[0].get("seconds", 0.0))  # type: ignore[union-attr]
+        self.clock.seconds += float(windows[0].get("seconds", 0.0))
 
     @property
     def train_seconds(self) -> float:
