@@ -79,7 +79,8 @@ def fit(
         state, kwargs = agree(lambda: init_state(cfg, source, normalizer, lighting, rt, ckpt, str(run.checkpoint)))
         metrics = agree(lambda: open_run_dir(run, cfg, state, argv, rt.device))
         held.callback(metrics.close)  # however the run ends (NaN, Ctrl-C, error): TensorBoard's events flushed
-        trainer = Trainer(cfg, run, source, normalizer, lighting, state, kwargs, metrics, rt, progress, echo)
+        trainer = Trainer(cfg=cfg, run=run, source=source, normalizer=normalizer, lighting=lighting, state=state,
+                          kwargs=kwargs, metrics=metrics, rt=rt, progress=progress, echo=echo)  # fmt: skip
         trainer.announce(resumed=ckpt is not None)
         trainer.loop()
         return trainer.finish()

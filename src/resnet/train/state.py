@@ -3,7 +3,7 @@
 A run is continued bit-identically on CPU from ``TrainState.state_dict()``: model and optimizer tensors, the
 warm-up/plateau schedule, the data stream's position, the RNG, the metrics so far and the training time.
 The model's description (name, kwargs, preprocessing, classes, recipe) is what :class:`Checkpoint` adds
-around it (see :func:`resnet.train.loop.Trainer.checkpoint`).
+around it (see :meth:`resnet.train.trainer.Trainer.describe`, which ``Trainer.checkpoint`` saves).
 """
 
 from __future__ import annotations

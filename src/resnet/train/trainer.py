@@ -39,8 +39,9 @@ Source = ArraySource | FolderSource
 class Trainer:
     """One run while it trains: the loop, and what happens at its log, eval and checkpoint points."""
 
-    def __init__(
+    def __init__(  # keywords only: eleven parts, several of one type (loop.fit makes them)
         self,
+        *,
         cfg: Config,
         run: RunDir,
         source: Source,
@@ -147,8 +148,9 @@ class Trainer:
 
     def graph_step(self) -> None:
         """One iteration of the captured step; its lr stays on the device (read at log points: lr None)."""
+        assert self.graph is not None  # the loop takes this path only with a captured step
         reduce = (lambda t: dist.all_reduce_sum(t.clone()) / self.world) if self.world > 1 else None
-        self.graph.run(self.state.iteration, reduce)  # type: ignore[union-attr]
+        self.graph.run(self.state.iteration, reduce)
         self.window.filled += 1
         self.state.iteration += 1
 
@@ -201,12 +203,15 @@ class Trainer:
             return
         self.check_finite()
         self.read_graph()
-        if lr is None:
-            lr = self.graph.last_lr()  # type: ignore[union-attr]
+        if lr is None:  # only a captured step leaves the lr on the device
+            assert self.graph is not None
+            lr = self.graph.last_lr()
         rec = self.window.record(self.state.iteration, lr)
+        if rec is None:  # an empty window (none: it was filled, checked above)
+            return
         if self.main:
-            self.metrics.add(rec)  # type: ignore[arg-type]
-        self.console.train_line(rec)  # type: ignore[arg-type]
+            self.metrics.add(rec)
+        self.console.train_line(rec)
 
     def evaluate(self) -> None:
         """Val/test errors, each rank evaluating its share of the images (rank 0 records them); a plateau
@@ -248,7 +253,8 @@ class Trainer:
 
     def _save(self, window: dict[str, Any] | None) -> None:
         ckpt = self.describe()
-        ckpt.training["window"] = window  # type: ignore[index]
+        assert ckpt.training is not None  # describe() always fills it
+        ckpt.training["window"] = window
         ckpt.save(self.run.checkpoint)
 
     def describe(self) -> Checkpoint:
@@ -281,7 +287,8 @@ class Trainer:
             and done[-1]["requested"] == self.cfg.train.recompute_bn
         ):
             return
-        event = recomputed_bn_event(self.cfg, self.source, self.state.model, self.normalizer, self.rt,  # type: ignore[arg-type]
+        assert isinstance(self.source, ArraySource)  # check_supported refused other sources before training
+        event = recomputed_bn_event(self.cfg, self.source, self.state.model, self.normalizer, self.rt,
                                     self.state.iteration)  # fmt: skip
         self.metrics.add(event)
         errors = ", ".join(f"{k.split('_')[0]} error {v:.2f}%" for k, v in event.items() if k.endswith("_error"))
@@ -297,8 +304,9 @@ class Trainer:
         summary["train_seconds"] = s.train_seconds()
         summary["target_iterations"] = self.total
         summary["data"] = {"dataset": self.source.name, **self.source.sizes}
-        if getattr(s.loader, "skipped", 0):
-            summary["skipped_images"] = s.loader.skipped  # type: ignore[attr-defined]
+        skipped = getattr(s.loader, "skipped", 0)  # an image-folder stream counts the unreadable files it skipped
+        if skipped:
+            summary["skipped_images"] = skipped
         if self.main:
             write_output(self.run.summary, json.dumps(summary, indent=2) + "\n", owned=True)
         errors = ", ".join(f"{k} {v:.2f}%" for k, v in summary.items() if k.endswith("_error") and v is not None)
