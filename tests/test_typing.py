@@ -21,7 +21,8 @@ GOOD = """\
 import resnet
 
 model = resnet.create_model("resnet20")
-mean: tuple[float, ...] = model.pretrained_cfg["mean"]
+cfg: resnet.PretrainedCfg = model.pretrained_cfg
+mean: tuple[float, ...] = cfg["mean"]
 side: int = model.pretrained_cfg["resize"]["shorter_side"]
 classes: int = model.fc.out_features
 backbone = resnet.create_model("resnet50", features_only=True, out_indices=(2, 3))
@@ -64,5 +65,5 @@ def test_a_users_code_type_checks(tmp_path: Path):
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG)
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert not [e for e in errors if e.startswith("good.py")], done.stdout
-    assert sorted({int(e.split(":")[1]) for e in errors if e.startswith("bad.py")}) == [4, 5, 6, 7], done.stdout
+    assert sorted(int(e.split(":")[1]) for e in errors if e.startswith("bad.py")) == [4, 5, 6, 7], done.stdout
     assert len(errors) == 4, done.stdout + done.stderr

@@ -33,10 +33,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from resnet.models import ResNet, list_models, model_info
     from resnet.models.complexity import count_macs, count_params
     from resnet.models.features import FeatureExtractor
+    from resnet.models.pretrained_cfg import PretrainedCfg
 
 __all__ = [
     "Checkpoint",
     "FeatureExtractor",
+    "PretrainedCfg",
     "PretrainedResNet",
     "ResNet",
     "__version__",
@@ -70,6 +72,7 @@ _LAZY = {
     "count_macs": "resnet.models.complexity",
     "count_params": "resnet.models.complexity",
     "FeatureExtractor": "resnet.models.features",
+    "PretrainedCfg": "resnet.models.pretrained_cfg",
 }
 
 
