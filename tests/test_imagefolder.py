@@ -275,8 +275,8 @@ def folder_overrides(root: Path, **extra: object) -> list[str]:
 def test_training_on_an_image_folder_with_plateau_drops_then_eval_protocols(folder: Path, tmp_path: Path, capsys):
     from resnet.cli import main
     from resnet.config import load_config
+    from resnet.rundir_format import read_metrics
     from resnet.train.loop import fit
-    from resnet.train.metrics_log import read_metrics
 
     add_broken(folder / "train" / "flower")
     summary = fit(load_config(None, folder_overrides(folder)), tmp_path / "run", echo=False)

@@ -19,7 +19,7 @@ from resnet.analysis.report import applicable_config
 from resnet.config import load_config, read_yaml, shortened_schedule
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.io import atomic_write_text
-from resnet.train.metrics_log import read_metrics
+from resnet.rundir_format import read_metrics
 
 RECIPE = "demo/digits"
 #: How much higher (points of training error) the deeper net must be to count as "trains worse".
