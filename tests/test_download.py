@@ -21,6 +21,7 @@ from resnet.data import download
 from resnet.data.cifar import load_cifar
 from resnet.data.download import download_dataset, fetch, md5sum
 from resnet.errors import UserError
+from resnet.logs import console_level
 
 from conftest import HANG
 
@@ -169,6 +170,23 @@ def test_a_corrupt_cached_archive_is_fetched_again_not_reused(server: str, archi
     folder = download_dataset("cifar10", dest, url=f"{server}/mirror.tar.gz", progress=False)  # no md5 known
     assert (folder / "data_batch_5").is_file()
     assert md5sum(dest / "cifar-10-python.tar.gz") == archive[1]
+
+
+def test_the_library_logs_quietly_and_the_command_shows_the_line(
+    server: str, archive: tuple[Path, str], tmp_path: Path, capfd, caplog
+):
+    (archive[0].parent / "mirror.tar.gz").write_bytes(archive[0].read_bytes())
+    url = f"{server}/mirror.tar.gz"  # a mirror's own name, no --md5: a warning
+    assert console_level() is None  # nothing configured logging, as in a program that imports the library
+    download_dataset("cifar10", tmp_path / "lib", url=url, progress=False)
+    assert capfd.readouterr() == ("", "")  # neither stream: the library logs, it does not print
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "no --md5 for" in caplog.messages[0]
+    # The command shows the same line as before (on stderr, --quiet or not: it only hides the progress bar).
+    assert main(["data", "download", "cifar10", "--to", str(tmp_path / "cli"), "--url", url, "--quiet"]) == 0
+    out, err = capfd.readouterr()
+    assert err == f"warning: no --md5 for {url}; the archive is checked only by extracting it\n"
+    assert out.startswith("cifar10 is ready in ")
+    assert console_level() is None  # and leaves the library quiet again after it
 
 
 def test_concurrent_downloads_do_not_share_a_part_file(

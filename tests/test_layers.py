@@ -28,6 +28,7 @@ RANKS = {
     "safe_yaml": 1,
     "safe_json": 2,
     "ranges": 1,
+    "logs": 1,  # how log lines reach a person (the CLI's console handler); nothing of ours
     "plugins": 1,  # imports a user's modules by name (RESNET_PLUGINS, entry points), nothing of ours
     "config": 2,
     "metadata": 3,

@@ -18,6 +18,7 @@ Without a network the command fails with one line saying so.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,8 @@ from tqdm import tqdm
 
 from resnet.data.datasets import DATASETS
 from resnet.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 #: Longest a whole download may take (seconds): CIFAR-100 (161 MB) at 100 kB/s takes 27 minutes.
 DEADLINE_S = 3600.0
@@ -204,7 +207,7 @@ def download_dataset(
     if md5 is None and (url is None or Path(urllib.parse.urlparse(url).path).name == layout.archive):
         md5 = layout.md5  # the official archive's name: it must be the official archive
     elif md5 is None:
-        print(f"warning: no --md5 for {url}; the archive is checked only by extracting it", file=sys.stderr)
+        logger.warning("no --md5 for %s; the archive is checked only by extracting it", url)
     archive = dest / layout.archive
     for attempt in (1, 2):
         cached = archive.is_file()
