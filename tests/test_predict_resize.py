@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from resnet.checkpoint import Checkpoint
 from resnet.cli import main
@@ -28,17 +27,16 @@ from conftest import SUBSET
 def checkpoint(resize: Resize | None) -> Checkpoint:
     """ResNet-20 with CIFAR-10's classes and statistics; BN statistics varied so that every pixel counts."""
     torch.manual_seed(0)
-    model = create_model("resnet20")
     g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    vary = {"running_var": lambda t: torch.rand(t.shape, generator=g) + 0.5,
+            "running_mean": lambda t: torch.randn(t.shape, generator=g) * 0.1}  # fmt: skip
+    weights = create_model("resnet20").state_dict()
+    state = {k: vary.get(k.rsplit(".", 1)[-1], lambda t: t)(v) for k, v in weights.items()}
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     return Checkpoint(
         model_name="resnet20",
         model_kwargs={},
-        state_dict=model.state_dict(),
+        state_dict=state,
         preprocessing={
             "kind": "channel_mean_std",
             "mean": torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1),
