@@ -20,7 +20,7 @@ import yaml
 
 from resnet.config import from_dict
 from resnet.errors import UserError
-from resnet.io import write_output
+from resnet.io import shown, write_output
 from resnet.rundir_format import RunDir, read_invocations, read_metrics, read_run_config, summarize
 from resnet.safe_json import read_json
 
@@ -100,7 +100,8 @@ def read_run(name: str, root: Path) -> RunRecord:
         cfg = from_dict(config) if isinstance(config, dict) else None
     except (OSError, ValueError, yaml.YAMLError) as e:  # UserError is a ValueError
         config, cfg = None, None
-        problems.append(f"config.yaml unreadable ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})")
+        reason = str(e).splitlines()[0].removeprefix(f"{shown(run.config)}: ") if str(e) else ""
+        problems.append(f"config.yaml unreadable ({reason[:80] or type(e).__name__})")  # the path is the run's
     if cfg is None:
         if not problems:
             problems.append("config.yaml is empty or not a mapping")
