@@ -71,7 +71,7 @@ def test_odd_modes_decode_to_rgb(folder: Path):
         assert img.dtype == torch.uint8 and img.shape == (3, 80, 100), path
 
 
-def test_corrupt_files_are_skipped_counted_and_named(folder: Path, caplog):
+def test_corrupt_files_are_skipped_counted_and_named(folder: Path, caplog, capfd):
     broken = add_broken(folder / "train" / "china")
     index = scan(folder / "train")
     norm = Normalizer("pixel_mean", torch.full((3, 32, 32), 0.5), torch.ones(3, 1, 1))
@@ -80,6 +80,7 @@ def test_corrupt_files_are_skipped_counted_and_named(folder: Path, caplog):
     assert len(y) == 12 and x.shape == (12, 3, 32, 32) and loader.skipped == 2
     err = caplog.text  # logged as warnings (the `resnet` command shows them on stderr)
     assert all(p.name in err for p in broken) and "2 unreadable files so far" in err
+    assert capfd.readouterr() == ("", "")  # a library printing nothing itself (no logging configured here)
     strict = FolderLoader(index, 14, norm, None, torch.device("cpu"), workers=0, scale=(40, 48), size=32, strict=True)
     with pytest.raises(UserError, match="strict_decode"):
         strict.next()
