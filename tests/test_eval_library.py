@@ -1,0 +1,106 @@
+"""``resnet.evaluate`` and its core ``resnet.eval.evaluate.evaluate_model`` give ``resnet eval``'s numbers.
+
+A converted akamaster-style ResNet-20 (seeded weights, random BN statistics) is evaluated on the real CIFAR-10
+test images of the subset, through the library (a path, a model, a logits callable) and through the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnet
+from resnet.cli import main
+from resnet.config import DataConfig
+from resnet.data.datasets import load_dataset
+from resnet.errors import UserError
+from resnet.eval.evaluate import EvalProtocol, EvalReport, evaluate_model
+from resnet.interop.evaluate import format_eval
+from test_akamaster import save_their_file, their_net
+
+
+@pytest.fixture(scope="module")
+def r20(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("r20")
+    src = save_their_file(their_net(20), tmp / "r20.th")
+    assert main(["convert", str(src), "--to", str(tmp / "r20.pt"), "--from", "akamaster"]) == 0
+    return tmp / "r20.pt"
+
+
+def _cli_json(r20: Path, data: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    capsys.readouterr()
+    assert main(["eval", str(r20), "--data-dir", str(data), "--device", "cpu", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_library_gives_the_clis_numbers_on_real_cifar(r20: Path, cifar_subset: Path, capsys) -> None:
+    report = resnet.evaluate(r20, cifar_subset, device="cpu")
+    assert isinstance(report, EvalReport)
+    doc = _cli_json(r20, cifar_subset, capsys)
+    assert report.images == doc["images"] == 1017  # the subset's test images
+    assert report.top1_error == pytest.approx(doc["top1_error"], abs=1e-4)
+    assert report.top5_error == pytest.approx(doc["top5_error"], abs=1e-4)
+    assert report.loss == pytest.approx(doc["loss"], abs=1e-4)
+    assert report.split_label == doc["split"] == "test" and report.protocol is None
+    assert report.model == doc["model"] == "resnet20" and report.iteration is None
+    per_class = report.per_class_error()
+    assert list(per_class) == list(doc["per_class_error"]) and len(per_class) == 10
+    for name, err in per_class.items():
+        assert err == pytest.approx(doc["per_class_error"][name], abs=1e-4)
+    # The table ``resnet eval`` prints is format_eval of the same report.
+    assert main(["eval", str(r20), "--data-dir", str(cifar_subset), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == format_eval(report) + "\n"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.model = "other"  # type: ignore[misc]
+
+
+def test_a_model_and_a_logits_callable_give_the_same_report(r20: Path, cifar_subset: Path) -> None:
+    by_path = resnet.evaluate(r20, cifar_subset, device="cpu", limit=300)
+    model = resnet.load(r20)
+    by_model = resnet.evaluate(model, cifar_subset, device="cpu", limit=300)
+    assert by_model.result == by_path.result and by_model.images == 300
+    assert torch.equal(by_model.result.predictions, by_path.result.predictions)
+    # The core takes any callable from a normalised batch to logits (an inference engine, a wrapped model).
+    data = load_dataset(DataConfig(dataset="cifar10", data_dir=str(cifar_subset)))
+    ckpt = model.checkpoint()
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+
+    core = evaluate_model(logits, data, ckpt.normalizer(), protocol=EvalProtocol(limit=300, batch_size=64))
+    assert core.result.error == pytest.approx(by_path.result.error)
+    assert core.result.loss == pytest.approx(by_path.result.loss, rel=1e-5)
+    assert torch.equal(core.result.predictions, by_path.result.predictions)
+    assert core.classes == by_path.classes and core.model == "model"
+
+
+def test_bad_requests_fail_as_one_line(r20: Path, cifar_subset: Path) -> None:
+    with pytest.raises(UserError, match="is for image folders"):
+        resnet.evaluate(r20, cifar_subset, protocol="10crop", device="cpu")
+    with pytest.raises(UserError, match="--limit must be at least 1"):
+        resnet.evaluate(r20, cifar_subset, limit=0, device="cpu")
+    with pytest.raises(UserError, match="unknown dataset"):
+        resnet.evaluate(r20, cifar_subset, dataset="nope", device="cpu")
+    with pytest.raises(UserError, match="carries no description"):
+        resnet.evaluate(torch.nn.Linear(2, 2), cifar_subset, device="cpu")
+    data = load_dataset(DataConfig(dataset="cifar10", data_dir=str(cifar_subset)))
+    model = resnet.load(r20)
+    with pytest.raises(UserError, match="unknown protocol"):
+        evaluate_model(model, data, model.checkpoint().normalizer(), protocol=EvalProtocol(views="5crop"))
+
+
+def test_no_error_rate_from_nan_logits(r20: Path, cifar_subset: Path) -> None:
+    data = load_dataset(DataConfig(dataset="cifar10", data_dir=str(cifar_subset)))
+    model = resnet.load(r20)
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 10), math.nan)
+
+    with pytest.raises(UserError, match="NaN/Inf"):
+        evaluate_model(broken, data, model.checkpoint().normalizer(), protocol=EvalProtocol(limit=10))
