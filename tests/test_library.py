@@ -1,4 +1,4 @@
-"""The package as a library: resnet.load, timm-style create_model (checkpoint_path, new heads, features_only),
+"""The package as a library: resnet.load, timm-style build_network (checkpoint_path, new heads, features_only),
 torch.hub from a checkout, save_pretrained/from_pretrained, and fine-tuning runs (model.init_from)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_checkpoint_path_keeps_or_replaces_the_classifier(converted):
     assert tuned.fc.weight.shape == (5, 64) and tuned.pretrained_cfg["classes"] == ["0", "1", "2", "3", "4"]
     body = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
     assert all(torch.equal(tuned.state_dict()[k], v) for k, v in body.items())
-    with pytest.raises(UserError, match="holds resnet20 weights; call create_model\\('resnet20'"):
+    with pytest.raises(UserError, match="holds resnet20 weights; call build_network\\('resnet20'"):
         resnet.create_model("resnet32", checkpoint_path=path)
     with pytest.raises(UserError, match="built with shortcut='A'; drop shortcut='B'"):
         resnet.create_model("resnet20", checkpoint_path=path, shortcut="B")
@@ -156,7 +156,7 @@ def test_public_api_is_listed_and_typed():
 
 def _foreign_resnet8(path: Path, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    state = resnet.models.create_model("resnet8", in_channels=1, num_classes=7).state_dict()
+    state = resnet.models.build_network("resnet8", in_channels=1, num_classes=7).state_dict()
     torch.save(state, path)
     return state
 
@@ -171,7 +171,7 @@ def test_a_training_run_starts_from_converted_weights_with_a_new_head(tmp_path: 
     assert run.state_dict["fc.weight"].shape == (10, 64)
     assert (run.state_dict["layer2.0.conv1.weight"] - src["layer2.0.conv1.weight"]).abs().max() < 1e-5
     assert run.normalizer().mean.flatten().tolist() == pytest.approx([0.3])  # the weights' own preprocessing
-    scratch = resnet.models.create_model("resnet8", in_channels=1).state_dict()["layer2.0.conv1.weight"]
+    scratch = resnet.models.build_network("resnet8", in_channels=1).state_dict()["layer2.0.conv1.weight"]
     assert (scratch - src["layer2.0.conv1.weight"]).abs().max() > 0.1  # so the check above can fail
     log = (tmp_path / "run" / "train.log").read_text()
     assert f"weights of {tmp_path / 'src.pt'} (resnet8); new classifier: 7 -> 10 classes" in log

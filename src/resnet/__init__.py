@@ -15,7 +15,7 @@ Quick use::
 ``resnet.create_model`` is timm's signature (``pretrained``, ``checkpoint_path``, ``num_classes``,
 ``in_chans``, ``features_only``, ``out_indices``, ``drop_rate``, ``global_pool``) and returns a
 :class:`PretrainedResNet` (timm's model methods, Hugging Face's ``save_pretrained``/``from_pretrained``/
-``push_to_hub``); ``resnet.models.create_model`` is the plain builder.
+``push_to_hub``); underneath it ``resnet.models.build_network`` builds the bare network.
 No weights are ever downloaded.
 """
 

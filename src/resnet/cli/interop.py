@@ -77,11 +77,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
-#: Largest relative difference between onnxruntime and PyTorch outputs that counts as a faithful export (the
-#: tests see 3e-7 to 1e-6 in fp32; beyond 1e-3 something in the graph is wrong, not just rounding).
-ONNX_TOLERANCE = 1e-3
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet.interop.convert import load_any
     from resnet.interop.export import default_output, export_checkpoint
@@ -101,13 +96,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"note: {res['note']}", file=sys.stderr)
     if res.get("pt2_max_rel_error") is not None:
         line += f"; torch.export.load matches PyTorch (max relative error {res['pt2_max_rel_error']:.1e})"
-    err = res.get("max_rel_error")
-    if err is not None and err > ONNX_TOLERANCE:
-        Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
-        raise UserError(
-            f"{out}: onnxruntime disagrees with PyTorch (max relative error {err:.1e} > {ONNX_TOLERANCE:g}); "
-            "the exported file is not trustworthy, please report it with your torch/onnx versions"
-        )
+    err = res.get("max_rel_error")  # export_checkpoint removed the file and failed beyond its tolerance
     if err is not None:
         line += f"; onnxruntime matches PyTorch (max relative error {err:.1e})"
     print(line)

@@ -21,7 +21,7 @@ from resnet.errors import UserError
 from resnet.interop.convert import default_meta, load_any, load_weights, read_weights
 from resnet.interop.hub import PretrainedResNet, as_pretrained, checkpoint_of, write_folder
 from resnet.interop.pretrained import read_config
-from resnet.models import create_model as build_model
+from resnet.models import build_network
 from resnet.models.features import FeatureExtractor
 from resnet.models.network import check_drop_rate, check_global_pool
 
@@ -62,7 +62,7 @@ def _from_checkpoint(name: str, path: str | Path, kwargs: dict[str, Any], source
     for key in _LAYOUT_KWARGS:
         if key in kwargs and key in ckpt.model_kwargs and kwargs[key] != ckpt.model_kwargs[key]:
             raise UserError(f"{where} was built with {key}={ckpt.model_kwargs[key]!r}; drop {key}={kwargs[key]!r}")
-    net = build_model(name, **{**ckpt.model_kwargs, **kwargs})
+    net = build_network(name, **{**ckpt.model_kwargs, **kwargs})
     transfer_weights(ckpt, net, where)
     classes = int(net.fc.out_features)
     if classes != len(ckpt.classes):  # a fresh head for another task: its classes have no names yet
@@ -137,7 +137,7 @@ def create_model(
     source: str = "auto",
     **kwargs: Any,
 ) -> PretrainedResNet | FeatureExtractor:
-    """Build a model by name, timm-style (``resnet.models.create_model`` is the plain builder underneath).
+    """Build a model by name, timm-style (``resnet.models.build_network`` builds the bare network underneath).
 
     Args:
         name: ``resnet18/34/50/101/152``, ``resnet20/32/44/56/110/1202``, their ``plain`` twins, any CIFAR
@@ -182,7 +182,7 @@ def create_model(
     else:
         if source != "auto":
             raise UserError(f"source={source!r} names the origin of checkpoint_path's weights; pass checkpoint_path")
-        net = build_model(name, **kwargs)
+        net = build_network(name, **kwargs)
         meta, _ = default_meta(name, {**kwargs, "num_classes": int(net.fc.out_features)})  # resnet20: 10
         ckpt = Checkpoint(model_name=name, model_kwargs=dict(kwargs), state_dict={}, **meta)
     model = as_pretrained(net, ckpt)

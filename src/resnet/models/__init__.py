@@ -16,9 +16,9 @@ _EXPORTS = {
     "ModelInfo": "resnet.models.registry",
     "ResNet": "resnet.models.network",
     "ZeroPadShortcut": "resnet.models.blocks",
+    "build_network": "resnet.models.registry",
     "cifar_plain": "resnet.models.cifar",
     "cifar_resnet": "resnet.models.cifar",
-    "create_model": "resnet.models.registry",
     "imagenet_resnet": "resnet.models.imagenet",
     "list_models": "resnet.models.registry",
     "model_architecture": "resnet.models.registry",
@@ -33,9 +33,9 @@ __all__ = [
     "ModelInfo",
     "ResNet",
     "ZeroPadShortcut",
+    "build_network",
     "cifar_plain",
     "cifar_resnet",
-    "create_model",
     "imagenet_resnet",
     "list_models",
     "model_architecture",
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from resnet.models.cifar import cifar_plain, cifar_resnet
     from resnet.models.imagenet import imagenet_resnet
     from resnet.models.network import ResNet
-    from resnet.models.registry import ModelInfo, create_model, list_models, model_architecture, model_info
+    from resnet.models.registry import ModelInfo, build_network, list_models, model_architecture, model_info
     from resnet.models.responses import response_layer_names
 
 
