@@ -231,7 +231,7 @@ def resnet50_variants(device: torch.device) -> dict[str, Callable[[], torch.nn.M
     try:
         import timm
 
-        variants["timm resnet50"] = lambda: timm.build_network("resnet50", pretrained=False)
+        variants["timm resnet50"] = lambda: timm.create_model("resnet50", pretrained=False)
     except ImportError:
         pass
     return variants

@@ -1,4 +1,4 @@
-"""The package as a library: resnet.load, timm-style build_network (checkpoint_path, new heads, features_only),
+"""The package as a library: resnet.load, timm-style create_model (checkpoint_path, new heads, features_only),
 torch.hub from a checkout, save_pretrained/from_pretrained, and fine-tuning runs (model.init_from)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_checkpoint_path_keeps_or_replaces_the_classifier(converted):
     assert tuned.fc.weight.shape == (5, 64) and tuned.pretrained_cfg["classes"] == ["0", "1", "2", "3", "4"]
     body = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
     assert all(torch.equal(tuned.state_dict()[k], v) for k, v in body.items())
-    with pytest.raises(UserError, match="holds resnet20 weights; call build_network\\('resnet20'"):
+    with pytest.raises(UserError, match="holds resnet20 weights; call create_model\\('resnet20'"):
         resnet.create_model("resnet32", checkpoint_path=path)
     with pytest.raises(UserError, match="built with shortcut='A'; drop shortcut='B'"):
         resnet.create_model("resnet20", checkpoint_path=path, shortcut="B")
