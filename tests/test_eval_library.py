@@ -104,3 +104,53 @@ def test_no_error_rate_from_nan_logits(r20: Path, cifar_subset: Path) -> None:
 
     with pytest.raises(UserError, match="NaN/Inf"):
         evaluate_model(broken, data, model.checkpoint().normalizer(), protocol=EvalProtocol(limit=10))
+
+
+# Datasets as data: evaluation, reports and `convert --preprocessing` ask the description, not the name.
+
+
+def test_a_folder_dataset_is_described_not_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnet.data import datasets
+
+    assert datasets.is_folder_dataset("imagefolder") and datasets.is_folder_dataset("imagenet")
+    assert not datasets.is_folder_dataset("cifar10") and not datasets.is_folder_dataset("digits")
+    assert datasets.FOLDER_DATASETS["imagenet"].run_classes is False  # converted weights: sorted folder order
+    assert datasets.FOLDER_DATASETS["imagefolder"].run_classes is True  # a run: its training folder's classes
+    monkeypatch.setattr(datasets, "FOLDER_DATASETS", dict(datasets.FOLDER_DATASETS))
+    datasets.register_folder_dataset(datasets.FolderDataset("places", run_classes=False, protocol="10crop"))
+    assert datasets.is_folder_dataset("places") and datasets.reader_keys("places") == ("data_dir",)
+    with pytest.raises(ValueError, match="already registered"):
+        datasets.register_folder_dataset(datasets.FolderDataset("cifar10"))
+    assert datasets.reader_keys("digits") == () and datasets.reader_keys("synthetic") == ("synthetic_size",)
+    assert datasets.reader_keys("cifar10") == ("data_dir",) and datasets.reader_keys("nope") is None
+
+
+def test_a_report_shows_the_settings_the_dataset_reads() -> None:
+    from resnet.analysis.report import applicable_config
+    from resnet.config import load_config
+
+    def keys(dataset: str) -> set[str]:
+        return set(applicable_config(load_config(None, [f"data.dataset={dataset}"]).to_dict()))
+
+    assert "data.data_dir" in keys("cifar10") and "data.synthetic_size" not in keys("cifar10")
+    assert "data.data_dir" not in keys("digits") and "data.crop" not in keys("digits")
+    assert "data.synthetic_size" in keys("synthetic") and "data.data_dir" not in keys("synthetic")
+    assert {"data.data_dir", "data.crop"} <= keys("imagefolder")
+
+
+def test_a_registered_preprocessing_preset_is_accepted_by_convert(tmp_path: Path, monkeypatch, capsys) -> None:
+    from resnet.data import datasets
+
+    monkeypatch.setattr(datasets, "PREPROCESSING", dict(datasets.PREPROCESSING))
+    monkeypatch.setattr("resnet.interop.stats.PRESETS", datasets.PREPROCESSING)
+    datasets.register_preprocessing("grey", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    src = save_their_file(their_net(20), tmp_path / "r20.th")
+    out = tmp_path / "r20.pt"
+    assert main(["convert", str(src), "--to", str(out), "--from", "akamaster", "--preprocessing", "grey"]) == 0
+    ckpt = resnet.load_checkpoint(out)
+    torch.testing.assert_close(ckpt.preprocessing["mean"].flatten(), torch.full((3,), 0.5))
+    capsys.readouterr()
+    bad = ["convert", str(src), "--to", str(tmp_path / "x.pt"), "--from", "akamaster", "--preprocessing", "nope"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "unknown --preprocessing 'nope'" in err and "grey" in err and "Traceback" not in err

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from resnet.config import from_dict
+from resnet.data.datasets import is_folder_dataset, reader_keys
 from resnet.errors import UserError
 from resnet.io import write_output
 from resnet.safe_json import read_json
@@ -222,7 +223,7 @@ def _scope(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> 
         if not isinstance(data, dict):
             continue
         train, val = int(data.get("train", 0)), int(data.get("val", 0))
-        held_out = val if data.get("dataset") != "imagefolder" else 0
+        held_out = val if not is_folder_dataset(str(data.get("dataset"))) else 0
         if train + held_out < full_train:
             sizes.add((train, held_out))
     phrases = [f"{t:,} training images" + (f" (+{v:,} held out for validation)" if v else "") for t, v in sorted(sizes)]
@@ -268,12 +269,11 @@ def applicable_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg = from_dict(config)
     d, sc, tr = cfg.data, cfg.schedule, cfg.train
     skip = {"description"}
-    if d.dataset != "imagefolder":
+    if not is_folder_dataset(d.dataset):
         skip |= {f"data.{k}" for k in FOLDER_ONLY} | {"train.eval_limit", "model.bottleneck_stride"}
-    if d.dataset != "synthetic":
-        skip.add("data.synthetic_size")
-    if d.dataset in ("digits", "synthetic"):
-        skip.add("data.data_dir")
+    used = reader_keys(d.dataset)  # what locates or sizes this dataset's data, from its description
+    if used is not None:
+        skip |= {f"data.{k}" for k in ("data_dir", "synthetic_size") if k not in used}
     if not d.augment:
         skip |= {"data.pad", "data.flip", "data.lighting", "data.lighting_axes"}
     if sc.warmup_lr is None:

@@ -149,7 +149,12 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
         help="origin of foreign weights: akamaster = akamaster/pytorch_resnet_cifar10 (mapped exactly)",
     )
     p.add_argument(
-        "--preprocessing", choices=("imagenet", "cifar10"), default=None, help="mean/std the weights were trained with"
+        "--preprocessing",
+        default=None,
+        metavar="PRESET",
+        # The presets are registered with the datasets (resnet.data.datasets.PREPROCESSING) and checked there,
+        # so the parser stays free of the data layer's imports and a user's preset is accepted too.
+        help="mean/std the weights were trained with: a registered preset (imagenet, cifar10 or a user's)",
     )
     p.add_argument("--mean", default=None, help="per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", default=None, help="per-channel std of [0, 1] pixels, e.g. 0.229,0.224,0.225")

@@ -157,6 +157,7 @@ class Dataset:
     download: Archive | None = None
     preprocessing: str | None = None
     protocol: str = "center"
+    keys: tuple[str, ...] = ("data_dir",)  # the ``data.*`` settings its reader uses (reports show only those)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,15 @@ PREPROCESSING: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+def register_preprocessing(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Add a preset of per-channel (mean, std) of pixels in [0, 1]: ``resnet convert --preprocessing NAME``."""
+    if name in PREPROCESSING:
+        raise ValueError(f"preprocessing {name!r} is already registered")
+    if len(mean) != len(std) or not mean or min(std) <= 0:
+        raise ValueError(f"preprocessing {name!r}: one mean and one positive std per channel")
+    PREPROCESSING[name] = (tuple(mean), tuple(std))
+
+
 def register_dataset(dataset: Dataset) -> Dataset:
     """Add an in-memory dataset: ``data.dataset: NAME`` in a recipe then trains and evaluates on it."""
     if dataset.name in DATASETS or dataset.name in FOLDER_DATASETS:
@@ -214,6 +224,14 @@ def is_folder_dataset(name: str) -> bool:
     return name in FOLDER_DATASETS
 
 
+def reader_keys(name: str) -> tuple[str, ...] | None:
+    """The ``data.*`` settings that locate or size dataset ``name``'s data (``data_dir``, ``synthetic_size``);
+    None for a dataset not registered here (every setting may then matter)."""
+    if name in FOLDER_DATASETS:
+        return ("data_dir",)
+    return DATASETS[name].keys if name in DATASETS else None
+
+
 def _read_cifar(cfg: DataConfig) -> Arrays:
     root = Path(cfg.data_dir) if cfg.data_dir else default_data_dir(cfg.dataset)
     if root is None:
@@ -227,8 +245,12 @@ def _read_cifar(cfg: DataConfig) -> Arrays:
 
 register_dataset(Dataset("cifar10", _read_cifar, (3, 32, 32), tuple(CIFAR10_CLASSES), LAYOUTS["cifar10"], "cifar10"))
 register_dataset(Dataset("cifar100", _read_cifar, (3, 32, 32), download=LAYOUTS["cifar100"]))
-register_dataset(Dataset("digits", lambda cfg: load_digits_arrays(), (1, 8, 8), tuple(str(i) for i in range(10))))
-register_dataset(Dataset("synthetic", lambda cfg: synthetic_arrays(cfg.synthetic_size), (3, 32, 32)))
+register_dataset(
+    Dataset("digits", lambda cfg: load_digits_arrays(), (1, 8, 8), tuple(str(i) for i in range(10)), keys=())
+)
+register_dataset(
+    Dataset("synthetic", lambda cfg: synthetic_arrays(cfg.synthetic_size), (3, 32, 32), keys=("synthetic_size",))
+)
 register_folder_dataset(FolderDataset("imagefolder"))  # a run's own folder: preprocessing estimated from it
 register_folder_dataset(FolderDataset("imagenet", run_classes=False, preprocessing="imagenet"))
 
