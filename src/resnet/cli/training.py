@@ -143,6 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         compile=args.compile,
+        progress=True,
     )
     written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
     if args.json:

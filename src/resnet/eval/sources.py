@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 
 import torch
 from torch import nn
@@ -16,6 +16,8 @@ from resnet.eval.arrays import evaluate
 from resnet.eval.folders import evaluate_folder
 from resnet.eval.metrics import EvalResult
 from resnet.eval.shards import rank_and_world
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_split(
@@ -55,11 +57,7 @@ def evaluate_split(
         ):  # never silently: the error is over fewer images than the split holds
             more = f" and {len(res.skipped) - 3} more" if len(res.skipped) > 3 else ""
             named = "; ".join(res.skipped[:3])
-            print(
-                f"warning: {split}: left out {len(res.skipped)} unreadable image(s): {named}{more}",
-                file=sys.stderr,
-                flush=True,
-            )
+            logger.warning("warning: %s: left out %d unreadable image(s): %s%s", split, len(res.skipped), named, more)
         return res
     x, y = source.device_split(split, device)
     return evaluate(

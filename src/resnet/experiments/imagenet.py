@@ -78,7 +78,8 @@ def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
     from resnet.interop.evaluate import evaluate
 
     protocol = opts.extra["protocol"]
-    report = evaluate(run.root, opts.data_dir, split="val", protocol=protocol, device=opts.device or "auto")
+    device = opts.device or "auto"
+    report = evaluate(run.root, opts.data_dir, split="val", protocol=protocol, device=device, progress=True)
     res = report.result
     out = {"iteration": report.iteration, "protocol": protocol, "top1": res.error, "top5": res.top5_error,
            "n": res.n, "skipped": len(res.skipped), "classes": len(report.classes)}  # fmt: skip

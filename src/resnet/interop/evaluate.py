@@ -8,12 +8,13 @@ ImageNet weights use a test protocol (center, 10crop or multiscale; section 3.4)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from resnet.checkpoint import Checkpoint
-from resnet.data.datasets import DATASETS, FOLDER_DATASETS, is_folder_dataset, load_dataset
+from resnet.data.datasets import DATASETS, FOLDER_DATASETS, FolderDataset, is_folder_dataset, load_dataset
 from resnet.data.imagefolder import scan
 from resnet.errors import UserError
 from resnet.eval.evaluate import BNAverage, EvalProtocol, EvalReport, evaluate_model
@@ -37,6 +38,7 @@ def evaluate(
     backend: str | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    progress: bool = False,
 ) -> EvalReport:
     """The top-1/top-5 error, loss and per-class error of ``model`` on its data, as a frozen :class:`EvalReport`.
 
@@ -47,7 +49,8 @@ def evaluate(
     ``protocol`` (center, 10crop, multiscale); arrays on ``split``'s single native view. ``recompute_bn`` > 0
     also evaluates a copy whose BN statistics are averaged over that many training batches.
     ``backend``/``precision`` (or an ``.onnx``/``.pt2`` file) go through an inference engine (array datasets);
-    ``compile`` runs the torch engine through torch.compile.
+    ``compile`` runs the torch engine through torch.compile; ``progress`` shows a bar for image folders on a
+    terminal (``resnet eval``; quiet by default for library callers).
     """
     target = local_device(device)  # a bad or absent device fails before anything is read
     if limit is not None and (type(limit) is not int or limit < 1):
@@ -57,11 +60,11 @@ def evaluate(
     if recompute_bn < 0:
         raise UserError(f"--recompute-bn takes a number of training batches (1 or more), got {recompute_bn}")
     data = str(data_dir) if data_dir is not None else None
+    asked = _Asked(split, data, dataset, protocol, limit, scores, workers, recompute_bn, progress)
     if isinstance(model, nn.Module):
         if backend is not None or precision != "fp32" or compile:
             raise UserError("--backend/--precision/--compile evaluate a file; pass the checkpoint's path")
-        return _evaluate(_description(model), model.to(target), None, split, data, dataset, protocol, limit,
-                         scores, workers, recompute_bn)  # fmt: skip
+        return _evaluate(_description(model), model.to(target), None, asked)
     if backend is not None or precision != "fp32" or compile or str(model).lower().endswith((".onnx", ".pt2")):
         if protocol not in (None, "center"):
             raise UserError(f"--protocol {protocol} is for image folders; CIFAR is tested on the single 32x32 view")
@@ -79,7 +82,7 @@ def evaluate(
     # save_pretrained folder in its config.json; everything else is a checkpoint of ours or a run directory.
     ckpt = read_checkpoint(model)
     net = ckpt.build_model(str(model)).to(target)
-    return _evaluate(ckpt, net, model, split, data, dataset, protocol, limit, scores, workers, recompute_bn)
+    return _evaluate(ckpt, net, model, asked)
 
 
 def _description(model: nn.Module) -> Checkpoint:
@@ -93,58 +96,70 @@ def _description(model: nn.Module) -> Checkpoint:
     return describe()
 
 
-def _evaluate(
-    ckpt: Checkpoint,
-    model: nn.Module,
-    path: str | Path | None,
-    split: str,
-    data_dir: str | None,
-    dataset: str | None,
-    protocol: str | None,
-    limit: int | None,
-    scores: str,
-    workers: int | None,
-    recompute_bn: int,
-) -> EvalReport:
+@dataclass(frozen=True)
+class _Asked:
+    """What :func:`evaluate` was asked for, passed on whole to the data-specific halves below."""
+
+    split: str
+    data_dir: str | None
+    dataset: str | None
+    protocol: str | None
+    limit: int | None
+    scores: str
+    workers: int | None
+    recompute_bn: int
+    progress: bool
+
+
+def _evaluate(ckpt: Checkpoint, model: nn.Module, path: str | Path | None, asked: _Asked) -> EvalReport:
     where = str(path) if path is not None else ckpt.model_name
-    cfg = ckpt.recipe(where)
-    tested = dataset or ckpt.dataset
-    describe = {"name": ckpt.model_name, "checkpoint": where, "iteration": ckpt.iteration}
+    tested = asked.dataset or ckpt.dataset
     if is_folder_dataset(tested):
-        if recompute_bn:
-            raise UserError("--recompute-bn works on CIFAR/digits runs for now (image folders are not supported)")
-        root = data_dir or (cfg.data.data_dir if cfg else None)
-        if not root:
-            raise UserError("pass --data-dir ROOT (an image folder with ROOT/val/<class>/*)")
-        # A run's labels are its training folder's classes (the val folder may lack some); converted ImageNet
-        # weights carry class *names*, so there the folder's own sorted order (= torchvision's) is used.
-        own = FOLDER_DATASETS[tested].run_classes
-        index = scan(Path(root).expanduser() / "val", classes=ckpt.classes if own else None)
-        if len(index.classes) != len(ckpt.classes):  # e.g. 1000 ImageNet classes vs another folder
-            raise UserError(f"{root}/val has {len(index.classes)} classes but the model predicts {len(ckpt.classes)}")
-        views = EvalProtocol(
-            views=protocol or FOLDER_DATASETS[tested].protocol,
-            limit=limit,
-            scores=scores,
-            resize=cfg.data.eval_resize if cfg else 256,
-            size=ckpt.input_size[-1],
-            workers=workers if workers is not None else (cfg.data.workers if cfg else 4),
-            strict=cfg.data.strict_decode if cfg else False,
-            progress=True,
-        )
-        # image folders hold a val split only
-        return evaluate_model(model, index, ckpt.normalizer(), split="val", protocol=views, asked=protocol, **describe)
-    data = load_dataset(array_data_config(ckpt, where, data_dir, dataset))
+        return _evaluate_folder(ckpt, model, where, FOLDER_DATASETS[tested], asked)
+    cfg = ckpt.recipe(where)
+    data = load_dataset(array_data_config(ckpt, where, asked.data_dir, asked.dataset))
     bn = None
-    if recompute_bn:  # the equal-weight average over training batches of the run's batch size
+    if asked.recompute_bn:  # the equal-weight average over training batches of the run's batch size
         bn = BNAverage(
-            recompute_bn,
+            asked.recompute_bn,
             batch_size=cfg.train.batch_size if cfg is not None else 128,  # converted weights: the paper's batch
             seed=cfg.train.seed if cfg is not None else 0,  # the run's own batches, as train.recompute_bn uses
         )
-    views = EvalProtocol(views=protocol or DATASETS[data.name].protocol, limit=limit)
-    normalizer = ckpt.normalizer()
-    return evaluate_model(model, data, normalizer, split=split, protocol=views, asked=protocol, bn=bn, **describe)
+    views = EvalProtocol(views=asked.protocol or DATASETS[data.name].protocol, limit=asked.limit)
+    return evaluate_model(
+        model, data, ckpt.normalizer(), split=asked.split, protocol=views, asked=asked.protocol, bn=bn,
+        name=ckpt.model_name, checkpoint=where, iteration=ckpt.iteration,
+    )  # fmt: skip
+
+
+def _evaluate_folder(
+    ckpt: Checkpoint, model: nn.Module, where: str, described: FolderDataset, asked: _Asked
+) -> EvalReport:
+    cfg = ckpt.recipe(where)
+    if asked.recompute_bn:
+        raise UserError("--recompute-bn works on CIFAR/digits runs for now (image folders are not supported)")
+    root = asked.data_dir or (cfg.data.data_dir if cfg else None)
+    if not root:
+        raise UserError("pass --data-dir ROOT (an image folder with ROOT/val/<class>/*)")
+    # A run's labels are its training folder's classes (the val folder may lack some); converted ImageNet
+    # weights carry class *names*, so there the folder's own sorted order (= torchvision's) is used.
+    index = scan(Path(root).expanduser() / "val", classes=ckpt.classes if described.run_classes else None)
+    if len(index.classes) != len(ckpt.classes):  # e.g. 1000 ImageNet classes vs another folder
+        raise UserError(f"{root}/val has {len(index.classes)} classes but the model predicts {len(ckpt.classes)}")
+    views = EvalProtocol(
+        views=asked.protocol or described.protocol,
+        limit=asked.limit,
+        scores=asked.scores,
+        resize=cfg.data.eval_resize if cfg else 256,
+        size=ckpt.input_size[-1],
+        workers=asked.workers if asked.workers is not None else (cfg.data.workers if cfg else 4),
+        strict=cfg.data.strict_decode if cfg else False,
+        progress=asked.progress,
+    )
+    return evaluate_model(  # image folders hold a val split only
+        model, index, ckpt.normalizer(), split="val", protocol=views, asked=asked.protocol,
+        name=ckpt.model_name, checkpoint=where, iteration=ckpt.iteration,
+    )  # fmt: skip
 
 
 def format_eval(report: EvalReport) -> str:
