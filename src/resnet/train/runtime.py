@@ -103,6 +103,6 @@ def resolve_runtime(cfg: Config, device: torch.device, threads: Threads = None) 
         )
     auto_layout = cuda or (cpu_bf16 and CPU_BF16_CHANNELS_LAST)
     channels_last = cfg.train.channels_last == "true" or (cfg.train.channels_last == "auto" and auto_layout)
-    workers = cfg.data.workers if is_folder_dataset(cfg.data.dataset) else 0  # array data decode no files
+    workers = cfg.data.workers if is_folder_dataset(cfg.data.dataset) else 0  # folders decode in workers
     chosen = apply_threads(threads, workers=workers)
     return Runtime(device, torch.bfloat16 if precision == "bf16" else None, channels_last, chosen)
