@@ -158,6 +158,7 @@ class Dataset:
     preprocessing: str | None = None
     protocol: str = "center"
     keys: tuple[str, ...] = ("data_dir",)  # the ``data.*`` settings its reader uses (reports show only those)
+    hub: str | None = None  # its Hugging Face Hub dataset id, named in model cards
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class FolderDataset:
     run_classes: bool = True
     protocol: str = "center"
     preprocessing: str | None = None
+    hub: str | None = None  # its Hugging Face Hub dataset id, named in model cards
 
 
 #: The registered in-memory datasets by name (``data.dataset``); image folders are read by ``data.imagefolder``.
@@ -224,6 +226,12 @@ def is_folder_dataset(name: str) -> bool:
     return name in FOLDER_DATASETS
 
 
+def hub_dataset(name: str) -> str | None:
+    """The Hugging Face Hub id of dataset ``name`` as its description gives it (None: none)."""
+    described = DATASETS.get(name) or FOLDER_DATASETS.get(name)
+    return described.hub if described is not None else None
+
+
 def reader_keys(name: str) -> tuple[str, ...] | None:
     """The ``data.*`` settings that locate or size dataset ``name``'s data (``data_dir``, ``synthetic_size``);
     None for a dataset not registered here (every setting may then matter)."""
@@ -243,8 +251,10 @@ def _read_cifar(cfg: DataConfig) -> Arrays:
     return c.train_x, c.train_y, c.test_x, c.test_y, c.classes
 
 
-register_dataset(Dataset("cifar10", _read_cifar, (3, 32, 32), tuple(CIFAR10_CLASSES), LAYOUTS["cifar10"], "cifar10"))
-register_dataset(Dataset("cifar100", _read_cifar, (3, 32, 32), download=LAYOUTS["cifar100"]))
+register_dataset(
+    Dataset("cifar10", _read_cifar, (3, 32, 32), tuple(CIFAR10_CLASSES), LAYOUTS["cifar10"], "cifar10", hub="cifar10")
+)
+register_dataset(Dataset("cifar100", _read_cifar, (3, 32, 32), download=LAYOUTS["cifar100"], hub="cifar100"))
 register_dataset(
     Dataset("digits", lambda cfg: load_digits_arrays(), (1, 8, 8), tuple(str(i) for i in range(10)), keys=())
 )
@@ -252,7 +262,7 @@ register_dataset(
     Dataset("synthetic", lambda cfg: synthetic_arrays(cfg.synthetic_size), (3, 32, 32), keys=("synthetic_size",))
 )
 register_folder_dataset(FolderDataset("imagefolder"))  # a run's own folder: preprocessing estimated from it
-register_folder_dataset(FolderDataset("imagenet", run_classes=False, preprocessing="imagenet"))
+register_folder_dataset(FolderDataset("imagenet", run_classes=False, preprocessing="imagenet", hub="imagenet-1k"))
 
 
 def _load_dataset(cfg: DataConfig) -> ArrayDataset:

@@ -65,9 +65,10 @@ def array_data_config(
 class _Recording(nn.Module):
     """Passes batches to ``engine`` and keeps the logits, so two engines can be compared image by image."""
 
-    def __init__(self, engine: nn.Module) -> None:
+    def __init__(self, engine: backends.Engine) -> None:
         super().__init__()
-        self.engine, self.logits = engine, []
+        self.engine = engine
+        self.logits: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.engine(x).float()
@@ -108,10 +109,11 @@ def evaluate_with_engine(
     model = None if onnx_file or concrete == "pt2" else ckpt.build_model(str(path))
     c, h, w = ckpt.input_size
 
-    def make(prec: str, compiled: bool = False) -> nn.Module:
+    def make(prec: str, compiled: bool = False) -> backends.Engine:
         if concrete == "pt2":
             return pt2_engine(path, prec)
         if concrete == "torch":
+            assert model is not None  # built above for every engine but .onnx/.pt2 files
             return backends.torch_engine(model, prec, device, compile=compiled)
         calib = None
         if prec == "int8":
@@ -119,15 +121,20 @@ def evaluate_with_engine(
         onnx_path = path if onnx_file else None
         return backends.onnx_engine(prec, onnx_path=onnx_path, model=model, input_size=(c, h, w), calibration=calib)
 
-    views, cpu = EvalProtocol(batch_size=256, limit=limit), torch.device("cpu")
+    views = EvalProtocol(batch_size=256, limit=limit)
+
+    def run(recording: _Recording) -> EvalReport:
+        # Engines take and return CPU tensors (a torch engine moves batches to its device and back).
+        return evaluate_model(
+            recording, data, normalizer, split=split, protocol=views, device=torch.device("cpu"),
+            name=ckpt.model_name, checkpoint=str(path), iteration=ckpt.iteration,
+        )  # fmt: skip
+
     engine = _Recording(make(precision, compile))
-    # Engines take and return CPU tensors (a torch engine moves batches to its device and back).
-    describe = {"name": ckpt.model_name, "checkpoint": str(path), "iteration": ckpt.iteration, "device": cpu}
-    report = evaluate_model(engine, data, normalizer, split=split, protocol=views, **describe)
-    report = dataclasses.replace(report, engine=engine.engine.describe())
+    report = dataclasses.replace(run(engine), engine=engine.engine.describe())
     if precision == "fp32":
         return report
     reference = _Recording(make("fp32"))
-    ref = evaluate_model(reference, data, normalizer, split=split, protocol=views, **describe)
+    ref = run(reference)
     agreement = backends.top1_agreement(torch.cat(engine.logits), torch.cat(reference.logits))
     return dataclasses.replace(report, agreement=agreement, fp32_error=ref.top1_error)
