@@ -154,3 +154,32 @@ def test_a_registered_preprocessing_preset_is_accepted_by_convert(tmp_path: Path
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "unknown --preprocessing 'nope'" in err and "grey" in err and "Traceback" not in err
+
+
+def test_an_image_folder_run_gives_the_clis_numbers_under_each_protocol(tmp_path: Path, capsys) -> None:
+    from resnet.config import load_config
+    from resnet.train.loop import fit
+    from test_imagefolder import folder_overrides
+
+    from folders import build_folder
+
+    photos = build_folder(tmp_path / "photos")
+    overrides = folder_overrides(photos, **{"schedule.kind": "steps", "schedule.iterations": 2})
+    fit(load_config(None, overrides), tmp_path / "run", echo=False)
+    run = tmp_path / "run"
+    results = {}
+    for protocol in ("center", "10crop"):  # multiscale shares the path and costs minutes on two cores
+        report = resnet.evaluate(run, protocol=protocol, workers=0, device="cpu")
+        assert report.split == "val" and report.protocol == protocol and report.split_label == f"val, {protocol}"
+        assert report.classes == ("china", "flower") and report.images == 6 and report.iteration == 2
+        capsys.readouterr()
+        assert main(["eval", str(run), "--protocol", protocol, "--workers", "0", "--device", "cpu", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["split"] == report.split_label and doc["images"] == report.images
+        assert report.top1_error == pytest.approx(doc["top1_error"], abs=1e-4)
+        assert report.loss == pytest.approx(doc["loss"], abs=1e-4)
+        results[protocol] = report.result
+    default = resnet.evaluate(run, workers=0, device="cpu")  # the dataset's default views: the centre crop
+    assert default.protocol is None and default.split_label == "val" and default.result == results["center"]
+    with pytest.raises(UserError, match="image folders are not supported"):
+        resnet.evaluate(run, recompute_bn=2, workers=0, device="cpu")
