@@ -176,6 +176,8 @@ def test_models_package_loads_names_lazily():
     import resnet.models as models
 
     assert models.build_network is build_network and "ResNet" in dir(models)
+    with pytest.raises(AttributeError, match="now resnet.models.build_network"):  # the one create_model: resnet's
+        models.create_model  # noqa: B018
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         models.nope  # noqa: B018
 

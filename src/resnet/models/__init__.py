@@ -63,6 +63,11 @@ _SUBMODULES = frozenset(
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"resnet.models.{name}")
+    if name == "create_model":  # renamed: one create_model remains, the library's (resnet.create_model)
+        raise AttributeError(
+            "resnet.models.create_model is now resnet.models.build_network (the bare network); "
+            "resnet.create_model is timm's signature"
+        )
     if name not in _EXPORTS:
         raise AttributeError(f"module 'resnet.models' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
