@@ -205,8 +205,8 @@ def _evaluate_arrays(
     params = next(module.parameters(), None)
     dev = device or (params.device if params is not None else torch.device("cpu"))
     images, labels = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
-    kw = {"num_classes": data.num_classes, "batch_size": protocol.batch_size}
-    res = evaluate(module, images, labels, normalizer, **kw)  # type: ignore[arg-type]
+    k, batch = data.num_classes, protocol.batch_size
+    res = evaluate(module, images, labels, normalizer, num_classes=k, batch_size=batch)
     if bn is None or bn.batches == 0:
         return res, None
     if not isinstance(model, nn.Module) or params is None:
@@ -215,7 +215,8 @@ def _evaluate_arrays(
     averaged, used = recompute_bn(model, batches, bn.batches)
     if used < bn.batches:
         logger.warning("note: the training set holds %d batches of %d; averaged over those", used, bn.batch_size)
-    return res, RecomputedBN(evaluate(averaged, images, labels, normalizer, **kw), used)  # type: ignore[arg-type]
+    bn_res = evaluate(averaged, images, labels, normalizer, num_classes=k, batch_size=batch)
+    return res, RecomputedBN(bn_res, used)
 
 
 def _check_outputs(model: nn.Module, data: ArrayDataset, where: str) -> None:
