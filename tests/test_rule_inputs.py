@@ -100,7 +100,7 @@ def test_deep_json_is_one_line_or_a_skipped_record(run: Path, capsys):
     assert finishes(["plot", str(run)], capsys)[0] == 0
     (run / "summary.json").write_text(DEEP)
     problems: list[str] = []
-    assert _read_json(run / "summary.json", problems) == {} and "nested 100000 levels" in problems[0]
+    assert _read_json(run / "summary.json", problems) == {} and "nested 100,000 levels" in problems[0]
     with (run / "invocations.jsonl").open("a") as f:
         f.write(DEEP + "\n")
     assert len(read_invocations(run)) == 1
@@ -121,7 +121,7 @@ def test_deep_json_in_onnx_metadata_is_one_line(run: Path, tmp_path: Path, capsy
     onnx.save(proto, str(tmp_path / "m.onnx"))
     capsys.readouterr()
     status, err = finishes(["eval", str(tmp_path / "m.onnx")], capsys)
-    assert status == 2 and "nested 100000 levels" in err and err.count("\n") == 1
+    assert status == 2 and "nested 100,000 levels" in err and err.count("\n") == 1
 
 
 def test_any_pillow_refusal_is_one_line(tmp_path: Path, monkeypatch):

@@ -50,21 +50,10 @@ def _series(records: Records, split: str) -> tuple[list[int], list[float]]:
     return [r["iteration"] for r in rows], [r["error"] for r in rows]
 
 
-def plot_error_curves(
-    panels: Mapping[str, Mapping[str, Records]],
-    out: str | Path,
-    *,
-    eval_split: str = "test",
-    title: str | None = None,
-    ylim: tuple[float, float] | None = None,
-    xscale: float = 1.0,
-    xlabel: str = "iteration",
-    note: str | None = None,
-) -> Path:
-    """:func:`error_curves_figure`, written to ``out``."""
-    fig = error_curves_figure(panels, eval_split=eval_split, title=title, ylim=ylim, xscale=xscale,
-                              xlabel=xlabel, note=note)  # fmt: skip
-    return save(fig, out)
+def plot_error_curves(panels: Mapping[str, Mapping[str, Records]], out: str | Path, **options: Any) -> Path:
+    """:func:`error_curves_figure` (the same keyword ``options``: ``eval_split``, ``title``, ``ylim``, ``xscale``,
+    ``xlabel``, ``note``), written to ``out``."""
+    return save(error_curves_figure(panels, **options), out)
 
 
 def error_curves_figure(

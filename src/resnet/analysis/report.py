@@ -18,12 +18,11 @@ from typing import Any
 
 import yaml
 
-from resnet.config import from_dict
+from resnet.config import from_dict, read_yaml
 from resnet.data.datasets import is_folder_dataset, reader_keys
 from resnet.errors import UserError
-from resnet.io import write_output
+from resnet.io import shown, write_output
 from resnet.safe_json import read_json
-from resnet.safe_yaml import load_yaml
 from resnet.train.metrics_log import read_metrics, summarize
 
 
@@ -97,11 +96,12 @@ def read_run(name: str, root: Path) -> RunRecord:
         return RunRecord(name, root, "missing")
     problems: list[str] = []
     try:
-        config = load_yaml((root / "config.yaml").read_text(), str(root / "config.yaml"))
+        config = read_yaml(root / "config.yaml")
         cfg = from_dict(config) if isinstance(config, dict) else None
     except (OSError, ValueError, yaml.YAMLError) as e:  # UserError is a ValueError
         config, cfg = None, None
-        problems.append(f"config.yaml unreadable ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})")
+        reason = str(e).splitlines()[0].removeprefix(f"{shown(root / 'config.yaml')}: ") if str(e) else ""
+        problems.append(f"config.yaml unreadable ({reason[:80] or type(e).__name__})")  # the path is the run's
     if cfg is None:
         if not problems:
             problems.append("config.yaml is empty or not a mapping")

@@ -8,17 +8,18 @@ What the dict holds, and its validation, is :class:`resnet.checkpoint.typed.Chec
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from resnet.errors import UserError
-from resnet.io import write_output
+from resnet.io import open_input, write_output
 
 FORMAT = "resnet-checkpoint/1"
 #: Largest checkpoint read, unpacked: ResNet-152 with its optimizer state is 0.5 GB, ResNet-1202's 0.16 GB.
@@ -28,17 +29,23 @@ MAX_CHECKPOINT_BYTES = 4 * 2**30
 MAX_UNPACK_RATIO = 16
 
 
-def check_archive(path: Path) -> None:
+def check_archive(path: Path, f: IO[bytes] | None = None) -> None:
     """Refuse a torch zip archive whose members unpack beyond :data:`MAX_CHECKPOINT_BYTES` or far beyond the
-    file's own size, before ``torch.load`` allocates anything."""
+    file's own size, before ``torch.load`` allocates anything. ``f``: ``path`` already open (it is read, not
+    ``path`` again, and left where it was)."""
+    source: Path | IO[bytes] = path if f is None else f
+    start = 0 if f is None else f.tell()
     try:
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(source):
             return  # the legacy format: a plain pickle stream, whose sizes are those of the file
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(source) as z:  # a file object passed in stays open
             unpacked = sum(info.file_size for info in z.infolist())
     except (OSError, zipfile.BadZipFile, ValueError) as e:
         raise UserError(f"{path}: not a readable checkpoint (damaged archive: {str(e)[:160]})") from None
-    size = path.stat().st_size
+    finally:
+        if f is not None:
+            f.seek(start)
+    size = path.stat().st_size if f is None else os.fstat(f.fileno()).st_size
     if unpacked > MAX_CHECKPOINT_BYTES or unpacked > MAX_UNPACK_RATIO * size + 2**20:
         raise UserError(
             f"{path}: refused: its archive unpacks to {unpacked:,} bytes from {size:,} (a zip bomb or not a "
@@ -57,12 +64,21 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; pass a run directory or a checkpoint file")
-    check_archive(path)
+    with open_input(path) as f:  # the regular file checked on its descriptor is the one read, not a swapped one
+        check_archive(path, f)
+        obj = _torch_load(f, path, map_location)
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def _torch_load(f: IO[bytes], path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(f, weights_only=True)``; whatever it refuses, as one line naming ``path``."""
     try:
         with warnings.catch_warnings():
             # A plain pickle (protocol > 2) draws a warning before being refused or read; the outcome says enough.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UserError(
             f"{path}: refused: the file holds objects other than tensors and plain data, and loading it could "
@@ -75,9 +91,6 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
         # The weights-only unpickler reads the bytes of a file that is no checkpoint (a text file, say) as
         # opcodes and fails wherever they lead it: a KeyError on an unknown memo entry, for instance.
         raise UserError(f"{path}: not a readable checkpoint (no torch or pickle data: {type(e).__name__})") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
-    return obj
 
 
 def _unpickler_reason(message: str) -> str:

@@ -145,6 +145,9 @@ class Checkpoint:
     training: dict[str, Any] | None = None  # TRAINING_KEYS, present in checkpoints written by `resnet train`
     data: dict[str, Any] | None = None  # the training data's fingerprint (sizes, classes, label hash)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept so that nothing is lost
+    #: The resize and crop recorded with the weights (a converted or exported model's description); ``None``
+    #: for files that record none (training checkpoints, files written before it was recorded): the family's.
+    resize: Resize | None = None
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], where: str = "checkpoint") -> Checkpoint:
@@ -175,12 +178,14 @@ class Checkpoint:
             except UserError as e:
                 raise UserError(f"{where}: damaged checkpoint: stored config: {e}") from None
         _check(isinstance(obj.get("dataset", "unknown"), str), where, "dataset", "must be a string")
+        resize = obj.get("resize")
+        _check(resize is None or isinstance(resize, dict), where, "resize", "must be a dict (shorter_side, crop)")
         training = None
         if any(k in obj for k in TRAINING_KEYS):
             _check_training(obj, where)
             training = {k: obj[k] for k in TRAINING_KEYS if k in obj}
         known = {"format", "model", "model_name", "model_kwargs", "preprocessing", "classes", "input_size",
-                 "dataset", "iteration", "config", "lighting", "data", *TRAINING_KEYS}  # fmt: skip
+                 "dataset", "iteration", "config", "lighting", "data", "resize", *TRAINING_KEYS}  # fmt: skip
         ckpt = cls(
             model_name=obj["model_name"],
             model_kwargs=dict(kwargs),
@@ -195,6 +200,7 @@ class Checkpoint:
             training=training,
             data=obj.get("data"),
             extra={k: v for k, v in obj.items() if k not in known},
+            resize=None if resize is None else Resize.from_json(resize, where),
         )
         ckpt.metadata(where)  # the description as a whole: classes against the head, channels, resize
         return ckpt
@@ -210,6 +216,7 @@ class Checkpoint:
             classes=list(meta.classes),
             input_size=list(meta.input_size),
             dataset=meta.dataset,
+            resize=meta.resize,
             **fields,
         )
 
@@ -222,7 +229,7 @@ class Checkpoint:
             classes=tuple(self.classes),
             input_size=size,  # type: ignore[arg-type]
             preprocessing=Preprocessing.from_state(self.preprocessing, where),
-            resize=resize_for(self.model_name, size),
+            resize=self.resize if self.resize is not None else resize_for(self.model_name, size),
             dataset=self.dataset,
         ).check(where)
 
@@ -241,6 +248,7 @@ class Checkpoint:
             "dataset": self.dataset,
             "config": self.config,
             **({"data": self.data} if self.data is not None else {}),
+            **({"resize": self.resize.to_json()} if self.resize is not None else {}),
             **self.extra,
             **(self.training or {}),
         }

@@ -9,7 +9,11 @@ from pathlib import Path
 
 from resnet.cli.recipes import add_force
 from resnet.errors import TrainingInterrupted, UserError
+from resnet.io import read_input_text
 from resnet.ranges import check_flag
+
+#: The demo's report is a page of markdown; a file far bigger is not the one the demo just wrote.
+MAX_REPORT_BYTES = 1 << 20
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -34,7 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def key_results(report: Path) -> str:
     """The report's key table (its first markdown table) and its verdicts, for the terminal."""
-    lines = report.read_text().splitlines()
+    lines = read_input_text(report, max_bytes=MAX_REPORT_BYTES, errors="replace").splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
     table: list[str] = []
     if start is not None:

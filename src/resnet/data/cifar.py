@@ -14,14 +14,16 @@ from __future__ import annotations
 import io
 import tarfile
 import zlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
 from resnet.data.cifar_pickle import MAX_BATCH_BYTES, read_pickle
 from resnet.errors import UserError
+from resnet.io import open_input
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class _Source:
             self.folder = folder
             self.where = str(folder)
 
-    def open(self, name: str) -> BinaryIO:
+    def open(self, name: str) -> AbstractContextManager[IO[bytes]]:
         if self.tar is not None:
             if name not in self.members:
                 raise UserError(f"{self.where}: archive has no {name}; is it the {self.layout.archive}?")
@@ -142,7 +144,7 @@ class _Source:
         path = self.folder / name
         if not path.is_file():
             raise UserError(f"{path}: missing CIFAR batch file; the extracted folder is incomplete")
-        return path.open("rb")
+        return open_input(path)  # a regular file, checked on the descriptor; read_pickle bounds the read
 
     def read(self, name: str) -> dict[str, Any]:
         with self.open(name) as f:

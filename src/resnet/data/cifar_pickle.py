@@ -22,7 +22,7 @@ import io
 import math
 import pickle
 import pickletools
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def _check_opcodes(blob: bytes) -> None:
             )
 
 
-def read_pickle(f: BinaryIO, name: str) -> dict[str, Any]:
+def read_pickle(f: IO[bytes], name: str) -> dict[str, Any]:
     """One batch file as a dict with str keys, whichever way its keys were pickled (bytes or str)."""
     blob = f.read(MAX_BATCH_BYTES + 1)
     if len(blob) > MAX_BATCH_BYTES:

@@ -21,6 +21,7 @@ IMAGENET_CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 
 @functools.cache
 def _imagenet_classes() -> tuple[str, ...]:
+    # The package's own data file (installed with it), not an outside input: read directly.
     names = tuple(line.strip() for line in IMAGENET_CLASSES_FILE.read_text(encoding="utf-8").splitlines())
     names = tuple(n for n in names if n)
     if len(names) != 1000:  # a damaged install; say so rather than mislabel every prediction

@@ -33,8 +33,9 @@ import torch
 from PIL import Image, ImageOps
 
 from resnet.data.augment import CropPlan, plan_scale_crop_flip
-from resnet.data.transforms import load_image, open_image, to_8bit_image
+from resnet.data.transforms import MAX_IMAGE_BYTES, load_image, open_image, to_8bit_image
 from resnet.errors import UserError
+from resnet.io import open_input
 
 try:  # optional: the [jpeg] extra
     import simplejpeg
@@ -77,7 +78,8 @@ def _decode_jpeg(
 
 
 def _simplejpeg_decode(path: str | Path, colorspace: str) -> Image.Image:
-    data = Path(path).read_bytes()
+    with open_input(path, max_bytes=MAX_IMAGE_BYTES) as f:  # opened again by name: the checks of open_image again
+        data = f.read(MAX_IMAGE_BYTES + 1)
     array = simplejpeg.decode_jpeg(data, colorspace=colorspace)
     return Image.fromarray(array[:, :, 0] if colorspace == "GRAY" else array)
 

@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file, shown
+from resnet.data.transforms import IMAGE_EXTENSIONS, is_image_file
 from resnet.errors import UserError
-from resnet.io import write_cache
+from resnet.io import shown, write_cache
 from resnet.safe_json import read_json
 
 

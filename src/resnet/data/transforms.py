@@ -15,7 +15,8 @@ Decoding is Pillow's. Every mode ends up as 8-bit RGB (or 8-bit grayscale for 1-
 - the EXIF orientation tag is applied, so phone photos come out upright.
 
 Hostile files are refused with their name before they cost anything: only regular files are opened (a
-named pipe called ``x.jpg`` would block a reader forever), only the formats of :data:`IMAGE_EXTENSIONS`
+named pipe called ``x.jpg`` would block a reader forever; :func:`resnet.io.open_input`, the one opener of
+outside files, up to :data:`MAX_IMAGE_BYTES`), only the formats of :data:`IMAGE_EXTENSIONS`
 are tried whatever the file is called (Pillow would otherwise try 40-odd parsers, EPS through Ghostscript),
 the size in the header is checked against :data:`MAX_IMAGE_PIXELS` before any pixel is decoded, and no
 resize may produce more than :data:`MAX_RESIZE_PIXELS` (a 1 x 20000 PNG of 100 bytes would otherwise
@@ -25,11 +26,9 @@ become a 256 x 5,120,000 float image, 16 GB).
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet.errors import UserError
+from resnet.io import open_input, shown
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 #: File name endings read as images (case-insensitive), by training, evaluation and ``predict`` alike.
@@ -53,6 +53,9 @@ MAX_IMAGE_PIXELS = 64 * 2**20
 #: Largest output of one resize: 16 Mpx (192 MiB as float RGB). The widest test view is the shorter side at
 #: 640 (multiscale, section 3.4), so images up to 1:40 still work; stranger panoramas are refused.
 MAX_RESIZE_PIXELS = 16 * 2**20
+#: Largest image file opened: 1 GiB, above the largest image within :data:`MAX_IMAGE_PIXELS` stored
+#: uncompressed (a 16-bit RGBA TIFF of 64 Mpx is 512 MiB); a bigger file is not a picture this reads.
+MAX_IMAGE_BYTES = 2**30
 
 
 T = TypeVar("T")
@@ -117,7 +120,7 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
 def open_image(path: str | Path) -> Iterator[Image.Image]:
     """A Pillow image of ``path`` with only its header read: a regular file, one of ``IMAGE_FORMATS``, within
     the pixel budget (``ImageTooLarge`` otherwise). Every decoder of this project opens images through here."""
-    with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as im:
+    with open_input(path, max_bytes=MAX_IMAGE_BYTES) as f, Image.open(f, formats=IMAGE_FORMATS) as im:
         width, height = im.size  # from the header: nothing decoded yet
         if width * height > MAX_IMAGE_PIXELS:
             raise ImageTooLarge(
@@ -134,29 +137,6 @@ def load_view(path: str | Path, channels: int, make: Callable[[torch.Tensor], T]
         return make(img)
     except ImageTooLarge as e:
         raise ImageTooLarge(f"{shown(path)}: {e}") from None
-
-
-def shown(path: str | Path) -> str:
-    """A path as it can be printed and logged: bytes that are not UTF-8 (a file name from another system,
-    kept by Python as lone surrogates) are shown as ``\\xNN`` escapes instead of failing the write."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _open_regular(path: str | Path) -> IO[bytes]:
-    """The file opened for reading if it is a regular file (checked on the open descriptor, so a file swapped
-    for a FIFO in between cannot slip through); non-blocking, so opening a FIFO does not wait for a writer."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise UserError(f"{shown(path)}: not a regular file ({kind}); only image files are read")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:

@@ -55,16 +55,17 @@ def view_resize(imagenet_style: bool, size: tuple[int, int]) -> int:
     return min(size)
 
 
-def view_geometry(imagenet_style: bool, size: tuple[int, int]) -> dict[str, Any]:
+def view_geometry(imagenet_style: bool, size: tuple[int, int], shorter_side: int | None = None) -> dict[str, Any]:
     """How ``predict`` turns a decoded 8-bit image into the model's input, precisely enough to reproduce its
-    probabilities elsewhere (exported as ``resnet.resize`` next to the graph).
+    probabilities elsewhere (exported as ``resnet.resize`` next to the graph). ``shorter_side``: the resize the
+    weights record (predict uses it), else :func:`view_resize`'s.
 
     The resize is torch's antialiased bilinear on float pixels, rounded to uint8 once; Pillow's
     ``Image.resize(..., Image.BILINEAR)`` computes the same filter in 8-bit fixed point and lands within one
     grey level (tests/test_export.py reproduces predict's probabilities that way through onnxruntime).
     """
     return {
-        "shorter_side": view_resize(imagenet_style, size),
+        "shorter_side": view_resize(imagenet_style, size) if shorter_side is None else shorter_side,
         "longer_side": "floor(shorter_side * longer / shorter), at least shorter_side",
         "filter": "bilinear",
         "antialias": True,

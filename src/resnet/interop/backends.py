@@ -255,7 +255,7 @@ def onnx_engine(
                 raise ort_failure(where, e) from None
             path = Path(tmp) / "int8.onnx"
         try:
-            session = _session(path.read_bytes(), threads)
+            session = _session(path.read_bytes(), threads)  # our own file in our temporary folder, not an input
         except Exception as e:  # noqa: BLE001 - onnxruntime's Fail, InvalidGraph, NotImplemented, ...
             raise ort_failure(where, e) from None
     inp = session.get_inputs()[0]

@@ -43,7 +43,7 @@ from resnet.errors import UserError
 from resnet.interop import akamaster
 from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, metadata_of, read_config
 from resnet.interop.stats import PRESETS, Stats, stats_entry
-from resnet.io import refuse_overwriting, write_output
+from resnet.io import open_input, refuse_overwriting, write_output
 from resnet.metadata import load_json_field
 from resnet.models import model_info
 
@@ -74,6 +74,8 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     st = require_safetensors()
     if not path.is_file():
         raise UserError(f"no weights file at {path}")
+    with open_input(path):  # a regular file, checked on a descriptor: a FIFO or device never reaches safe_open,
+        pass  # which takes a name (it maps the file) and bounds the header it reads itself
     try:
         with st.safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

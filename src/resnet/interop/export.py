@@ -60,7 +60,8 @@ def deployment_metadata(ckpt: Checkpoint) -> dict[str, str]:
     if ckpt.config:  # lets `resnet eval model.onnx` rebuild the test data exactly as for the checkpoint
         meta.extra["recipe"] = ckpt.config
     size = (int(ckpt.input_size[1]), int(ckpt.input_size[2]))
-    return meta.onnx_props(view_geometry(model_info(ckpt.model_name).test_views == "crops", size))
+    crops = model_info(ckpt.model_name).test_views == "crops"
+    return meta.onnx_props(view_geometry(crops, size, meta.resize.shorter_side))
 
 
 #: Suffixes of weights files that the default output name replaces (any other name keeps all of it).

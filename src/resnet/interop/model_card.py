@@ -58,7 +58,7 @@ def model_card(ckpt: Checkpoint, metrics: dict[str, Any] | None = None) -> str:
     info = model_info(ckpt.model_name)
     c, h, w = (int(v) for v in ckpt.input_size)
     pre = ckpt.preprocessing
-    geometry = view_geometry(info.test_views == "crops", (h, w))
+    geometry = view_geometry(info.test_views == "crops", (h, w), ckpt.metadata().resize.shorter_side)
     call = ", ".join([repr(ckpt.model_name), *(f"{k}={v!r}" for k, v in sorted(ckpt.model_kwargs.items()))])
     shown = ", ".join(ckpt.classes[:10]) + (f", ... ({len(ckpt.classes)} in all)" if len(ckpt.classes) > 10 else "")
     lines = [

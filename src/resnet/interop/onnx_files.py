@@ -106,7 +106,7 @@ def inline_external_data(proto: Any, folder: str | Path, where: str) -> None:
         total += length
         if total > MAX_ONNX_BYTES:
             raise UserError(f"{where}: external data larger than 2 GiB in all; refused")
-        with open(target, "rb") as f:
+        with open_input(target, follow=False) as f:  # checked above by name; again on the descriptor itself
             f.seek(offset)
             tensor.raw_data = f.read(length)
         del tensor.external_data[:]

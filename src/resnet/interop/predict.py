@@ -11,6 +11,10 @@ Protocols (``--protocol``):
   takes the centre crop. The paper tests these nets on the single original view only (section 4.2), so
   ``10crop`` is refused for them.
 
+Those shorter sides are the family's defaults: weights whose description records a resize (a converted,
+exported or ``save_pretrained`` model: :class:`resnet.metadata.Resize`) are fed as it says, e.g. shorter
+side 40, then the centre 32x32.
+
 A folder is searched recursively for image files and processed in batches, with a progress bar on a
 terminal. Files that cannot be read are reported and skipped; the rest are still classified.
 """
@@ -31,7 +35,6 @@ from resnet.checkpoint import Checkpoint
 from resnet.data.transforms import is_image_file, load_view
 from resnet.errors import UserError
 from resnet.eval.metrics import check_finite_logits
-from resnet.eval.views import view_resize
 from resnet.eval.views import views as test_views
 from resnet.interop.convert import load_any
 from resnet.interop.inference import optimize_for_inference
@@ -102,6 +105,8 @@ class Predictor:
         self.channels, self.size = channels, (height, width)
         # The entry's own test views: crops of a resized image (ImageNet, section 3.4) or the native view only.
         self.imagenet_style = model_info(self.model_name).test_views == "crops"
+        # The shorter side the weights' description records (the family's default where it records none).
+        self.resize = ckpt.metadata(where).resize.shorter_side
 
     @classmethod
     def from_file(
@@ -140,7 +145,7 @@ class Predictor:
         """The test views of one uint8 image: ``V x C x H x W`` at the model's native size (V = 1 or 10)."""
         if not self.imagenet_style:
             protocol = "center"
-        return torch.stack(test_views(image, protocol, view_resize(self.imagenet_style, self.size), self.size))
+        return torch.stack(test_views(image, protocol, self.resize, self.size))
 
     @torch.inference_mode()
     def probabilities(self, views: torch.Tensor, per_image: int, report: Report | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 from resnet.checkpoint import FORMAT, Checkpoint
 from resnet.checkpoint.typed import resize_for
 from resnet.errors import UserError
+from resnet.io import open_input
 from resnet.metadata import MAX_JSON_BYTES, ModelMetadata, load_json_field
 
 PRETRAINED_FORMAT = "resnet-pretrained/1"
@@ -56,7 +57,7 @@ def read_config(root: str | Path) -> dict[str, Any]:
     if not (root / CONFIG_FILE).is_file() or not (root / WEIGHTS_FILE).is_file():
         raise UserError(f"{root}: expected {CONFIG_FILE} and {WEIGHTS_FILE} (written by resnet.save_pretrained)")
     try:
-        with open(root / CONFIG_FILE, "rb") as f:
+        with open_input(root / CONFIG_FILE) as f:  # a regular file: a FIFO swapped in is refused, never waited on
             data = f.read(MAX_JSON_BYTES + 1)  # a larger file is refused by the reader, unread
     except OSError as e:
         raise UserError(f"{root / CONFIG_FILE}: not readable ({e.strerror})") from None

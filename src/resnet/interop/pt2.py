@@ -20,7 +20,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -57,8 +57,9 @@ def read_pt2(path: str | Path) -> tuple[Any, dict[str, Any]]:
     extra = {META_FILE: ""}
     try:
         with open_input(path) as f:
-            check_unpacked_size(Path(path))  # a zip bomb is refused before any member is read
-            check_pt2_archive(path)
+            check_unpacked_size(Path(path), f)  # a zip bomb is refused before any member is read
+            check_pt2_archive(path, f)
+            f.seek(0)
             program = torch.export.load(f, extra_files=extra)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
@@ -98,10 +99,11 @@ def check_pt2_flags(path: str | Path, backend: str | None, compile: bool) -> Non
         raise UserError(f"{path}: a .pt2 program runs as exported (torch, fp32); drop {flag}")
 
 
-def check_pt2_archive(path: str | Path) -> None:
-    """Refuse a ``.pt2`` whose loading could unpickle code (see the module's docstring); one line."""
+def check_pt2_archive(path: str | Path, f: IO[bytes] | None = None) -> None:
+    """Refuse a ``.pt2`` whose loading could unpickle code (see the module's docstring); one line. ``f``: ``path``
+    already open (read instead of opening ``path`` again)."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path if f is None else f) as z:
             infos = z.infolist()
             if len(infos) > _MAX_MEMBERS:
                 raise UserError(f"{path}: {len(infos)} archive members; not a .pt2 file of `resnet export`")

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resnet.models.arch import (
     IMAGENET_DEPTHS,
@@ -77,6 +77,15 @@ def _build_imagenet(depth: int, residual: bool, **kwargs: object):  # noqa: ANN2
     return imagenet_resnet(depth, residual=residual, **kwargs)  # type: ignore[arg-type]
 
 
+#: Each family's (label in docs, builder, architecture, keywords of its residual nets, of its plain nets).
+_FAMILY_PARTS: dict[
+    str, tuple[str, Callable[..., Any], Callable[..., Architecture], tuple[str, ...], tuple[str, ...]]
+] = {
+    "cifar": ("CIFAR", _build_cifar, cifar_architecture, CIFAR_KWARGS_RESIDUAL, CIFAR_KWARGS_PLAIN),
+    "imagenet": ("ImageNet", _build_imagenet, imagenet_architecture, IMAGENET_KWARGS_RESIDUAL, IMAGENET_KWARGS_PLAIN),
+}
+
+
 def cifar_paper_figure(depth: int, residual: bool) -> str:
     """Section 4.2's parameters (Table 6) of the paper's residual CIFAR nets; empty for the others."""
     if depth not in TABLE6 or not residual:
@@ -90,41 +99,35 @@ def imagenet_paper_figure(depth: int, residual: bool) -> str:
     return f"Table 1: {TABLE1_GMACS[depth]} GMACs" if residual or depth in (18, 34) else ""
 
 
+def _paper_net(family: str, depth: int, residual: bool, where: str, **fields: Any) -> ModelInfo:
+    """The entry of one of the paper's nets of ``family`` (its label, builder, architecture and keywords from
+    :data:`_FAMILY_PARTS`); ``where``: the part of the paper that describes it, for its doc line."""
+    label, build, architecture, kwargs_residual, kwargs_plain = _FAMILY_PARTS[family]
+    return ModelInfo(
+        name=f"{'resnet' if residual else 'plain'}{depth}",
+        family=family,
+        builder=functools.partial(build, depth, residual),
+        kwargs=kwargs_residual if residual else kwargs_plain,
+        depth=depth,
+        residual=residual,
+        doc=f"{label} {'ResNet' if residual else 'plain net'}-{depth} {where}",
+        architecture=functools.partial(architecture, depth, residual),
+        **fields,
+    )
+
+
 def cifar_info(depth: int, residual: bool) -> ModelInfo:
     """The registry entry of a CIFAR net of depth 6n+2."""
     n = check_cifar_depth(depth)
-    return ModelInfo(
-        name=f"{'resnet' if residual else 'plain'}{depth}",
-        family="cifar",
-        builder=functools.partial(_build_cifar, depth, residual),
-        kwargs=CIFAR_KWARGS_RESIDUAL if residual else CIFAR_KWARGS_PLAIN,
-        input_size=(3, 32, 32),
-        depth=depth,
-        residual=residual,
-        doc=f"CIFAR {'ResNet' if residual else 'plain net'}-{depth} (section 4.2, n={n})",
-        architecture=functools.partial(cifar_architecture, depth, residual),
-        paper=cifar_paper_figure(depth, residual),
-    )
+    return _paper_net("cifar", depth, residual, f"(section 4.2, n={n})", input_size=(3, 32, 32),
+                      paper=cifar_paper_figure(depth, residual))  # fmt: skip
 
 
 def imagenet_info(depth: int, residual: bool) -> ModelInfo:
     """The registry entry of a Table 1 net: torchvision's ImageNet mean/std, 224x224 crops, 1000 classes."""
-    return ModelInfo(
-        name=f"{'resnet' if residual else 'plain'}{depth}",
-        family="imagenet",
-        builder=functools.partial(_build_imagenet, depth, residual),
-        kwargs=IMAGENET_KWARGS_RESIDUAL if residual else IMAGENET_KWARGS_PLAIN,
-        input_size=(3, 224, 224),
-        depth=depth,
-        residual=residual,
-        doc=f"ImageNet {'ResNet' if residual else 'plain net'}-{depth} (Table 1)",
-        architecture=functools.partial(imagenet_architecture, depth, residual),
-        preprocessing="imagenet",
-        dataset="imagenet",
-        num_classes=1000,
-        test_views="crops",
-        paper=imagenet_paper_figure(depth, residual),
-    )
+    return _paper_net("imagenet", depth, residual, "(Table 1)", input_size=(3, 224, 224),
+                      preprocessing="imagenet", dataset="imagenet", num_classes=1000, test_views="crops",
+                      paper=imagenet_paper_figure(depth, residual))  # fmt: skip
 
 
 #: The names the CIFAR family resolves on demand (``resnet38``, ``plain98``).
