@@ -225,6 +225,10 @@ def test_a_library_export_gets_the_tolerance_check_and_removes_its_failed_file(t
     with pytest.raises(UserError, match="disagrees"):  # a NaN difference is no pass
         export_checkpoint(ckpt, "onnx", tmp_path / "nan.onnx")
     assert not (tmp_path / "nan.onnx").exists()
+    monkeypatch.setattr(export_mod, "pt2_max_relative_error", lambda *a, **k: 0.2)
+    with pytest.raises(UserError, match=r"torch.export.load disagrees with PyTorch .* > 0.001"):
+        export_checkpoint(ckpt, "pt2", tmp_path / "bad.pt2")
+    assert not (tmp_path / "bad.pt2").exists()
 
 
 def test_discard_output_removes_only_what_resnet_wrote(tmp_path: Path):

@@ -221,9 +221,10 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """``resnet export``: write ``out`` in ``fmt``; returns what was done (and, for ONNX, the verification).
 
-    ``model`` is the checkpoint's eval-mode model when the caller already built it. An ONNX file whose
-    onnxruntime outputs differ from PyTorch's by more than ``tolerance`` (relative), or are NaN/Inf, is
-    removed again and a ``UserError`` raised: a library caller gets the same check as ``resnet export``.
+    ``model`` is the checkpoint's eval-mode model when the caller already built it. An ONNX (or ``.pt2``)
+    file whose onnxruntime (``torch.export.load``) outputs differ from PyTorch's by more than ``tolerance``
+    (relative), or are NaN/Inf, is removed again and a ``UserError`` raised: a library caller gets the same
+    check as ``resnet export``.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -253,7 +254,14 @@ def export_checkpoint(
         export_pt2(net, out, example, meta=meta)
         result["dynamic_batch"] = True
         batch = torch.randn(4, c, h, w, generator=torch.Generator().manual_seed(1))
-        result["pt2_max_rel_error"] = pt2_max_relative_error(out, model, batch)
+        err = pt2_max_relative_error(out, model, batch)
+        if not err <= tolerance:  # the same bar as ONNX: beyond it the program is wrong, not just rounded
+            discard_output(out)
+            raise UserError(
+                f"{out}: torch.export.load disagrees with PyTorch (max relative error {err:.1e} > {tolerance:g}); "
+                "the exported file is not trustworthy, please report it with your torch version"
+            )
+        result["pt2_max_rel_error"] = err
     else:
         result["note"] = export_torchscript(net, out, example, meta=meta)
         result["dynamic_batch"] = True
