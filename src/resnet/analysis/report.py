@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 
 from resnet.config import from_dict, read_yaml
-from resnet.data.datasets import is_folder_dataset, reader_keys
 from resnet.errors import UserError
 from resnet.io import shown, write_output
 from resnet.safe_json import read_json
@@ -216,6 +215,8 @@ def _scope(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> 
 
     The images a run trained on are ``data.train`` (after any validation hold-out, which is named beside
     them); an image folder's ``val`` is its test set, never training data."""
+    from resnet.data.datasets import is_folder_dataset  # numpy: loaded when a report is made, not when listed
+
     short = sorted({r.target for r in runs if r.target and r.target < full_iterations})
     sizes = set()
     for r in runs:
@@ -266,6 +267,8 @@ FOLDER_ONLY = ("scale_min", "scale_max", "crop", "eval_resize", "lighting", "lig
 def applicable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The dotted keys of a run's config that apply to it: no image-folder keys on an array dataset, no
     warm-up thresholds without a warm-up, no plateau settings on a step schedule, and so on."""
+    from resnet.data.datasets import is_folder_dataset, reader_keys  # numpy: loaded on use, not when listed
+
     cfg = from_dict(config)
     d, sc, tr = cfg.data, cfg.schedule, cfg.train
     skip = {"description"}
