@@ -22,8 +22,8 @@ from resnet.config import load_config
 from resnet.errors import UserError
 from resnet.experiments.registry import Options
 from resnet.experiments.reproduce import reproduce
+from resnet.rundir_format import read_metrics
 from resnet.train.loop import fit
-from resnet.train.metrics_log import read_metrics
 from test_reproduce import fake_run
 
 from conftest import tiny_overrides

@@ -21,6 +21,7 @@ from resnet.data import download
 from resnet.data.cifar import load_cifar
 from resnet.data.download import download_dataset, fetch, md5sum
 from resnet.errors import UserError
+from resnet.logs import console_level
 
 from conftest import HANG
 
@@ -60,7 +61,12 @@ def test_download_checks_md5_and_extracts(server: str, archive: tuple[Path, str]
     folder = download_dataset("cifar10", dest, url=f"{server}/cifar-10-python.tar.gz", md5=archive[1], progress=False)
     assert folder == dest / "cifar-10-batches-py"
     np.testing.assert_array_equal(load_cifar(folder).test_x, load_cifar(cifar_subset).test_x)
-    assert sorted(p.name for p in dest.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+    # the archive is recorded as resnet's own output (resnet.io's output rule)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        ".resnet-outputs.json",
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+    ]
     # A second call reuses what is there (the server is not needed any more).
     assert download_dataset("cifar10", dest, url="http://127.0.0.1:9/none", md5=archive[1], progress=False) == folder
 
@@ -163,12 +169,58 @@ def test_a_trickling_server_hits_the_overall_deadline(slow_server: str, tmp_path
 
 def test_a_corrupt_cached_archive_is_fetched_again_not_reused(server: str, archive: tuple[Path, str], tmp_path: Path):
     dest = tmp_path / "d"
-    dest.mkdir()
-    (dest / "cifar-10-python.tar.gz").write_bytes(archive[0].read_bytes()[:5000])  # a cut earlier download
+    (archive[0].parent / "cut.tar.gz").write_bytes(archive[0].read_bytes()[:5000])
+    fetch(f"{server}/cut.tar.gz", dest / "cifar-10-python.tar.gz", None, False)  # a cut download resnet wrote
     (archive[0].parent / "mirror.tar.gz").write_bytes(archive[0].read_bytes())
     folder = download_dataset("cifar10", dest, url=f"{server}/mirror.tar.gz", progress=False)  # no md5 known
     assert (folder / "data_batch_5").is_file()
     assert md5sum(dest / "cifar-10-python.tar.gz") == archive[1]
+
+
+def test_an_archive_resnet_did_not_write_is_never_replaced_without_force(
+    server: str, archive: tuple[Path, str], tmp_path: Path, capsys
+):
+    dest, url = tmp_path / "d", f"{server}/cifar-10-python.tar.gz"
+    dest.mkdir()
+    theirs = dest / "cifar-10-python.tar.gz"
+    theirs.write_bytes(b"the user's own file of that name")
+    with pytest.raises(UserError, match="resnet did not write it .*--force"):
+        download_dataset("cifar10", dest, url=url, md5=archive[1], progress=False)
+    (archive[0].parent / "mirror.tar.gz").write_bytes(archive[0].read_bytes())
+    with pytest.raises(
+        UserError, match=r"cannot be extracted \(.*\); resnet did not write it .*--force"
+    ):  # no md5: reused
+        download_dataset("cifar10", dest, url=f"{server}/mirror.tar.gz", progress=False)
+    assert theirs.read_bytes() == b"the user's own file of that name"  # neither replaced nor deleted
+    # A link there is never written through (its target stays as it is), --force or not.
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"keep me")
+    theirs.unlink()
+    theirs.symlink_to(target)
+    with pytest.raises(UserError, match="symbolic link"):
+        download_dataset("cifar10", dest, url=url, md5=archive[1], progress=False)
+    assert target.read_bytes() == b"keep me"
+    # --force replaces the entry itself (the link, not its target) with the checked archive.
+    assert main(["data", "download", "cifar10", "--to", str(dest), "--url", url, "--md5", archive[1], "--force"]) == 0
+    assert not theirs.is_symlink() and md5sum(theirs) == archive[1] and target.read_bytes() == b"keep me"
+    assert "ready in" in capsys.readouterr().out
+
+
+def test_the_library_logs_quietly_and_the_command_shows_the_line(
+    server: str, archive: tuple[Path, str], tmp_path: Path, capfd, caplog
+):
+    (archive[0].parent / "mirror.tar.gz").write_bytes(archive[0].read_bytes())
+    url = f"{server}/mirror.tar.gz"  # a mirror's own name, no --md5: a warning
+    assert console_level() is None  # nothing configured logging, as in a program that imports the library
+    download_dataset("cifar10", tmp_path / "lib", url=url, progress=False)
+    assert capfd.readouterr() == ("", "")  # neither stream: the library logs, it does not print
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "no --md5 for" in caplog.messages[0]
+    # The command shows the same line as before (on stderr, --quiet or not: it only hides the progress bar).
+    assert main(["data", "download", "cifar10", "--to", str(tmp_path / "cli"), "--url", url, "--quiet"]) == 0
+    out, err = capfd.readouterr()
+    assert err == f"warning: no --md5 for {url}; the archive is checked only by extracting it\n"
+    assert out.startswith("cifar10 is ready in ")
+    assert console_level() is None  # and leaves the library quiet again after it
 
 
 def test_concurrent_downloads_do_not_share_a_part_file(
@@ -185,10 +237,10 @@ def test_concurrent_downloads_do_not_share_a_part_file(
         t.start()
     for t in threads:
         t.join(timeout=HANG)
-    parts = [m for m in moved if m.endswith(".part")]
+    parts = [m for m in moved if m.endswith(".tmp") and "cifar-10-python.tar.gz" in m]
     assert len(results) == 2 and len(parts) == 2 and parts[0] != parts[1]
     assert md5sum(dest / "cifar-10-python.tar.gz") == archive[1]
-    assert sorted(p.name for p in dest.iterdir()) == ["cifar-10-python.tar.gz"]
+    assert sorted(p.name for p in dest.iterdir()) == [".resnet-outputs.json", "cifar-10-python.tar.gz"]
 
 
 def test_leftovers_of_a_killed_download_are_cleaned_on_the_next_start(server: str, archive, tmp_path: Path):
@@ -200,10 +252,18 @@ def test_leftovers_of_a_killed_download_are_cleaned_on_the_next_start(server: st
     (dest / f".extract-@{host}@{dead}@k3j2" / "half").write_text("x")
     (dest / f".cifar-10-python.tar.gz.@{host}@{dead}@a8b1.part").write_bytes(b"half")
     (dest / ".cifar-10-python.tar.gz.part").write_bytes(b"from an older version")
-    os.utime(dest / ".cifar-10-python.tar.gz.part", (time.time() - 7200, time.time() - 7200))
+    killed = dest / ".cifar-10-python.tar.gz.k1ll3d.tmp"  # an unfinished write, idle for two hours
+    killed.write_bytes(b"half")
+    for old in (dest / ".cifar-10-python.tar.gz.part", killed):
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
     live = dest / f".extract-@{host}@{os.getpid()}@live"  # a download running now: left alone
     live.mkdir()
+    writing = dest / ".cifar-10-python.tar.gz.l1v3.tmp"  # and its write, just touched
+    writing.write_bytes(b"")
+    mine = dest / ".notes.tmp"  # not a download's name at all
+    mine.write_text("x")
+    os.utime(mine, (time.time() - 7200, time.time() - 7200))
     download_dataset("cifar10", dest, url=f"{server}/cifar-10-python.tar.gz", md5=archive[1], progress=False)
     assert sorted(p.name for p in dest.iterdir()) == sorted(
-        ["cifar-10-batches-py", "cifar-10-python.tar.gz", live.name]
+        [".resnet-outputs.json", "cifar-10-batches-py", "cifar-10-python.tar.gz", live.name, writing.name, mine.name]
     )

@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from launch import STANDALONE, env, finish, free_port, killing, logged_iteration, sets, torchrun, wait_for, worker_pids
-from resnet.train.metrics_log import read_metrics
-from resnet.train.rundir import read_invocations
+from resnet.rundir_format import read_invocations, read_metrics
 
 from conftest import ROOT, tiny_overrides
 

@@ -20,10 +20,10 @@ from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.models import build_network
+from resnet.rundir_format import read_metrics
 from resnet.train.graphed import GraphedStep
 from resnet.train.loop import fit
 from resnet.train.meters import LossWindow
-from resnet.train.metrics_log import read_metrics
 from resnet.train.multiseed import MultiSeedTrainer
 from resnet.train.runtime import Runtime
 from resnet.train.schedule import LRSchedule

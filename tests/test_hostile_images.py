@@ -173,7 +173,7 @@ def test_an_unlistable_class_folder_is_refused_with_its_name(folder: Path, monke
 # --- item 8: unreadable validation images ---------------------------------------------------------------------
 
 
-def test_unreadable_validation_images_are_named_and_fatal_under_strict_decode(folder: Path, capsys, caplog):
+def test_unreadable_validation_images_are_named_and_fatal_under_strict_decode(folder: Path, caplog):
     broken = add_broken(folder / "val" / "china")
     model = build_network("resnet8", num_classes=2).eval()
     norm = Normalizer("pixel_mean", torch.zeros(3, 32, 32), torch.ones(3, 1, 1))
@@ -184,7 +184,7 @@ def test_unreadable_validation_images_are_named_and_fatal_under_strict_decode(fo
     cfg.data.dataset, cfg.data.data_dir, cfg.data.workers = "imagefolder", str(folder), 0
     cfg.data.eval_resize, cfg.data.crop = 40, 32
     res = evaluate_split(FolderSource(cfg), "val", model, norm, cfg, torch.device("cpu"))
-    err = capsys.readouterr().err + caplog.text  # a logging warning (stderr when nothing configures logging)
+    err = caplog.text  # a logged warning (the `resnet` command shows it on stderr)
     assert res.n == len(index) - 2 and res.as_record()["skipped"] == 2
     assert "left out 2 unreadable image(s)" in err and all(p.name in err for p in broken)
     cfg.data.strict_decode = True

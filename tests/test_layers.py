@@ -1,7 +1,8 @@
 """The package's structure stays true: layers import only from lower ones, and no module import cycles.
 
-Layers, lowest first: errors/io/paper/plugins/config -> models -> data -> eval -> checkpoint -> train ->
-interop, analysis -> experiments -> cli (the README's "Layout"), and ``benchmarks/`` above them all. Every
+Layers, lowest first: errors/io/paper/plugins/config -> rundir_format, models -> data -> eval -> checkpoint ->
+train -> interop, analysis -> experiments -> cli (the README's "Layout"), and ``benchmarks/`` above them all.
+Analysis reads run directories through ``rundir_format`` and never imports training. Every
 import counts: those inside functions (a lazy import against the order is still a dependency against the
 order), relative ones (``from ..train import loop``), and ``importlib.import_module("resnet.x")`` with a
 name written in the code (an f-string counts by its fixed prefix, ``f"resnet.models.{name}"`` -> models).
@@ -27,9 +28,11 @@ RANKS = {
     "safe_yaml": 1,
     "safe_json": 2,
     "ranges": 1,
+    "logs": 1,  # how log lines reach a person (the CLI's console handler); nothing of ours
     "plugins": 1,  # imports a user's modules by name (RESNET_PLUGINS, entry points), nothing of ours
     "config": 2,
     "metadata": 3,
+    "rundir_format": 3,  # the run directory's files: training writes them, analysis reads them (torch-free)
     "models": 3,
     "data": 4,
     "eval": 5,
@@ -182,6 +185,29 @@ def test_imports_follow_the_layers(graph: dict[str, set[str]]):
 
 def test_no_import_cycles(graph: dict[str, set[str]]):
     assert not find_cycles(graph), f"import cycles: {find_cycles(graph)}"
+
+
+def reaches(graph: dict[str, set[str]], source: str, target_part: str) -> list[str]:
+    """A chain of imports from ``source`` to a module of ``target_part`` (empty when there is none)."""
+    seen, todo = {source}, [[source]]
+    while todo:
+        chain = todo.pop()
+        for nxt in sorted(graph.get(chain[-1], ())):
+            if part(nxt) == target_part:
+                return [*chain, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append([*chain, nxt])
+    return []
+
+
+def test_analysis_reads_runs_without_training(graph: dict[str, set[str]]):
+    # Peers by rank, but a report must not need the training code: the run directory's format sits below both.
+    chains = [" -> ".join(c) for m in sorted(graph) if part(m) == "analysis" and (c := reaches(graph, m, "train"))]
+    assert not chains, "analysis imports training:\n" + "\n".join(chains)
+    assert part("resnet.rundir_format") == "rundir_format" and RANKS["rundir_format"] < RANKS["train"]
+    indirect = {"resnet.analysis.x": {"resnet.io"}, "resnet.io": {"resnet.train.loop"}}  # the check can fail
+    assert reaches(indirect, "resnet.analysis.x", "train") == ["resnet.analysis.x", "resnet.io", "resnet.train.loop"]
 
 
 def test_the_checks_catch_what_they_should(tmp_path: Path):

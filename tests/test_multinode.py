@@ -19,7 +19,7 @@ from resnet.checkpoint import load_checkpoint
 from resnet.config import load_config
 from resnet.data.sources import open_source
 from resnet.eval.sources import evaluate_split
-from resnet.train.metrics_log import read_metrics
+from resnet.rundir_format import read_metrics
 
 from conftest import tiny_overrides
 from folders import build_folder

@@ -10,8 +10,8 @@ import yaml
 
 from resnet.config import load_config
 from resnet.errors import NonFiniteLoss, UserError
+from resnet.rundir_format import read_metrics
 from resnet.train.loop import fit
-from resnet.train.metrics_log import read_metrics
 from resnet.train.multiseed_fit import fit_seeds
 
 from conftest import tiny_overrides

@@ -120,8 +120,8 @@ def test_eval_recompute_bn_changes_the_buffers_and_reports_both_numbers(tmp_path
 
 
 def test_the_recipe_key_reports_recomputed_bn_beside_the_moving_average(tmp_path: Path):
+    from resnet.rundir_format import read_metrics
     from resnet.train.loop import fit
-    from resnet.train.metrics_log import read_metrics
 
     summary = fit(load_config(None, tiny_overrides(**{"train.recompute_bn": 4})), tmp_path / "r", echo=False)
     bn = summary["recomputed_bn"]

@@ -106,13 +106,16 @@ def test_applicable_config_leaves_out_what_does_not_apply():
     assert "data.scale_min" in folder and "schedule.milestones" not in folder  # plateau schedule
 
 
-def test_demo_console_and_report_agree_and_the_report_gives_verdicts(tmp_path: Path, capsys):
+def test_demo_console_and_report_agree_and_the_report_gives_verdicts(tmp_path: Path, caplog):
+    import logging
     import re
 
     from resnet.experiments.demo import run_demo
 
+    caplog.set_level(logging.INFO, logger="resnet")  # the library logs its lines; `resnet demo` shows them
     report = run_demo(tmp_path / "demo", depths=(8, 14), iterations=12, jobs=1).read_text()
-    printed = dict(re.findall(r"(\w+) +12 iterations in .*final training error ([\d.]+)%", capsys.readouterr().out))
+    logged = "\n".join(caplog.messages)
+    printed = dict(re.findall(r"(\w+) +12 iterations in .*final training error ([\d.]+)%", logged))
     assert set(printed) == {"plain8", "plain14", "resnet8", "resnet14"}
     for name, value in printed.items():
         label = ("plain-" if name.startswith("plain") else "ResNet-") + name.removeprefix("plain").removeprefix(

@@ -89,9 +89,8 @@ def test_a_key_given_twice_is_refused(tmp_path: Path, capsys):
 
 def test_deep_json_is_one_line_or_a_skipped_record(run: Path, capsys):
     from resnet.analysis.report import _read_json
+    from resnet.rundir_format import read_invocations, read_metrics
     from resnet.safe_json import load_json
-    from resnet.train.metrics_log import read_metrics
-    from resnet.train.rundir import read_invocations
 
     with (run / "metrics.jsonl").open("a") as f:
         f.write(DEEP + "\n")

@@ -22,8 +22,8 @@ import torch
 from resnet.config import load_config
 from resnet.errors import UserError
 from resnet.io import DirLock
+from resnet.rundir_format import read_invocations
 from resnet.train.loop import fit
-from resnet.train.rundir import read_invocations
 
 from conftest import HANG, ROOT, tiny_overrides
 

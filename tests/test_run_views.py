@@ -17,8 +17,8 @@ from PIL import Image
 from resnet.analysis.curves import read_curves
 from resnet.config import load_config
 from resnet.eval.metrics import confusion_matrix
+from resnet.rundir_format import read_metrics
 from resnet.train.loop import fit
-from resnet.train.metrics_log import read_metrics
 
 from conftest import HANG, tiny_overrides
 

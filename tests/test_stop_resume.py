@@ -13,9 +13,9 @@ import torch
 
 from resnet.config import load_config
 from resnet.errors import TrainingInterrupted
+from resnet.rundir_format import read_metrics
 from resnet.train import trainer as trainer_module
 from resnet.train.loop import fit
-from resnet.train.metrics_log import read_metrics
 
 from conftest import tiny_overrides
 

@@ -19,8 +19,8 @@ from resnet.checkpoint import storage as ckpt_mod
 from resnet.cli import main
 from resnet.config import ScheduleConfig, load_config
 from resnet.errors import NonFiniteLoss, UserError
+from resnet.rundir_format import read_metrics
 from resnet.train.loop import fit
-from resnet.train.metrics_log import read_metrics
 from resnet.train.schedule import LRSchedule
 
 from conftest import HANG, tiny_overrides

@@ -22,9 +22,15 @@ No weights are ever downloaded.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from resnet.version import __version__
+
+# Quiet by default: the package logs (warnings about skipped files, progress of experiments) and leaves it
+# to the program to show them; the `resnet` command does (resnet.logs). Without this handler Python's
+# last-resort handler would print the warnings to stderr of every program that uses the library.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use (below)
     from resnet.checkpoint import Checkpoint, load_checkpoint

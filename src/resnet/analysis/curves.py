@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from resnet.analysis.plots import pyplot, save
-from resnet.config import read_yaml
 from resnet.errors import UserError
-from resnet.train.metrics_log import read_metrics
+from resnet.rundir_format import RunDir, read_metrics, read_run_config
 
 
 @dataclass
@@ -47,14 +46,14 @@ def _series(records: list[dict[str, Any]], split: str) -> tuple[list[int], list[
 def read_curves(root: str | Path, label: str | None = None) -> Curves:
     """A run directory's curves; a folder that is not one, or holds no errors yet, is a one-line error."""
     root = Path(root)
-    metrics = root / "metrics.jsonl"
+    metrics = RunDir(root).metrics
     if not metrics.exists():
         what = "does not exist" if not root.exists() else "has no metrics.jsonl"
         raise UserError(f"{root} {what}: pass run directories written by `resnet train`")
     records = [r for r in read_metrics(metrics) if isinstance(r, dict)]
     model = "?"
     try:
-        config = read_yaml(root / "config.yaml")
+        config = read_run_config(root)
         model = str(config["model"]["name"])
     except (OSError, UserError, KeyError, TypeError):
         pass

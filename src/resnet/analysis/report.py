@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from resnet.config import from_dict, read_yaml
+from resnet.config import from_dict
 from resnet.errors import UserError
 from resnet.io import shown, write_output
+from resnet.rundir_format import RunDir, read_invocations, read_metrics, read_run_config, summarize
 from resnet.safe_json import read_json
-from resnet.train.metrics_log import read_metrics, summarize
 
 
 @dataclass
@@ -91,32 +91,29 @@ def _clean_summary(stored: dict[str, Any], problems: list[str]) -> dict[str, Any
 def read_run(name: str, root: Path) -> RunRecord:
     """The state of one run directory, from its files alone. A damaged file never stops a report: what
     cannot be read is left out and named in ``problems`` (and the run shown as damaged if it was its recipe)."""
-    if not (root / "config.yaml").is_file():
+    run = RunDir(root)
+    if not run.config.is_file():
         return RunRecord(name, root, "missing")
     problems: list[str] = []
     try:
-        config = read_yaml(root / "config.yaml")
+        config = read_run_config(root)
         cfg = from_dict(config) if isinstance(config, dict) else None
     except (OSError, ValueError, yaml.YAMLError) as e:  # UserError is a ValueError
         config, cfg = None, None
-        reason = str(e).splitlines()[0].removeprefix(f"{shown(root / 'config.yaml')}: ") if str(e) else ""
+        reason = str(e).splitlines()[0].removeprefix(f"{shown(run.config)}: ") if str(e) else ""
         problems.append(f"config.yaml unreadable ({reason[:80] or type(e).__name__})")  # the path is the run's
     if cfg is None:
         if not problems:
             problems.append("config.yaml is empty or not a mapping")
         return RunRecord(name, root, "damaged", problems=problems)
     skipped: list[str] = []
-    records = read_metrics(root / "metrics.jsonl", skipped) if (root / "metrics.jsonl").is_file() else []
+    records = read_metrics(run.metrics, skipped) if run.metrics.is_file() else []
     if skipped:
         problems.append(f"metrics.jsonl: {len(skipped)} damaged line(s) skipped ({', '.join(skipped[:3])})")
     iteration = max((r.get("iteration", 0) for r in records), default=0)
-    # Imported here: the run-directory module brings torch, and `reproduce table1` uses this module's table
-    # writers without it.
-    from resnet.train.rundir import read_invocations
-
     invocations = read_invocations(root)
     summary: dict[str, Any] = summarize(records, cfg.model.name, iteration)
-    stored = _clean_summary(_read_json(root / "summary.json", problems), problems)
+    stored = _clean_summary(_read_json(run.summary, problems), problems)
     summary.update(stored)
     target = summary.get("target_iterations") or cfg.schedule.iterations
     done = isinstance(summary.get("iterations"), int) and isinstance(target, int) and summary["iterations"] >= target

@@ -6,6 +6,10 @@ The subcommands live in ``zoo`` (models, summary), ``training`` (train, eval, da
 Bad input raises :class:`~resnet.errors.UserError` (or ``ValueError``/``OSError`` from the library); this
 module turns those into one ``error: ...`` line and exit status 2, never a traceback. Set
 ``RESNET_DEBUG=1`` to see the traceback anyway.
+
+The library logs rather than prints; for the length of a command its log lines are shown the way the
+command always printed them (:func:`resnet.logs.console_logging`: information on stdout, ``warning: ...``
+on stderr; ``--quiet``, where a command has it, keeps the warnings only).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
+import logging
 import os
 import signal
 import sys
@@ -195,6 +200,7 @@ def _import_torch_holding_ctrl_c() -> None:
 def _run(argv: list[str]) -> int:
     from resnet.errors import UserError
     from resnet.io import replacing
+    from resnet.logs import console_logging
     from resnet.plugins import load_plugins
     from resnet.train import signals as stop_signals
 
@@ -216,8 +222,10 @@ def _run(argv: list[str]) -> int:
     if needs_torch(args):
         _import_torch_holding_ctrl_c()
     previous = stop_signals.install_startup_handler()
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     try:
-        with replacing(bool(getattr(args, "force", False))):  # --force: the output rule's one exception
+        # --force: the output rule's one exception
+        with replacing(bool(getattr(args, "force", False))), console_logging(level):
             return args.handler(args)
     except BrokenPipeError:
         raise

@@ -13,8 +13,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from resnet.config import Config, load_config, parse_override, read_yaml, shortened_schedule
+from resnet.config import Config, load_config, parse_override, shortened_schedule
 from resnet.errors import UserError
+from resnet.rundir_format import CONFIG, RUN_RECORDS, read_run_config
 
 #: Shortcut flags of ``resnet train`` and the config keys they set.
 FLAG_KEYS = (
@@ -27,7 +28,7 @@ FLAG_KEYS = (
 
 def is_run_dir(path: str | Path) -> bool:
     """A folder that a ``resnet train`` wrote (it holds ``config.yaml``)."""
-    return (Path(path) / "config.yaml").is_file()
+    return (Path(path) / CONFIG).is_file()
 
 
 def overrides_of(args: argparse.Namespace) -> list[str]:
@@ -57,11 +58,10 @@ def shortened(recipe: str | None, overrides: list[str], iterations: int) -> list
 
 def recorded_config(run_dir: Path) -> dict[str, Any] | None:
     """A run directory's ``config.yaml`` as a dict, or None when it has none (or an unreadable one)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    if not (Path(run_dir) / CONFIG).is_file():
         return None
     try:
-        data = read_yaml(path)
+        data = read_run_config(run_dir)
     except (OSError, UserError):
         return None
     return data if isinstance(data, dict) else None
@@ -81,18 +81,18 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
             f"{source} is a folder without config.yaml, so neither a recipe nor a run directory; "
             "pass a recipe (`resnet recipes` lists them) or the run directory `resnet train` wrote"
         )
-    recipe = str(Path(source) / "config.yaml") if from_run else source
+    recipe = str(Path(source) / CONFIG) if from_run else source
     overrides = overrides_of(args)
     if getattr(args, "iterations", None) is not None:
         overrides = shortened(recipe, overrides, args.iterations)
     cfg = load_config(recipe, overrides)
     out = Path(args.out) if args.out else (Path(source) if from_run else default_run_dir(source, cfg))
     given = args.data_dir is not None or any(s.strip().startswith("data.data_dir=") for s in args.set or [])
-    recorded_in = Path(source) / "config.yaml" if from_run and not given else None
+    recorded_in = Path(source) / CONFIG if from_run and not given else None
     if cfg.data.data_dir is None:
         recorded = (recorded_config(out) or {}).get("data") or {}
         if isinstance(recorded, dict) and recorded.get("data_dir"):
-            cfg.data.data_dir, recorded_in = str(recorded["data_dir"]), out / "config.yaml"
+            cfg.data.data_dir, recorded_in = str(recorded["data_dir"]), out / CONFIG
     if recorded_in and cfg.data.data_dir and not Path(cfg.data.data_dir).expanduser().exists():
         raise UserError(
             f"the data folder {cfg.data.data_dir} recorded in {recorded_in} does not exist (any more); "
@@ -101,15 +101,11 @@ def resolve_target(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     return cfg, out, from_run
 
 
-#: Files only `resnet train` writes into a run directory (a recipe beside a checkpoint is not a run: that is
-#: how a fine-tuning project with `model.init_from: checkpoint.pt` looks).
-RUN_RECORDS = ("invocations.jsonl", "run.json")
-
-
 def run_of_recipe(source: str) -> str:
     """A run's own ``RUN/config.yaml`` stands for the run (``resnet train RUN``); anything else is itself."""
     path = Path(source)
-    if path.name == "config.yaml" and path.is_file() and any((path.parent / m).is_file() for m in RUN_RECORDS):
+    # Only `resnet train` writes RUN_RECORDS: a recipe beside a checkpoint is no run (a fine-tuning project).
+    if path.name == CONFIG and path.is_file() and any((path.parent / m).is_file() for m in RUN_RECORDS):
         return str(path.parent)
     return source
 

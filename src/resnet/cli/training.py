@@ -288,4 +288,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--md5", default=None, help="expected md5 of the archive at --url")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--deadline", type=float, default=3600.0, metavar="SECONDS", help="give up after SECONDS in all")
+    from resnet.cli.recipes import add_force
+
+    add_force(d)  # an archive of that name resnet did not write is refused without it
     d.set_defaults(handler=cmd_data_download)

@@ -13,8 +13,8 @@ image short, and the file is named in a warning and counted (``data.strict_decod
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +28,8 @@ from resnet.data.loader import check_batch_fits
 from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import load_view
 from resnet.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 class TrainImages(Dataset):
@@ -158,7 +160,7 @@ class FolderLoader:
             if message not in self._bad_files:  # name each file once, count every encounter
                 self._bad_files.add(message)
                 n = len(self._bad_files)
-                print(f"warning: skipped {message} ({n} unreadable files so far)", file=sys.stderr, flush=True)
+                logger.warning("skipped %s (%d unreadable files so far)", message, n)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "skipped": self.skipped}

@@ -214,7 +214,7 @@ def _evaluate_arrays(
     batches = training_batches(torch.from_numpy(data.train_x).to(dev), normalizer, bn.batch_size, seed=bn.seed)
     averaged, used = recompute_bn(model, batches, bn.batches)
     if used < bn.batches:
-        logger.warning("note: the training set holds %d batches of %d; averaged over those", used, bn.batch_size)
+        logger.warning("the training set holds %d batches of %d; averaged over those", used, bn.batch_size)
     bn_res = evaluate(averaged, images, labels, normalizer, num_classes=k, batch_size=batch)
     return res, RecomputedBN(bn_res, used)
 

@@ -57,7 +57,7 @@ def evaluate_split(
         ):  # never silently: the error is over fewer images than the split holds
             more = f" and {len(res.skipped) - 3} more" if len(res.skipped) > 3 else ""
             named = "; ".join(res.skipped[:3])
-            logger.warning("warning: %s: left out %d unreadable image(s): %s%s", split, len(res.skipped), named, more)
+            logger.warning("%s: left out %d unreadable image(s): %s%s", split, len(res.skipped), named, more)
         return res
     x, y = source.device_split(split, device)
     return evaluate(

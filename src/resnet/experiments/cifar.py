@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from resnet.errors import UserError
 from resnet.experiments.registry import Option, Options, experiment
 from resnet.experiments.runner import RunSpec, load_recipe, select_only, train_runs
 from resnet.paper import CIFAR_ITERATIONS, CIFAR_TRAIN_IMAGES
+
+logger = logging.getLogger(__name__)
 
 #: Where the CIFAR experiments keep their shared runs and their reports.
 OUT = "experiments/cifar10"
@@ -124,11 +127,11 @@ def run_cifar(experiment: str, opts: Options, seeds: int = 1) -> list[RunRecord]
 
         def announce(r: dict) -> None:
             err = r.get("test_error")
-            print(
+            logger.info(
                 f"  {r['name']}: {r['iterations']} iterations, test error {err:.2f}%" if err is not None else r["name"]
             )
 
-        print(f"{experiment}: {len(specs)} run(s) in {opts.out / 'runs'}")
+        logger.info("%s: %d run(s) in %s", experiment, len(specs), opts.out / "runs")
         if opts.batch_seeds and seeds > 1:
             train_batched(specs, announce)
         else:

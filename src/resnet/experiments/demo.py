@@ -10,6 +10,7 @@ Runs go to separate processes (``resnet.experiments.runner``), longest first. Fi
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from resnet.analysis.report import applicable_config
 from resnet.config import load_config, read_yaml, shortened_schedule
 from resnet.experiments.runner import RunSpec, train_runs
 from resnet.io import atomic_write_text
-from resnet.train.metrics_log import read_metrics
+from resnet.rundir_format import read_metrics
+
+logger = logging.getLogger(__name__)
 
 RECIPE = "demo/digits"
 #: How much higher (points of training error) the deeper net must be to count as "trains worse".
@@ -46,15 +49,15 @@ def run_demo(
     specs = [
         RunSpec(n, RECIPE, out / n, (f"model.name={n}", f"schedule.iterations={iterations}", milestones)) for n in names
     ]
-    print(f"demo: training {', '.join(names)} on digits for {iterations} iterations ({jobs} at a time) in {out}")
+    shown = ", ".join(names)
+    logger.info("demo: training %s on digits for %d iterations (%d at a time) in %s", shown, iterations, jobs, out)
     start = time.perf_counter()
 
     def announce(r: dict[str, Any]) -> None:
         final = final_train_error(read_metrics(out / r["name"] / "metrics.jsonl"))
-        print(
+        logger.info(
             f"  {r['name']:<9} {r['iterations']} iterations in {r['train_seconds']:5.1f} s: "
-            f"final training error {final:.2f}%, test error {r['test_error']:.2f}%",
-            flush=True,
+            f"final training error {final:.2f}%, test error {r['test_error']:.2f}%"
         )
 
     results = train_runs(specs, jobs=jobs, on_done=announce)

@@ -26,6 +26,7 @@ from typing import Any
 
 from resnet.config import Config, load_config, parse_override, set_key, validate
 from resnet.errors import TrainingInterrupted, UserError
+from resnet.logs import console_level
 from resnet.train.signals import StopSignals
 
 
@@ -91,10 +92,15 @@ def _train(spec: RunSpec, threads: int, echo: bool) -> dict[str, Any]:
     return {"name": spec.name, **summary}
 
 
-def _worker(spec: RunSpec, threads: int, results: mp.Queue) -> None:
-    """Child process: train one run and report (name, "ok", summary), "stopped" or "error" (a message)."""
+def _worker(spec: RunSpec, threads: int, results: mp.Queue, log_level: int | None = None) -> None:
+    """Child process: train one run and report (name, "ok", summary), "stopped" or "error" (a message).
+    ``log_level``: the parent's console logging (a spawned process starts without it), None for none."""
     try:
+        from resnet.logs import log_to_console
         from resnet.plugins import load_plugins
+
+        if log_level is not None:
+            log_to_console(log_level)  # the warnings of its data loading show as the parent's would
 
         load_plugins()  # a spawned process starts bare: a user's model family or dataset must be registered again
         results.put((spec.name, "ok", _train(spec, threads, False)))
@@ -141,7 +147,8 @@ def train_runs(
         while running or launching():
             while launching() and len(running) < jobs:
                 spec = pending.pop(0)
-                proc = ctx.Process(target=_worker, args=(spec, max(1, cores // jobs), inbox), name=spec.name)
+                work = (spec, max(1, cores // jobs), inbox, console_level())
+                proc = ctx.Process(target=_worker, args=work, name=spec.name)
                 proc.start()
                 running[spec.name] = proc
             if stop.signum == signal.SIGTERM and not forwarded:  # Ctrl-C reaches the workers by itself

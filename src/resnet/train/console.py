@@ -5,6 +5,11 @@ takes minutes to its first log record at 100 iterations; a bar frozen at 0 until
 training record's loss, error and lr ride along. When stderr is not a terminal (a log file, CI, a pipe) no
 bar is drawn at all, whatever was asked for: redraws there are only noise. Every line also goes to
 ``RUN_DIR/train.log``. Only rank 0 prints.
+
+The console prints rather than logs (the one place below the CLI that does): it is the training's own
+display, switched by ``fit(echo=..., progress=...)``, and its lines must interleave with the tqdm bar
+(``tqdm.write``) and land in train.log whatever the program's logging says. Library code elsewhere logs
+(:mod:`resnet.logs`).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class Console:
         if self.bar is not None:
             self.bar.write(message)
         elif self.echo:
-            print(message, flush=True)
+            print(message, flush=True)  # the console's own line (see the module's note), not a log record
 
     def train_line(self, rec: dict[str, Any]) -> None:
         """A training record: moves the bar (on a terminal) or prints a line (in a log)."""

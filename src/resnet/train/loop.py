@@ -28,11 +28,12 @@ from resnet.data.sources import ArraySource, FolderSource, open_source
 from resnet.errors import UserError
 from resnet.io import write_output
 from resnet.models import build_network
+from resnet.rundir_format import RunDir, read_metrics
 from resnet.train import distributed as dist
 from resnet.train.bn_average import check_supported
-from resnet.train.metrics_log import MetricsLog, read_metrics, require_tensorboard
+from resnet.train.metrics_log import MetricsLog, require_tensorboard
 from resnet.train.resume import check_same_data, restore
-from resnet.train.rundir import RunDir, check_resumable, claim, record_invocation
+from resnet.train.rundir import check_resumable, claim, record_invocation
 from resnet.train.runtime import Runtime, Threads, resolve_runtime
 from resnet.train.schedule import LRSchedule, total_iterations
 from resnet.train.state import TrainState, build_optimizer, model_kwargs

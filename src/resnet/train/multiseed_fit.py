@@ -26,14 +26,15 @@ from resnet.data.sources import ArraySource, open_source
 from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
 from resnet.io import write_output
+from resnet.rundir_format import RunDir, summarize
 from resnet.train import distributed as dist
 from resnet.train.console import Console
 from resnet.train.loop import check_model, read_resume_point, resolve_device
 from resnet.train.meters import StepClock
-from resnet.train.metrics_log import MetricsLog, summarize
+from resnet.train.metrics_log import MetricsLog
 from resnet.train.multiseed import MultiSeedTrainer
 from resnet.train.resume import check_same_data
-from resnet.train.rundir import RunDir, claim, record_invocation
+from resnet.train.rundir import claim, record_invocation
 from resnet.train.schedule import describe_schedule, plural, total_iterations
 from resnet.train.signals import StopSignals
 

@@ -19,10 +19,11 @@ from resnet.data.loader import check_batch_fits
 from resnet.data.sources import open_source
 from resnet.models import build_network
 from resnet.models.complexity import count_macs, count_params
+from resnet.rundir_format import RunDir
 from resnet.train.bn_average import check_supported
 from resnet.train.loop import read_resume_point
 from resnet.train.resume import check_same_data
-from resnet.train.rundir import RunDir, check_out_dir
+from resnet.train.rundir import check_out_dir
 from resnet.train.schedule import LRSchedule, format_drops, lr_drops, plural, total_iterations
 from resnet.train.state import model_kwargs
 

@@ -16,7 +16,7 @@ import torch
 
 from resnet.checkpoint import Checkpoint
 from resnet.errors import UserError
-from resnet.train.rundir import RunDir
+from resnet.rundir_format import RunDir
 from resnet.train.state import TrainState
 
 

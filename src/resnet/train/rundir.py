@@ -1,24 +1,19 @@
-"""Run directories: what a run records about itself, and whether a new command may resume it.
+"""Run directories as training uses them: claiming one (lock, ownership), recording an invocation (the
+environment that produced a result), and whether a new command may resume the run.
 
-A run directory holds ``config.yaml`` (the resolved recipe), ``invocations.jsonl`` (every invocation:
-command line, git commit, versions, device, time; append-only, one JSON object a line, so a kill mid-write
-tears at most its own last line) and ``run.json`` (the same list as one JSON document, rewritten from the
-log each time), ``metrics.jsonl``, ``checkpoint.pt``, ``train.log`` and, once finished, ``summary.json``.
-Run directories written before the log existed keep their ``run.json``; it seeds the log on the next start.
+The files and their format (``config.yaml``, ``invocations.jsonl``, ``run.json``, ``metrics.jsonl``, ...)
+live in :mod:`resnet.rundir_format`, which analysis reads through too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import shlex
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +22,10 @@ import torch
 
 from resnet.config import RESUMABLE_KEYS, Config, diff, from_dict
 from resnet.errors import UserError
-from resnet.io import DirLock, check_output, owning, read_input_text, write_output
-from resnet.safe_json import JSONError, load_json, parse_json
+from resnet.io import DirLock, check_output, owning
+from resnet.rundir_format import RUN_FILES, RUN_MARKERS, RunDir, append_invocation
 from resnet.train import distributed as dist
 from resnet.version import __version__
-
-#: Files that mark a folder as a run directory (any one of them).
-RUN_MARKERS = (".lock", "invocations.jsonl", "run.json", "checkpoint.pt")
-#: The files ``resnet train`` writes in a run directory: a link, FIFO or folder planted under one of these
-#: names is refused before anything in the run is read or written.
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "config.yaml", "run.json", "invocations.jsonl", "summary.json",
-             "train.log")  # fmt: skip
-#: Largest run record read (invocations.jsonl of ~10,000 invocations; a metrics log is read by its own reader).
-MAX_RECORD_BYTES = 16 << 20
-
-
-@dataclass(frozen=True)
-class RunDir:
-    root: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def info(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def invocations(self) -> Path:
-        return self.root / "invocations.jsonl"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "train.log"
 
 
 def git_commit() -> str | None:
@@ -111,11 +64,8 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def record_invocation(run: RunDir, argv: list[str] | None, device: torch.device, start_iteration: int) -> None:
-    """Append this invocation (command line, environment, start time and iteration) to the run's log.
-
-    The log is only ever appended to; ``run.json`` is then rewritten from it (atomically), so a torn or
-    hand-damaged ``run.json`` loses nothing.
-    """
+    """Append this invocation (command line, environment, start time and iteration) to the run's log (see
+    :func:`resnet.rundir_format.append_invocation`)."""
     argv = sys.argv if argv is None else argv
     record = {
         "command": shlex.join(argv),
@@ -123,43 +73,7 @@ def record_invocation(run: RunDir, argv: list[str] | None, device: torch.device,
         "start_iteration": start_iteration,
         **environment(device),
     }
-    if not run.invocations.exists():  # a run directory of an earlier version: its run.json seeds the log
-        old = _invocations_of_run_json(run.info)
-        if old is None and run.info.is_file():  # damaged: kept aside for a person to read, never overwritten
-            os.replace(run.info, run.root / "run.json.damaged")
-        _append_lines(run.invocations, old or [])
-    _append_lines(run.invocations, [record])
-    everything = read_invocations(run.root)
-    write_output(run.info, json.dumps({"invocations": everything}, indent=2) + "\n", owned=True)
-
-
-def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append JSON lines durably (a torn last line, a kill mid-write, is closed first, not glued onto)."""
-    write_output(path, "".join(json.dumps(r) + "\n" for r in records), owned=True, append=True)
-
-
-def _invocations_of_run_json(path: Path) -> list[dict[str, Any]] | None:
-    """The invocations an old-style run.json lists; None when it is missing or damaged (torn, not a dict)."""
-    try:
-        data = load_json(read_input_text(path, max_bytes=MAX_RECORD_BYTES, errors="replace"), str(path))
-    except (OSError, ValueError):  # UserError is a ValueError
-        return None
-    invs = data.get("invocations") if isinstance(data, dict) else None
-    return [i for i in invs if isinstance(i, dict)] if isinstance(invs, list) else None
-
-
-def read_invocations(root: Path) -> list[dict[str, Any]]:
-    """Every recorded invocation of a run directory (damaged lines skipped), oldest first."""
-    log = RunDir(root).invocations
-    if not log.exists():
-        return _invocations_of_run_json(RunDir(root).info) or []
-    found = []
-    for line in read_input_text(log, max_bytes=MAX_RECORD_BYTES, errors="replace").splitlines():
-        with contextlib.suppress(JSONError):
-            rec = parse_json(line)
-            if isinstance(rec, dict):
-                found.append(rec)
-    return found
+    append_invocation(run, record)
 
 
 def claim(run: RunDir, held: contextlib.ExitStack) -> None:

@@ -20,13 +20,13 @@ from resnet.data.sources import ArraySource, FolderSource
 from resnet.errors import NonFiniteLoss, TrainingInterrupted, UserError
 from resnet.eval.sources import evaluate_split
 from resnet.io import write_output
+from resnet.rundir_format import RunDir, summarize
 from resnet.train import distributed as dist
 from resnet.train.bn_average import recomputed_bn_event
 from resnet.train.console import Console
 from resnet.train.graphed import WARMUP_ITERS, WARMUP_ITERS_DDP, GraphedStep, use_cuda_graph
 from resnet.train.meters import LossWindow
-from resnet.train.metrics_log import MetricsLog, summarize
-from resnet.train.rundir import RunDir
+from resnet.train.metrics_log import MetricsLog
 from resnet.train.runtime import Runtime
 from resnet.train.schedule import describe_schedule, plural, total_iterations
 from resnet.train.signals import StopSignals
