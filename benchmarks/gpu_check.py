@@ -44,7 +44,7 @@ from resnet.config import load_config
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.interop.inference import optimize_for_inference
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.graphed import GraphedStep
 from resnet.train.meters import LossWindow
 from resnet.train.multiseed import MultiSeedTrainer
@@ -147,7 +147,7 @@ def cifar_step(name: str, graph: bool, data, sizes: Sizes, rt: Runtime) -> Calla
     images, labels, norm = data
     dev = rt.device
     torch.manual_seed(0)
-    model = create_model(name).to(dev)
+    model = build_network(name).to(dev)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, b = sgd(model, dev), sizes.cifar_batch
@@ -220,7 +220,7 @@ def bench_seeds(sizes: Sizes, device: torch.device, clock: Clock, rates: dict[st
 
 def resnet50_variants(device: torch.device) -> dict[str, Callable[[], torch.nn.Module]]:
     variants: dict[str, Callable[[], torch.nn.Module]] = {
-        "ours (resnet50, v1.5)": lambda: create_model("resnet50", bottleneck_stride="3x3")
+        "ours (resnet50, v1.5)": lambda: build_network("resnet50", bottleneck_stride="3x3")
     }
     try:
         import torchvision

@@ -29,7 +29,7 @@ from PIL import Image
 
 from resnet.data.folder_loader import TrainImages
 from resnet.data.imagefolder import scan
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.step import train_one_step
 
 
@@ -76,7 +76,7 @@ def train_rate(variant: str, device: torch.device, batch: int, iters: int, warmu
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     fast = variant in ("fast", "compiled")
-    model = create_model("resnet50", bottleneck_stride="3x3" if v15 else "1x1").to(device)
+    model = build_network("resnet50", bottleneck_stride="3x3" if v15 else "1x1").to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if variant == "compiled" else model

@@ -43,7 +43,7 @@ import torch
 
 from resnet.errors import UserError
 from resnet.interop.inference import optimize_for_inference
-from resnet.models import create_model, model_info
+from resnet.models import build_network, model_info
 
 Runner = Callable[[], object]
 
@@ -52,7 +52,7 @@ def randomized(name: str) -> torch.nn.Module:
     """The model with torchvision's layout (stride on the 3x3 of bottlenecks) and non-trivial BN statistics."""
     info = model_info(name)
     torch.manual_seed(0)
-    model = create_model(name, **({"bottleneck_stride": "3x3"} if "bottleneck_stride" in info.kwargs else {}))
+    model = build_network(name, **({"bottleneck_stride": "3x3"} if "bottleneck_stride" in info.kwargs else {}))
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from resnet.data.datasets import synthetic_arrays
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.step import train_one_step
 
 SCHEDULE_IMAGES = 64_000 * 128
@@ -80,7 +80,7 @@ def run_variant(name: str, model_name: str, device: torch.device, args: argparse
     bf16 = name.startswith("bf16")
     fast = name in ("fast", "compiled") or (bf16 and cpu_bf16_channels_last())
     compiled = name.endswith("compiled")
-    model = create_model(model_name).to(device)
+    model = build_network(model_name).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compiled else model

@@ -22,7 +22,7 @@ from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from resnet.errors import UserError
 from resnet.interop.convert import convert_file, load_any
 from resnet.interop.stats import CIFAR10_MEAN, preprocessing_stats
-from resnet.models import create_model
+from resnet.models import build_network
 
 
 class LambdaLayer(nn.Module):
@@ -184,10 +184,10 @@ def test_damaged_or_foreign_files_under_from_akamaster_fail_in_one_line(tmp_path
         "nohead": ({k: v for k, v in state.items() if k != "module.linear.bias"}, "no linear.weight / linear.bias"),
         "noconv2": ({k: v for k, v in state.items() if "layer2.1.conv2" not in k}, "layer2.1 is not a basic block"),
         "imagenet": (
-            {k.replace("fc.", "linear."): v for k, v in create_model("resnet18").state_dict().items()},
+            {k.replace("fc.", "linear."): v for k, v in build_network("resnet18").state_dict().items()},
             "conv1 is 7x7; akamaster.s nets are CIFAR nets",
         ),
-        "tv": (create_model("resnet18").state_dict(), "no linear.weight"),
+        "tv": (build_network("resnet18").state_dict(), "no linear.weight"),
     }
     for name, (bad, msg) in cases.items():
         torch.save({"state_dict": bad, "best_prec1": 90.0}, tmp_path / f"{name}.th")
@@ -226,7 +226,7 @@ def test_from_flags_that_do_not_fit_are_refused(tmp_path: Path, capsys):
 
 
 def test_bare_bottleneck_weights_say_which_stride_they_assumed(tmp_path: Path):
-    torch.save(create_model("resnet50", bottleneck_stride="3x3").state_dict(), tmp_path / "r50.pth")
+    torch.save(build_network("resnet50", bottleneck_stride="3x3").state_dict(), tmp_path / "r50.pth")
     notes = load_any(tmp_path / "r50.pth").notes
     assert any("--bottleneck-stride 1x1" in n for n in notes)
     assert not any("bottleneck" in n for n in load_any(tmp_path / "r50.pth", source="torchvision").notes)

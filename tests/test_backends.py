@@ -170,11 +170,11 @@ def test_eval_engines_run_on_the_named_device_and_on_the_cpu_for_auto(run: Path,
         return real_engine(model, precision, torch.device("cpu"), compile=compile)
 
     monkeypatch.setattr(backends, "torch_engine", recording_engine)
-    ev.evaluate_checkpoint(run, backend="torch", device="cuda")
+    ev.evaluate(run, backend="torch", device="cuda")
     assert seen == [gpu]
     with pytest.raises(UserError, match="onnxruntime backend runs on the CPU here"):
-        ev.evaluate_checkpoint(run, precision="int8", device="cuda")
-    report = ev.evaluate_checkpoint(run, precision="int8", device="auto")
-    assert report["engine"] == "onnxruntime int8" and report["agreement"] > 0.9
-    ev.evaluate_checkpoint(run, backend="torch", device="auto")
+        ev.evaluate(run, precision="int8", device="cuda")
+    report = ev.evaluate(run, precision="int8", device="auto")
+    assert report.engine == "onnxruntime int8" and report.agreement > 0.9
+    ev.evaluate(run, backend="torch", device="auto")
     assert seen == [gpu, torch.device("cpu")]

@@ -17,7 +17,7 @@ from resnet.config import load_config
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
 from resnet.errors import UserError
 from resnet.interop.convert import convert_file, load_any, read_weights
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.loop import fit
 
 from conftest import tiny_overrides
@@ -38,7 +38,7 @@ def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
 def resnet50_tv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
     """A state_dict in torchvision's format (same keys and layout as its resnet50: test_torchvision_interop)."""
     torch.manual_seed(0)
-    model = randomized(create_model("resnet50", bottleneck_stride="3x3"))
+    model = randomized(build_network("resnet50", bottleneck_stride="3x3"))
     path = tmp_path_factory.mktemp("tv") / "resnet50-0676ba61.pth"
     torch.save(model.state_dict(), path)
     return path, model
@@ -109,7 +109,7 @@ def test_a_different_depth_gives_a_readable_diff_and_writes_nothing(resnet50_tv,
 
 
 def test_wrong_num_classes_and_stray_keys_are_named(tmp_path: Path):
-    state = create_model("resnet18", num_classes=10).state_dict()
+    state = build_network("resnet18", num_classes=10).state_dict()
     ckpt = {
         "format": FORMAT,
         "model": {**state, "head.extra": torch.zeros(3)},
@@ -130,7 +130,7 @@ def test_wrong_num_classes_and_stray_keys_are_named(tmp_path: Path):
 
 def test_plain_and_option_a_weights_need_model_and_then_convert(tmp_path: Path):
     torch.manual_seed(0)
-    ref = randomized(create_model("resnet20"))
+    ref = randomized(build_network("resnet20"))
     torch.save(ref.state_dict(), tmp_path / "r20.pth")
     with pytest.raises(UserError, match="resnet20 and plain20 .* pass --model resnet20 or --model plain20"):
         load_any(tmp_path / "r20.pth")
@@ -159,7 +159,7 @@ def test_plain_and_option_a_weights_need_model_and_then_convert(tmp_path: Path):
 )
 def test_architecture_is_inferred_from_shapes(name: str, kwargs: dict, expected: list[str]):
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        state = create_model(name, **kwargs).state_dict()
+        state = build_network(name, **kwargs).state_dict()
     arch = infer_architecture(state)
     assert arch.names == expected
     assert arch.kwargs["num_classes"] == kwargs.get("num_classes", 1000 if name[-2:] not in ("56", "10") else 10)
@@ -217,7 +217,7 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tiny_run: Path, tmp_p
 def test_a_foreign_safetensors_file_is_a_bare_state_dict(tmp_path: Path):
     from safetensors.torch import save_file
 
-    model = randomized(create_model("resnet18", num_classes=5))
+    model = randomized(build_network("resnet18", num_classes=5))
     save_file(model.state_dict(), str(tmp_path / "foreign.safetensors"))
     ckpt = load_any(tmp_path / "foreign.safetensors").checkpoint
     assert ckpt.model_name == "resnet18" and ckpt.classes == ["0", "1", "2", "3", "4"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import resnet
-from resnet.models import create_model, list_models, model_architecture, model_info
+from resnet.models import build_network, list_models, model_architecture, model_info
 from resnet.models.arch import Architecture, cifar_architecture, imagenet_architecture
 from resnet.models.complexity import count_macs, count_params, meta_instance
 from resnet.models.cost import architecture_cost, conv_out
@@ -69,7 +69,7 @@ def test_pinned_figures_from_the_architecture():
 
 
 def test_built_nets_follow_their_architecture():
-    model = create_model("resnet50", bottleneck_stride="3x3", shortcut="C", num_classes=5)
+    model = build_network("resnet50", bottleneck_stride="3x3", shortcut="C", num_classes=5)
     arch = model_architecture("resnet50", bottleneck_stride="3x3", shortcut="C", num_classes=5)
     assert [len(s) for s in model.stages] == list(arch.layers) == [3, 4, 6, 3]
     assert model.fc.out_features == 5 and model.num_features == arch.num_features == 2048
@@ -175,7 +175,9 @@ def test_every_experiment_registers_itself_and_listing_them_needs_no_torch():
 def test_models_package_loads_names_lazily():
     import resnet.models as models
 
-    assert models.create_model is create_model and "ResNet" in dir(models)
+    assert models.build_network is build_network and "ResNet" in dir(models)
+    with pytest.raises(AttributeError, match="now resnet.models.build_network"):  # the one create_model: resnet's
+        models.create_model  # noqa: B018
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         models.nope  # noqa: B018
 

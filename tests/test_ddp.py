@@ -23,7 +23,7 @@ from resnet.config import load_config
 from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.schedule import LRSchedule
 from resnet.train.state import build_optimizer
 
@@ -64,7 +64,7 @@ def reference_params(cfg) -> dict[str, torch.Tensor]:
     data = load_dataset(cfg.data)
     norm = Normalizer.fit(cfg.data.normalize, data.train_x)
     torch.manual_seed(cfg.train.seed)
-    model = create_model(cfg.model.name, num_classes=10, in_channels=1)
+    model = build_network(cfg.model.name, num_classes=10, in_channels=1)
     opt = build_optimizer(cfg, model, torch.device("cpu"))
     loader = DeviceLoader(
         torch.from_numpy(data.train_x),

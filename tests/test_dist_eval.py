@@ -18,7 +18,7 @@ from resnet.config import load_config
 from resnet.data.sources import open_source
 from resnet.eval.arrays import evaluate
 from resnet.eval.folders import evaluate_folder
-from resnet.models import create_model
+from resnet.models import build_network
 
 from conftest import tiny_overrides
 from folders import build_folder
@@ -41,7 +41,7 @@ def results(folder: Path) -> dict[str, tuple]:
     source = open_source(cfg)
     normalizer, _ = source.preprocessing(cfg)
     torch.manual_seed(0)
-    model = create_model("resnet8", num_classes=2, in_channels=3)
+    model = build_network("resnet8", num_classes=2, in_channels=3)
     for protocol in PROTOCOLS:
         r = evaluate_folder(model, source.val, normalizer, protocol=protocol, device=torch.device("cpu"),
                             workers=0, batch_images=4, resize=36, size=32, scales=(32, 40), shard=shard)  # fmt: skip
@@ -50,7 +50,7 @@ def results(folder: Path) -> dict[str, tuple]:
     src = open_source(digits)
     norm, _ = src.preprocessing(digits)
     torch.manual_seed(1)
-    net = create_model("resnet8", num_classes=10, in_channels=1)
+    net = build_network("resnet8", num_classes=10, in_channels=1)
     x, y = src.device_split("test", torch.device("cpu"))
     r = evaluate(net, x, y, norm, batch_size=100, num_classes=10, shard=shard)  # 360 images: 100+100+100+60
     out["digits"] = (r.n, r.loss, r.error, r.top5_error, r.per_class, r.predictions.tolist(), r.labels.tolist())

@@ -22,7 +22,7 @@ from resnet.errors import UserError
 from resnet.interop.convert import load_any
 from resnet.interop.export import default_output, export_checkpoint
 from resnet.interop.pt2 import read_pt2
-from resnet.models import create_model
+from resnet.models import build_network
 
 ort = pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
 onnx = pytest.importorskip("onnx", reason="the [export] extra is not installed")
@@ -31,7 +31,7 @@ onnx = pytest.importorskip("onnx", reason="the [export] extra is not installed")
 def checkpoint(path: Path, name: str, size: int, **kwargs) -> Path:
     """Our checkpoint of ``name`` with random weights and BN statistics, native input ``size``."""
     torch.manual_seed(0)
-    model = create_model(name, **kwargs)
+    model = build_network(name, **kwargs)
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -203,6 +203,44 @@ def test_an_export_that_disagrees_with_pytorch_fails(tmp_path: Path, monkeypatch
     assert main(["export", "--checkpoint", str(src), "--out", str(tmp_path / "bad.onnx")]) == 2
     err = capsys.readouterr().err
     assert "onnxruntime disagrees with PyTorch (max relative error 2.0e-01 > 0.001)" in err
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_a_library_export_gets_the_tolerance_check_and_removes_its_failed_file(tmp_path: Path, monkeypatch):
+    # Issue 20: the check and the clean-up lived in the CLI, so export_checkpoint's callers skipped them.
+    import resnet.interop.export as export_mod
+    from resnet.interop.convert import load_any
+
+    src = checkpoint(tmp_path / "r8.pt", "resnet8", 32, num_classes=10)
+    ckpt = load_any(src).checkpoint
+    monkeypatch.setattr(export_mod, "onnxruntime_max_relative_error", lambda *a, **k: 0.2)
+    with pytest.raises(UserError, match=r"onnxruntime disagrees with PyTorch \(max relative error 2.0e-01 > 0.001\)"):
+        export_checkpoint(ckpt, "onnx", tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+    with pytest.raises(UserError, match="> 0.1"):  # the caller's own tolerance
+        export_checkpoint(ckpt, "onnx", tmp_path / "bad.onnx", tolerance=0.1)
+    assert export_checkpoint(ckpt, "onnx", tmp_path / "ok.onnx", tolerance=0.5)["max_rel_error"] == 0.2
+    assert (tmp_path / "ok.onnx").is_file()
+    monkeypatch.setattr(export_mod, "onnxruntime_max_relative_error", lambda *a, **k: float("nan"))
+    with pytest.raises(UserError, match="disagrees"):  # a NaN difference is no pass
+        export_checkpoint(ckpt, "onnx", tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()
+    monkeypatch.setattr(export_mod, "pt2_max_relative_error", lambda *a, **k: 0.2)
+    with pytest.raises(UserError, match=r"torch.export.load disagrees with PyTorch .* > 0.001"):
+        export_checkpoint(ckpt, "pt2", tmp_path / "bad.pt2")
+    assert not (tmp_path / "bad.pt2").exists()
+
+
+def test_discard_output_removes_only_what_resnet_wrote(tmp_path: Path):
+    from resnet.io import discard_output, write_output
+
+    write_output(tmp_path / "ours.bin", b"x")
+    (tmp_path / "theirs.bin").write_bytes(b"y")
+    (tmp_path / "link.bin").symlink_to(tmp_path / "theirs.bin")
+    assert discard_output(tmp_path / "ours.bin") and not (tmp_path / "ours.bin").exists()
+    assert not discard_output(tmp_path / "theirs.bin") and (tmp_path / "theirs.bin").read_bytes() == b"y"
+    assert not discard_output(tmp_path / "link.bin") and (tmp_path / "link.bin").is_symlink()
+    assert not discard_output(tmp_path / "missing.bin")
 
 
 # Issue 12, defects 3 and 9: export names and the ONNX check.

@@ -19,7 +19,7 @@ from resnet.config import Config, ScheduleConfig, load_config
 from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.rundir_format import read_metrics
 from resnet.train.graphed import GraphedStep
 from resnet.train.loop import fit
@@ -66,7 +66,7 @@ def test_one_step_on_cuda_matches_the_cpu(cifar_subset: Path, exact_fp32):
     states = []
     for device in (torch.device("cpu"), CUDA):
         torch.manual_seed(0)
-        model = create_model("resnet20").to(device)
+        model = build_network("resnet20").to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         x, y = DeviceLoader(images.to(device), labels.to(device), 128, norm, seed=0).next()
         loss, _ = train_one_step(model, opt, x.contiguous(), y, 0.1)
@@ -132,7 +132,7 @@ def test_graph_replay_equals_the_uncaptured_step(cifar_subset: Path, exact_fp32)
     runs = []
     for capture in (False, True):
         torch.manual_seed(0)
-        model = create_model("resnet20").to(CUDA)
+        model = build_network("resnet20").to(CUDA)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
         loader = DeviceLoader(images.to(CUDA), labels.to(CUDA), 128, norm, seed=0)
         schedule, window = LRSchedule(cfg, 0.1, CUDA), LossWindow(40, CUDA, 128, 1)

@@ -13,7 +13,7 @@ from resnet.data.datasets import load_dataset
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.errors import NonFiniteLoss, UserError
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.graphed import GraphedStep
 from resnet.train.loop import fit
 from resnet.train.meters import LossWindow
@@ -40,7 +40,7 @@ def cifar_setup(cifar_subset: Path, batch: int = 32):
 
 def fresh(images, labels, norm, batch, seed: int = 0):
     torch.manual_seed(seed)
-    model = create_model("resnet8")
+    model = build_network("resnet8")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=False)
     return model, opt, DeviceLoader(images, labels, batch, norm, seed=seed), LRSchedule(WARMUP, 0.1, CPU)
 

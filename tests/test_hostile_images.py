@@ -29,7 +29,7 @@ from resnet.errors import UserError
 from resnet.eval.folders import folder_scores
 from resnet.eval.sources import evaluate_split
 from resnet.eval.views import views
-from resnet.models import create_model
+from resnet.models import build_network
 
 from folders import add_broken, build_folder
 
@@ -175,7 +175,7 @@ def test_an_unlistable_class_folder_is_refused_with_its_name(folder: Path, monke
 
 def test_unreadable_validation_images_are_named_and_fatal_under_strict_decode(folder: Path, caplog):
     broken = add_broken(folder / "val" / "china")
-    model = create_model("resnet8", num_classes=2).eval()
+    model = build_network("resnet8", num_classes=2).eval()
     norm = Normalizer("pixel_mean", torch.zeros(3, 32, 32), torch.ones(3, 1, 1))
     index = scan(folder / "val")
     with pytest.raises(UserError, match=r"zz_fake.jpg: not an image .*data.strict_decode is on"):

@@ -24,7 +24,7 @@ from resnet.cli import main
 from resnet.config import load_config
 from resnet.errors import UserError
 from resnet.interop.convert import convert_file, load_any
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.loop import fit
 
 from conftest import HANG, ROOT, tiny_overrides
@@ -48,7 +48,7 @@ def one_line_error(capsys) -> str:
 
 
 def test_defect10_a_key_with_and_without_a_wrapper_prefix_is_refused(tmp_path: Path, capsys):
-    state = create_model("resnet8").state_dict()
+    state = build_network("resnet8").state_dict()
     zeros = {f"module.{k}": torch.zeros_like(v) for k, v in state.items()}
     torch.save({**state, **zeros}, tmp_path / "both.pth")
     assert main(["convert", str(tmp_path / "both.pth"), "--to", str(tmp_path / "out.pt"), "--model", "resnet8"]) == 2

@@ -19,7 +19,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import center_crop, load_image, resize_shorter, ten_crop
 from resnet.errors import UserError
 from resnet.eval.folders import folder_scores
-from resnet.models import create_model
+from resnet.models import build_network
 
 from folders import add_broken, add_odd_modes, build_folder
 
@@ -217,7 +217,7 @@ def test_loader_is_reproducible_across_workers_and_resumes_mid_epoch(folder: Pat
 
 def test_ten_crop_and_multiscale_scores_equal_a_crop_by_crop_reference(folder: Path):
     torch.manual_seed(0)
-    model = create_model("resnet8", num_classes=2).eval()
+    model = build_network("resnet8", num_classes=2).eval()
     index = scan(folder / "val")
     norm = Normalizer("pixel_mean", torch.rand(3, 32, 32), torch.ones(3, 1, 1))
     for protocol in ("center", "10crop", "multiscale"):
@@ -239,7 +239,7 @@ def test_ten_crop_and_multiscale_scores_equal_a_crop_by_crop_reference(folder: P
 
 
 def test_global_pooling_plus_fc_equals_averaging_the_fc_scores_over_positions():
-    model = create_model("resnet20").eval()
+    model = build_network("resnet20").eval()
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
         fmap = model.forward_features(x)[-1]  # 2 x 64 x 12 x 16

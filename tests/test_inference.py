@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resnet.interop.inference import InferenceModel, fold_batchnorm, fold_conv_bn, optimize_for_inference
-from resnet.models import create_model
+from resnet.models import build_network
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -37,7 +37,7 @@ CASES = [
 @pytest.mark.parametrize(("name", "kwargs", "size"), CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
 def test_folded_model_matches_eval_outputs(name: str, kwargs: dict, size: int):
     torch.manual_seed(0)
-    model = randomize_bn(create_model(name, **kwargs))
+    model = randomize_bn(build_network(name, **kwargs))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(3, 3, size, size)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_a_bn_that_follows_no_conv_is_refused_rather_than_dropped():
 
 
 def test_inference_model_is_eval_only():
-    fast = optimize_for_inference(create_model("resnet8"))
+    fast = optimize_for_inference(build_network("resnet8"))
     assert isinstance(fast, InferenceModel) and not fast.training
     fast.eval()  # allowed
     with pytest.raises(RuntimeError, match="eval-only"):
@@ -81,7 +81,7 @@ def test_inference_model_is_eval_only():
 def test_bf16_path_runs_and_stays_close():
     # The GPU fast path's dtype, exercised on CPU: bf16 weights and activations, float32 logits out.
     torch.manual_seed(0)
-    model = randomize_bn(create_model("resnet20"))
+    model = randomize_bn(build_network("resnet20"))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -97,7 +97,7 @@ def test_bf16_path_runs_and_stays_close():
 def test_compiled_path_freezes_weights_and_matches():
     # torch.compile with inductor's freezing (CPU): weights become constants of the compiled graph.
     torch.manual_seed(0)
-    model = randomize_bn(create_model("resnet8", in_channels=1))
+    model = randomize_bn(build_network("resnet8", in_channels=1))
     x = torch.randn(2, 1, 8, 8)
     compiled = optimize_for_inference(model, compile=True)
     assert compiled.freeze
@@ -112,7 +112,7 @@ def test_compiled_engine_pads_a_new_smaller_batch_and_compiles_for_a_repeated_on
     from resnet.interop import backends
 
     torch.manual_seed(0)
-    model = randomize_bn(create_model("resnet8", in_channels=1)).eval()
+    model = randomize_bn(build_network("resnet8", in_channels=1)).eval()
     engine = backends.torch_engine(model, "fp32", torch.device("cpu"), compile=True)
     assert engine.describe() == "torch fp32 (compiled)"
     x = torch.randn(6, 1, 8, 8)
@@ -177,7 +177,7 @@ def test_engine_logits_come_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch):
             return self.t
 
     monkeypatch.setattr(inference, "optimize_for_inference", lambda model, **kw: lambda x: OnDevice(x.sum((2, 3))))
-    engine = backends.torch_engine(create_model("resnet8"), "fp32", torch.device("cpu"))
+    engine = backends.torch_engine(build_network("resnet8"), "fp32", torch.device("cpu"))
     assert engine(torch.ones(2, 3, 4, 4)).shape == (2, 3) and moved == [True]
 
 

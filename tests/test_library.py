@@ -156,7 +156,7 @@ def test_public_api_is_listed_and_typed():
 
 def _foreign_resnet8(path: Path, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    state = resnet.models.create_model("resnet8", in_channels=1, num_classes=7).state_dict()
+    state = resnet.models.build_network("resnet8", in_channels=1, num_classes=7).state_dict()
     torch.save(state, path)
     return state
 
@@ -171,7 +171,7 @@ def test_a_training_run_starts_from_converted_weights_with_a_new_head(tmp_path: 
     assert run.state_dict["fc.weight"].shape == (10, 64)
     assert (run.state_dict["layer2.0.conv1.weight"] - src["layer2.0.conv1.weight"]).abs().max() < 1e-5
     assert run.normalizer().mean.flatten().tolist() == pytest.approx([0.3])  # the weights' own preprocessing
-    scratch = resnet.models.create_model("resnet8", in_channels=1).state_dict()["layer2.0.conv1.weight"]
+    scratch = resnet.models.build_network("resnet8", in_channels=1).state_dict()["layer2.0.conv1.weight"]
     assert (scratch - src["layer2.0.conv1.weight"]).abs().max() > 0.1  # so the check above can fail
     log = (tmp_path / "run" / "train.log").read_text()
     assert f"weights of {tmp_path / 'src.pt'} (resnet8); new classifier: 7 -> 10 classes" in log

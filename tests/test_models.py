@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import resnet
-from resnet.models import ZeroPadShortcut, create_model, list_models, model_info, response_layer_names
+from resnet.models import ZeroPadShortcut, build_network, list_models, model_info, response_layer_names
 from resnet.paper import CIFAR_PARAMS, IMAGENET_PARAMS_B
 
 ALL = list_models()
@@ -33,7 +33,7 @@ def test_registry_lists_the_issue_s_models():
 @pytest.mark.parametrize("name", ALL)
 def test_forward_backward(name: str):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=7)
+    model = build_network(name, num_classes=7)
     x = small_input(name)
     out = model(x)
     assert out.shape == (2, 7)
@@ -46,7 +46,7 @@ def test_forward_backward(name: str):
 
 @pytest.mark.parametrize("name", ALL)
 def test_forward_features_shapes(name: str):
-    model = create_model(name).eval()
+    model = build_network(name).eval()
     info = model_info(name)
     size = 64 if info.family == "imagenet" else 32
     feats = model.forward_features(torch.zeros(1, 3, size, size))
@@ -67,7 +67,7 @@ def test_forward_features_shapes(name: str):
 
 @pytest.mark.parametrize("depth", sorted(IMAGENET_PARAMS_B))
 def test_imagenet_params_option_b(depth: int):
-    assert resnet.count_params(create_model(f"resnet{depth}")) == IMAGENET_PARAMS_B[depth]
+    assert resnet.count_params(build_network(f"resnet{depth}")) == IMAGENET_PARAMS_B[depth]
 
 
 # Multiply-adds at 224x224: v1 puts the bottleneck stride on the 1x1 conv (the
@@ -80,14 +80,14 @@ MACS_V15 = {50: 4_089_184_256, 101: 7_801_405_440, 152: 11_513_626_624}
 def test_imagenet_macs_both_stride_placements(depth: int):
     from resnet.paper import TABLE1_GMACS
 
-    v1 = resnet.count_macs(create_model(f"resnet{depth}", bottleneck_stride="1x1"))
+    v1 = resnet.count_macs(build_network(f"resnet{depth}", bottleneck_stride="1x1"))
     assert v1 == MACS_V1[depth]
     # Table 1 prints one decimal; 34 layers count 3.66 where the paper prints 3.6 (it truncates there).
     assert abs(v1 / 1e9 - TABLE1_GMACS[depth]) < 0.07
-    v15 = resnet.count_macs(create_model(f"resnet{depth}", bottleneck_stride="3x3"))
+    v15 = resnet.count_macs(build_network(f"resnet{depth}", bottleneck_stride="3x3"))
     assert v15 == MACS_V15.get(depth, MACS_V1[depth])
     # The stride placement changes cost, never parameters.
-    assert resnet.count_params(create_model(f"resnet{depth}", bottleneck_stride="3x3")) == IMAGENET_PARAMS_B[depth]
+    assert resnet.count_params(build_network(f"resnet{depth}", bottleneck_stride="3x3")) == IMAGENET_PARAMS_B[depth]
 
 
 @pytest.mark.parametrize(
@@ -105,11 +105,11 @@ def test_imagenet_macs_both_stride_placements(depth: int):
     ],
 )
 def test_params_per_shortcut_option(name: str, option: str, params: int):
-    assert resnet.count_params(create_model(name, shortcut=option)) == params
+    assert resnet.count_params(build_network(name, shortcut=option)) == params
 
 
 def test_option_c_projects_every_block_and_b_only_where_shape_changes():
-    b, c = create_model("resnet34", shortcut="B"), create_model("resnet34", shortcut="C")
+    b, c = build_network("resnet34", shortcut="B"), build_network("resnet34", shortcut="C")
     blocks_b = [m for m in b.modules() if isinstance(m, resnet.models.BasicBlock)]
     blocks_c = [m for m in c.modules() if isinstance(m, resnet.models.BasicBlock)]
     assert sum(m.downsample is not None for m in blocks_b) == 3  # conv3_1, conv4_1, conv5_1
@@ -118,19 +118,19 @@ def test_option_c_projects_every_block_and_b_only_where_shape_changes():
 
 @pytest.mark.parametrize("depth", sorted(CIFAR_PARAMS))
 def test_cifar_params_pinned_to_the_spec(depth: int):
-    assert resnet.count_params(create_model(f"resnet{depth}")) == CIFAR_PARAMS[depth]
+    assert resnet.count_params(build_network(f"resnet{depth}")) == CIFAR_PARAMS[depth]
 
 
 @pytest.mark.parametrize(
     ("depth", "mmacs"), [(20, 40_551_040), (56, 125_485_696), (110, 252_887_680), (1202, 2_829_238_912)]
 )
 def test_cifar_macs(depth: int, mmacs: int):
-    assert resnet.count_macs(create_model(f"resnet{depth}"), (3, 32, 32)) == mmacs
+    assert resnet.count_macs(build_network(f"resnet{depth}"), (3, 32, 32)) == mmacs
 
 
 @pytest.mark.parametrize("depth", [18, 34, 20, 32, 44, 56, 110])
 def test_plain_twin_has_identical_parameters_to_option_a(depth: int):
-    res, plain = create_model(f"resnet{depth}", shortcut="A"), create_model(f"plain{depth}")
+    res, plain = build_network(f"resnet{depth}", shortcut="A"), build_network(f"plain{depth}")
     assert resnet.count_params(res) == resnet.count_params(plain)
     assert list(res.state_dict()) == list(plain.state_dict())
     size = 224 if depth in (18, 34) else 32
@@ -139,7 +139,7 @@ def test_plain_twin_has_identical_parameters_to_option_a(depth: int):
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet110", "resnet18", "resnet50"])
 def test_option_a_has_no_shortcut_tensors(name: str):
-    model = create_model(name, shortcut="A")
+    model = build_network(name, shortcut="A")
     assert not any("downsample" in k for k in model.state_dict())
     pads = [m for m in model.modules() if isinstance(m, ZeroPadShortcut)]
     assert pads and all(not list(m.parameters()) and not list(m.buffers()) for m in pads)
@@ -156,7 +156,7 @@ def test_option_a_subsamples_and_zero_pads():
 
 def test_plain_nets_hold_no_shortcuts_and_residual_nets_add_them():
     x = torch.randn(2, 3, 32, 32)
-    plain, res = create_model("plain20").eval(), create_model("resnet20").eval()
+    plain, res = build_network("plain20").eval(), build_network("resnet20").eval()
     res.load_state_dict(plain.state_dict())  # same tensors...
     with torch.no_grad():
         assert not torch.allclose(plain(x), res(x))  # ...different function: the shortcuts matter
@@ -165,27 +165,27 @@ def test_plain_nets_hold_no_shortcuts_and_residual_nets_add_them():
 
 
 def test_relu_after_the_addition_and_bn_after_every_conv():
-    block = create_model("resnet20").layer1[0].eval()
+    block = build_network("resnet20").layer1[0].eval()
     x = torch.randn(1, 16, 8, 8)
     with torch.no_grad():
         branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
         torch.testing.assert_close(block(x), torch.relu(branch + x))
-    for m in create_model("resnet50").modules():
+    for m in build_network("resnet50").modules():
         if isinstance(m, nn.Conv2d):
             assert m.bias is None
 
 
 @pytest.mark.parametrize("name", ["resnet50", "resnet101"])
 def test_bottleneck_stride_placement(name: str):
-    v1 = create_model(name, bottleneck_stride="1x1").layer2[0]
-    v15 = create_model(name, bottleneck_stride="3x3").layer2[0]
+    v1 = build_network(name, bottleneck_stride="1x1").layer2[0]
+    v15 = build_network(name, bottleneck_stride="3x3").layer2[0]
     assert (v1.conv1.stride, v1.conv2.stride) == ((2, 2), (1, 1))
     assert (v15.conv1.stride, v15.conv2.stride) == ((1, 1), (2, 2))
 
 
 def test_initialisation_is_he_fan_out_and_bn_identity():
     torch.manual_seed(0)
-    model = create_model("resnet34")
+    model = build_network("resnet34")
     conv = model.layer3[0].conv2  # 256 -> 256, 3x3: fan_out = 256 * 9
     expected_std = (2.0 / (256 * 9)) ** 0.5
     assert abs(conv.weight.std().item() / expected_std - 1) < 0.02
@@ -194,29 +194,29 @@ def test_initialisation_is_he_fan_out_and_bn_identity():
 
 
 def test_zero_init_residual():
-    model = create_model("resnet50", zero_init_residual=True)
+    model = build_network("resnet50", zero_init_residual=True)
     assert all((b.bn3.weight == 0).all() for s in model.stages for b in s)
-    assert all((b.bn3.weight == 1).all() for s in create_model("resnet50").stages for b in s)
+    assert all((b.bn3.weight == 1).all() for s in build_network("resnet50").stages for b in s)
 
 
 def test_any_cifar_depth_6n_plus_2_by_name():
-    assert len(create_model("resnet38").layer1) == 6
-    assert len(create_model("plain8").layer3) == 1
+    assert len(build_network("resnet38").layer1) == 6
+    assert len(build_network("plain8").layer3) == 1
     assert resnet.models.cifar_resnet(26).num_stages == 3
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: create_model("resnet40"), "6n+2"),
+        (lambda: build_network("resnet40"), "6n+2"),
         (lambda: resnet.models.cifar_resnet(21), "6n+2"),
-        (lambda: create_model("resnt56"), "did you mean resnet56"),
-        (lambda: create_model("vgg19"), "resnet models"),
-        (lambda: create_model("resnet20", shortcut="D"), "choose one of A, B, C"),
-        (lambda: create_model("resnet50", bottleneck_stride="2x2"), "1x1, 3x3"),
-        (lambda: create_model("resnet20", bottleneck_stride="3x3"), "valid keywords: num_classes"),
-        (lambda: create_model("resnet18", num_clases=10), "num_classes, in_channels, shortcut"),
-        (lambda: create_model("plain20", shortcut="B"), "does not take 'shortcut'"),
+        (lambda: build_network("resnt56"), "did you mean resnet56"),
+        (lambda: build_network("vgg19"), "resnet models"),
+        (lambda: build_network("resnet20", shortcut="D"), "choose one of A, B, C"),
+        (lambda: build_network("resnet50", bottleneck_stride="2x2"), "1x1, 3x3"),
+        (lambda: build_network("resnet20", bottleneck_stride="3x3"), "valid keywords: num_classes"),
+        (lambda: build_network("resnet18", num_clases=10), "num_classes, in_channels, shortcut"),
+        (lambda: build_network("plain20", shortcut="B"), "does not take 'shortcut'"),
     ],
 )
 def test_errors_name_the_valid_choices(call, message: str):
@@ -225,22 +225,22 @@ def test_errors_name_the_valid_choices(call, message: str):
 
 
 def test_in_channels_and_num_classes():
-    model = create_model("resnet20", in_channels=1, num_classes=100)
+    model = build_network("resnet20", in_channels=1, num_classes=100)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 100)
     assert model.conv1.in_channels == 1
 
 
 def test_response_layers_are_the_bns_after_3x3_convs():
-    names = response_layer_names(create_model("resnet20"))
+    names = response_layer_names(build_network("resnet20"))
     assert len(names) == 19  # the stem conv and 18 block convs: every 3x3 layer of a 20-layer net
     assert names[:3] == ["bn1", "layer1.0.bn1", "layer1.0.bn2"]
     # ImageNet stem is 7x7 (not a response layer); a bottleneck has one 3x3 conv.
-    assert response_layer_names(create_model("resnet50"))[:2] == ["layer1.0.bn2", "layer1.1.bn2"]
-    assert len(response_layer_names(create_model("plain56"))) == 55
+    assert response_layer_names(build_network("resnet50"))[:2] == ["layer1.0.bn2", "layer1.1.bn2"]
+    assert len(response_layer_names(build_network("plain56"))) == 55
 
 
 def test_response_hook_sees_bn_output_before_addition_and_relu():
-    model = create_model("resnet20").eval()
+    model = build_network("resnet20").eval()
     seen = {}
     model.layer2[0].bn2.register_forward_hook(lambda m, i, o: seen.setdefault("y", o))
     x = torch.randn(2, 3, 32, 32)
@@ -259,7 +259,7 @@ def test_macs_agree_with_torch_flop_counter(name: str, size: int):
     """An independent count: torch's FlopCounterMode counts 2 FLOPs per multiply-add of convs and matmuls."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = create_model(name).eval()
+    model = build_network(name).eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(torch.zeros(1, 3, size, size))
@@ -286,7 +286,7 @@ def real_convs(monkeypatch: pytest.MonkeyPatch) -> list[torch.device]:
 
 
 def test_counting_a_real_model_computes_nothing_and_leaves_it_intact(real_convs: list[torch.device]):
-    model = create_model("resnet56").train()
+    model = build_network("resnet56").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert resnet.count_macs(model, (3, 32, 32)) == 125_485_696
     assert real_convs and all(d.type == "meta" for d in real_convs)

@@ -19,7 +19,7 @@ from resnet.config import load_config
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.loop import fit
 from resnet.train.multiseed import MultiSeedTrainer
 from resnet.train.runtime import Runtime
@@ -61,7 +61,7 @@ def training_split(cfg):
 def single_run(cfg, seed: int, images, labels, normalizer, iterations: int, dtype: torch.dtype):
     """The training loop of ``fit`` for one seed (init, data stream, warm-up), in ``dtype``."""
     torch.manual_seed(seed)
-    model = create_model(cfg.model.name, num_classes=10, in_channels=3).to(dtype=dtype)
+    model = build_network(cfg.model.name, num_classes=10, in_channels=3).to(dtype=dtype)
     o = cfg.optim
     opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     loader = DeviceLoader(images, labels, cfg.train.batch_size, normalizer, pad=cfg.data.pad, seed=seed)

@@ -22,7 +22,7 @@ from resnet.data.cifar import load_cifar
 from resnet.data.transforms import load_image
 from resnet.errors import UserError
 from resnet.interop.predict import Predictor
-from resnet.models import create_model
+from resnet.models import build_network
 
 from conftest import HANG, SUBSET
 
@@ -68,7 +68,7 @@ def photo(path: Path) -> Path:
 
 
 def test_predict_skips_a_fifo_and_a_dev_zero_link_called_jpg_in_one_line_each(tmp_path: Path):
-    model = create_model("resnet20")
+    model = build_network("resnet20")
     ckpt = tmp_path / "resnet20.pt"
     save_checkpoint(ckpt, {"model": model.state_dict(), "model_name": "resnet20", "model_kwargs": {},
                            "preprocessing": {"kind": "channel_mean_std", "mean": torch.zeros(3, 1, 1),
@@ -103,7 +103,7 @@ def test_the_fast_decoder_refuses_a_fifo_in_both_of_its_readers(tmp_path: Path):
 
 
 def test_a_checkpoint_swapped_for_a_fifo_after_its_check_is_refused_on_the_descriptor(tmp_path: Path, monkeypatch):
-    model = create_model("resnet20")
+    model = build_network("resnet20")
     good = tmp_path / "good.pt"
     save_checkpoint(good, {"model": model.state_dict()})
     assert set(load_file(good)) == {"format", "model"}

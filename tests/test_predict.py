@@ -22,7 +22,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.data.transforms import center_crop, load_image, resize_shorter, ten_crop
 from resnet.errors import UserError
 from resnet.interop.predict import Predictor, find_images
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.loop import fit
 
 from conftest import tiny_overrides
@@ -41,7 +41,7 @@ def photo() -> Image.Image:
 def imagenet_checkpoint(path: Path, size: int = 64) -> Path:
     """A ResNet-18 checkpoint with 1000 ImageNet classes and torchvision's preprocessing at ``size`` x ``size``."""
     torch.manual_seed(0)
-    model = create_model("resnet18")
+    model = build_network("resnet18")
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -186,7 +186,7 @@ def test_cifar_png_predictions_match_the_model_on_the_raw_arrays(cifar_subset: P
     for i, x in enumerate(images):
         Image.fromarray(x.transpose(1, 2, 0)).save(folder / f"{i:02d}.png")
     torch.manual_seed(0)
-    model = create_model("resnet20").eval()
+    model = build_network("resnet20").eval()
     norm = Normalizer.fit("pixel_mean", data.train_x[:500])
     ckpt = {
         "model": model.state_dict(),

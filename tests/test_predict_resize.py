@@ -19,7 +19,7 @@ from resnet.errors import UserError
 from resnet.interop.convert import convert_file
 from resnet.interop.predict import Predictor
 from resnet.metadata import Resize
-from resnet.models import create_model
+from resnet.models import build_network
 
 from conftest import SUBSET
 
@@ -30,7 +30,7 @@ def checkpoint(resize: Resize | None) -> Checkpoint:
     g = torch.Generator().manual_seed(0)
     vary = {"running_var": lambda t: torch.rand(t.shape, generator=g) + 0.5,
             "running_mean": lambda t: torch.randn(t.shape, generator=g) * 0.1}  # fmt: skip
-    weights = create_model("resnet20").state_dict()
+    weights = build_network("resnet20").state_dict()
     state = {k: vary.get(k.rsplit(".", 1)[-1], lambda t: t)(v) for k, v in weights.items()}
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     return Checkpoint(

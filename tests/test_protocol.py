@@ -98,7 +98,7 @@ def test_eval_recompute_bn_changes_the_buffers_and_reports_both_numbers(tmp_path
 
     from resnet.checkpoint import load_checkpoint
     from resnet.eval.bn import recompute_bn, training_batches
-    from resnet.interop.evaluate import evaluate_checkpoint
+    from resnet.interop.evaluate import evaluate
     from resnet.train.loop import fit
 
     fit(load_config(None, tiny_overrides()), tmp_path / "r", echo=False)
@@ -106,8 +106,8 @@ def test_eval_recompute_bn_changes_the_buffers_and_reports_both_numbers(tmp_path
     out = capsys.readouterr().out
     assert "(BN statistics: moving averages, as trained)" in out
     assert "(BN statistics: averages over 5 training batches)" in out
-    report = evaluate_checkpoint(tmp_path / "r", recompute_bn=5)
-    assert report["recomputed_bn"]["result"].loss != pytest.approx(report["result"].loss)  # other statistics
+    report = evaluate(tmp_path / "r", recompute_bn=5)
+    assert report.recomputed_bn.result.loss != pytest.approx(report.loss)  # other statistics
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     model = ckpt.build_model("r")
     from resnet.data.datasets import load_dataset
@@ -137,12 +137,12 @@ def test_eval_recompute_bn_uses_the_runs_own_batches(tmp_path: Path):
     # Found in review: `resnet eval --recompute-bn` drew seed 0's batches whatever the run's seed, so its
     # number differed from the train.recompute_bn one of the same run.
     from resnet.config import load_config
-    from resnet.interop.evaluate import evaluate_checkpoint
+    from resnet.interop.evaluate import evaluate
     from resnet.train.loop import fit
 
     from conftest import tiny_overrides
 
     cfg = load_config(None, tiny_overrides(**{"train.seed": 3, "train.recompute_bn": 3, "schedule.iterations": 6}))
     summary = fit(cfg, tmp_path / "r", echo=False)
-    report = evaluate_checkpoint(tmp_path / "r", "test", recompute_bn=3, device="cpu")
-    assert report["recomputed_bn"]["result"].loss == pytest.approx(summary["recomputed_bn"]["test_loss"], rel=1e-6)
+    report = evaluate(tmp_path / "r", split="test", recompute_bn=3, device="cpu")
+    assert report.recomputed_bn.result.loss == pytest.approx(summary["recomputed_bn"]["test_loss"], rel=1e-6)

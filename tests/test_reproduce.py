@@ -16,7 +16,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
 from resnet.experiments.registry import Options
 from resnet.experiments.reproduce import reproduce
-from resnet.models import create_model, response_layer_names
+from resnet.models import build_network, response_layer_names
 from resnet.paper import IMAGENET_PARAMS_B, TABLE1_GMACS
 
 
@@ -118,7 +118,7 @@ def test_shortened_or_subset_runs_are_flagged(tmp_path: Path):
 
 def test_response_std_equals_a_manual_computation():
     torch.manual_seed(0)
-    model = create_model("resnet8").eval()
+    model = build_network("resnet8").eval()
     for m in model.modules():  # non-trivial BN statistics
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.3, 0.3)

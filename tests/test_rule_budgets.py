@@ -40,9 +40,9 @@ def test_every_paper_net_fits_the_budget_with_room_to_spare():
 
 
 def tiny_state() -> dict[str, torch.Tensor]:
-    from resnet.models import create_model
+    from resnet.models import build_network
 
-    return create_model("resnet8").state_dict()
+    return build_network("resnet8").state_dict()
 
 
 def huge_checkpoint(path: Path, name: str, **kwargs: object) -> Path:

@@ -204,12 +204,12 @@ def test_timms_data_config_gives_the_accuracy_of_resnet_eval(cifar_subset: Path,
     """A converted akamaster-style ResNet-20 (seeded weights), evaluated through timm's data config, agrees
     with `resnet eval` image by image on the real CIFAR-10 test images."""
     from resnet.data.cifar import load_cifar
-    from resnet.interop.evaluate import evaluate_checkpoint
+    from resnet.interop.evaluate import evaluate
     from test_akamaster import save_their_file, their_net
 
     src = save_their_file(their_net(20), tmp_path / "r20.th")
     assert main(["convert", str(src), "--to", str(tmp_path / "r20.pt"), "--from", "akamaster"]) == 0
-    ours = evaluate_checkpoint(tmp_path / "r20.pt", data_dir=cifar_subset)["result"]
+    ours = evaluate(tmp_path / "r20.pt", cifar_subset).result
     model = resnet.load(tmp_path / "r20.pt")
     dc = timm_data_config(model.pretrained_cfg)
     test = load_cifar(cifar_subset, "cifar10")

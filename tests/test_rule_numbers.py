@@ -20,7 +20,7 @@ from resnet.cli import main
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
 from resnet.eval.arrays import evaluate
-from resnet.models import create_model
+from resnet.models import build_network
 
 BAD = {
     "nan": ("fc.bias", lambda t: t.fill_(float("nan")), "holds NaN or Inf"),
@@ -32,7 +32,7 @@ BAD = {
 
 def tiny_checkpoint(path: Path, damage: str | None = None) -> Path:
     torch.manual_seed(0)
-    model = create_model("resnet8")
+    model = build_network("resnet8")
     state = model.state_dict()
     if damage is not None:
         key, fn, _ = BAD[damage]
@@ -138,13 +138,13 @@ def test_predict_on_an_onnx_graph_whose_output_is_nan_prints_no_probability(tmp_
 def test_init_from_with_a_damaged_classifier_is_refused(tmp_path: Path):
     src = tiny_checkpoint(tmp_path / "nan.pt", "nan")  # NaN head; a new 5-class head would have replaced it
     with pytest.raises(UserError, match="'fc.bias' holds NaN"):
-        transfer_weights(load_checkpoint(src), create_model("resnet8", num_classes=5), str(src))
+        transfer_weights(load_checkpoint(src), build_network("resnet8", num_classes=5), str(src))
     obj = torch.load(tiny_checkpoint(tmp_path / "good.pt"), weights_only=True)
     obj["model"]["fc.weight"] = torch.zeros(10, 63)  # a head over 63 features: not this net's classifier
     ckpt = load_checkpoint(tiny_checkpoint(tmp_path / "x.pt"))
     ckpt.state_dict = obj["model"]
     with pytest.raises(UserError, match="damaged classifier"):
-        transfer_weights(ckpt, create_model("resnet8", num_classes=5), "x.pt")
+        transfer_weights(ckpt, build_network("resnet8", num_classes=5), "x.pt")
 
 
 def test_a_class_list_shorter_or_longer_than_the_head_is_refused(tmp_path: Path, image, capsys):

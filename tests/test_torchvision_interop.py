@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.paper import TABLE1_LAYERS
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -35,7 +35,7 @@ def torchvision_keys(depth: int) -> list[str]:
 
 @pytest.mark.parametrize("depth", sorted(TABLE1_LAYERS))
 def test_state_dict_layout_matches_torchvision_naming(depth: int):
-    assert list(create_model(f"resnet{depth}").state_dict()) == torchvision_keys(depth)
+    assert list(build_network(f"resnet{depth}").state_dict()) == torchvision_keys(depth)
 
 
 @pytest.mark.parametrize("depth", sorted(TABLE1_LAYERS))
@@ -50,7 +50,7 @@ def test_torchvision_state_dict_loads_strictly_and_gives_the_same_outputs(depth:
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
-    ours = create_model(f"resnet{depth}", bottleneck_stride="3x3").eval()
+    ours = build_network(f"resnet{depth}", bottleneck_stride="3x3").eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():

@@ -10,11 +10,12 @@ Quick use::
     backbone = resnet.create_model("resnet50", features_only=True, out_indices=(2, 3, 4))
     model.save_pretrained("my-model/")               # config.json + model.safetensors + README.md (card)
     model = resnet.from_pretrained("my-model/")      # or a Hugging Face Hub id, with the [hub] extra
+    report = resnet.evaluate("resnet20.pt", "cifar-10-batches-py")   # a frozen EvalReport: report.top1_error
 
 ``resnet.create_model`` is timm's signature (``pretrained``, ``checkpoint_path``, ``num_classes``,
 ``in_chans``, ``features_only``, ``out_indices``, ``drop_rate``, ``global_pool``) and returns a
 :class:`PretrainedResNet` (timm's model methods, Hugging Face's ``save_pretrained``/``from_pretrained``/
-``push_to_hub``); ``resnet.models.create_model`` is the plain builder.
+``push_to_hub``); underneath it ``resnet.models.build_network`` builds the bare network.
 No weights are ever downloaded.
 """
 
@@ -33,7 +34,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use (below)
     from resnet.checkpoint import Checkpoint, load_checkpoint
+    from resnet.eval.evaluate import EvalReport
     from resnet.interop.convert import convert_file
+    from resnet.interop.evaluate import evaluate
     from resnet.interop.hub import PretrainedResNet
     from resnet.interop.library import create_model, from_pretrained, load, save_pretrained
     from resnet.models import ResNet, list_models, model_info
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
 
 __all__ = [
     "Checkpoint",
+    "EvalReport",
     "FeatureExtractor",
     "PretrainedCfg",
     "PretrainedResNet",
@@ -52,6 +56,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "create_model",
+    "evaluate",
     "from_pretrained",
     "list_models",
     "load",
@@ -67,6 +72,8 @@ _LAZY = {
     "Checkpoint": "resnet.checkpoint",
     "load_checkpoint": "resnet.checkpoint",
     "convert_file": "resnet.interop.convert",
+    "EvalReport": "resnet.eval.evaluate",
+    "evaluate": "resnet.interop.evaluate",
     "PretrainedResNet": "resnet.interop.hub",
     "create_model": "resnet.interop.library",
     "from_pretrained": "resnet.interop.library",

@@ -212,6 +212,8 @@ def _scope(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> 
 
     The images a run trained on are ``data.train`` (after any validation hold-out, which is named beside
     them); an image folder's ``val`` is its test set, never training data."""
+    from resnet.data.datasets import is_folder_dataset  # numpy: loaded when a report is made, not when listed
+
     short = sorted({r.target for r in runs if r.target and r.target < full_iterations})
     sizes = set()
     for r in runs:
@@ -219,7 +221,7 @@ def _scope(runs: Sequence[RunRecord], full_iterations: int, full_train: int) -> 
         if not isinstance(data, dict):
             continue
         train, val = int(data.get("train", 0)), int(data.get("val", 0))
-        held_out = val if data.get("dataset") != "imagefolder" else 0
+        held_out = val if not is_folder_dataset(str(data.get("dataset"))) else 0
         if train + held_out < full_train:
             sizes.add((train, held_out))
     phrases = [f"{t:,} training images" + (f" (+{v:,} held out for validation)" if v else "") for t, v in sorted(sizes)]
@@ -262,15 +264,16 @@ FOLDER_ONLY = ("scale_min", "scale_max", "crop", "eval_resize", "lighting", "lig
 def applicable_config(config: dict[str, Any]) -> dict[str, Any]:
     """The dotted keys of a run's config that apply to it: no image-folder keys on an array dataset, no
     warm-up thresholds without a warm-up, no plateau settings on a step schedule, and so on."""
+    from resnet.data.datasets import is_folder_dataset, reader_keys  # numpy: loaded on use, not when listed
+
     cfg = from_dict(config)
     d, sc, tr = cfg.data, cfg.schedule, cfg.train
     skip = {"description"}
-    if d.dataset != "imagefolder":
+    if not is_folder_dataset(d.dataset):
         skip |= {f"data.{k}" for k in FOLDER_ONLY} | {"train.eval_limit", "model.bottleneck_stride"}
-    if d.dataset != "synthetic":
-        skip.add("data.synthetic_size")
-    if d.dataset in ("digits", "synthetic"):
-        skip.add("data.data_dir")
+    used = reader_keys(d.dataset)  # what locates or sizes this dataset's data, from its description
+    if used is not None:
+        skip |= {f"data.{k}" for k in ("data_dir", "synthetic_size") if k not in used}
     if not d.augment:
         skip |= {"data.pad", "data.flip", "data.lighting", "data.lighting_axes"}
     if sc.warmup_lr is None:

@@ -28,7 +28,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
 from resnet.eval.views import view_resize
 from resnet.metadata import ModelMetadata, Preprocessing, Resize, check_classes, check_model_kwargs
-from resnet.models import create_model, model_info
+from resnet.models import build_network, model_info
 
 #: Fields a training checkpoint holds beyond the model description (its train state).
 TRAINING_KEYS = ("optimizer", "schedule", "loader", "rng", "metrics", "train_seconds", "window")
@@ -283,11 +283,11 @@ class Checkpoint:
         """The eval-mode model with these weights, loaded strictly (a readable diff if they do not fit).
 
         The weights are checked first (:func:`check_weights`); the net's size is checked against the budget
-        before it is built (``create_model``), and the class names against its outputs after.
+        before it is built (``build_network``), and the class names against its outputs after.
         """
         check_weights(self.state_dict, where)
         try:
-            model = create_model(self.model_name, **self.model_kwargs)
+            model = build_network(self.model_name, **self.model_kwargs)
         except (ValueError, TypeError) as e:
             raise UserError(f"{where}: cannot build {self.model_name} ({e})") from None
         fc = getattr(model, "fc", None)

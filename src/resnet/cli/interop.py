@@ -78,11 +78,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
-#: Largest relative difference between onnxruntime and PyTorch outputs that counts as a faithful export (the
-#: tests see 3e-7 to 1e-6 in fp32; beyond 1e-3 something in the graph is wrong, not just rounding).
-ONNX_TOLERANCE = 1e-3
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet.interop.convert import load_any
     from resnet.interop.export import default_output, export_checkpoint
@@ -102,13 +97,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"note: {res['note']}", file=sys.stderr)
     if res.get("pt2_max_rel_error") is not None:
         line += f"; torch.export.load matches PyTorch (max relative error {res['pt2_max_rel_error']:.1e})"
-    err = res.get("max_rel_error")
-    if err is not None and err > ONNX_TOLERANCE:
-        Path(out).unlink(missing_ok=True)  # nobody should deploy a file that failed its check
-        raise UserError(
-            f"{out}: onnxruntime disagrees with PyTorch (max relative error {err:.1e} > {ONNX_TOLERANCE:g}); "
-            "the exported file is not trustworthy, please report it with your torch/onnx versions"
-        )
+    err = res.get("max_rel_error")  # export_checkpoint removed the file and failed beyond its tolerance
     if err is not None:
         line += f"; onnxruntime matches PyTorch (max relative error {err:.1e})"
     print(line)
@@ -161,7 +150,12 @@ def _add_interop(sub: argparse._SubParsersAction) -> None:
         help="origin of foreign weights: akamaster = akamaster/pytorch_resnet_cifar10 (mapped exactly)",
     )
     p.add_argument(
-        "--preprocessing", choices=("imagenet", "cifar10"), default=None, help="mean/std the weights were trained with"
+        "--preprocessing",
+        default=None,
+        metavar="PRESET",
+        # The presets are registered with the datasets (resnet.data.datasets.PREPROCESSING) and checked there,
+        # so the parser stays free of the data layer's imports and a user's preset is accepted too.
+        help="mean/std the weights were trained with: a registered preset (imagenet, cifar10 or a user's)",
     )
     p.add_argument("--mean", default=None, help="per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", default=None, help="per-channel std of [0, 1] pixels, e.g. 0.229,0.224,0.225")

@@ -127,17 +127,17 @@ def parse_seeds(text: str, seed: int | None) -> list[int]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from resnet.cli.views import check_confusion_target, eval_document, write_confusion
-    from resnet.interop.evaluate import evaluate_checkpoint, format_eval
+    from resnet.interop.evaluate import evaluate, format_eval
 
     check_confusion_target(args.confusion, args.run, args.split)  # before minutes of evaluation, not after
     if args.recompute_bn:  # 0: off
         from resnet.ranges import check_flag
 
         check_flag("--recompute-bn", args.recompute_bn)
-    report = evaluate_checkpoint(
+    report = evaluate(
         args.run,
+        args.data_dir,
         split=args.split,
-        data_dir=args.data_dir,
         protocol=args.protocol,
         limit=args.limit,
         scores=args.scores,
@@ -147,6 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         compile=args.compile,
+        progress=True,
     )
     written = write_confusion(report, args.run, args.confusion) if args.confusion is not None else []
     if args.json:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from resnet.cli.recipes import add_force
 from resnet.errors import UserError
+
+if TYPE_CHECKING:
+    from resnet.eval.evaluate import EvalReport
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -85,14 +89,14 @@ def _run_views(run: str, target: str | None):
     return owning(run) if not target and Path(run).is_dir() else contextlib.nullcontext()
 
 
-def write_confusion(report: dict, run: str, target: str) -> list[Path]:
+def write_confusion(report: EvalReport, run: str, target: str) -> list[Path]:
     """The confusion matrix of an evaluation report as a PNG and a CSV; returns both paths."""
     from resnet.analysis.confusion import plot_confusion, write_confusion_csv
 
-    res, classes = report["result"], report["classes"]
-    png, csv_path = confusion_paths(run, report["split"], target)
+    res, classes = report.result, list(report.classes)
+    png, csv_path = confusion_paths(run, report.split_label, target)
     matrix = res.confusion(len(classes))
-    title = f"{report['model']} at iteration {report['iteration']}, {report['split']}: top-1 error {res.error:.2f}%"
+    title = f"{report.model} at iteration {report.iteration}, {report.split_label}: top-1 error {res.error:.2f}%"
     from resnet.io import check_output
 
     with _run_views(run, target):
@@ -101,34 +105,35 @@ def write_confusion(report: dict, run: str, target: str) -> list[Path]:
         return [plot_confusion(matrix, classes, png, title=title), write_confusion_csv(matrix, classes, csv_path)]
 
 
-def eval_document(report: dict, written: list[Path]) -> dict:
+def eval_document(report: EvalReport, written: list[Path]) -> dict[str, Any]:
     """``resnet eval --json``: the same numbers as the table; NaN (a class with no images) becomes null."""
     import math
 
-    res = report["result"]
+    res = report.result
 
     def num(v: float) -> float | None:
         return None if v is None or not math.isfinite(v) else round(float(v), 4)
 
-    doc = {
-        "checkpoint": report["checkpoint"],
-        "model": report["model"],
-        "iteration": report["iteration"],
-        "split": report["split"],
+    doc: dict[str, Any] = {
+        "checkpoint": report.checkpoint,
+        "model": report.model,
+        "iteration": report.iteration,
+        "split": report.split_label,
         "images": res.n,
         "top1_error": num(res.error),
         "top5_error": num(res.top5_error),
         "loss": num(res.loss),
-        "per_class_error": {name: num(e) for name, e in zip(report["classes"], res.per_class, strict=False)},
+        "per_class_error": {name: num(e) for name, e in zip(report.classes, res.per_class, strict=False)},
         "skipped": list(res.skipped),
     }
-    for key in ("engine", "agreement", "fp32_error"):  # --backend/--precision: the engine and its fp32 agreement
-        if key in report:
-            doc[key] = report[key] if key == "engine" else num(report[key])
-    bn = report.get("recomputed_bn")
-    if bn:  # --recompute-bn: the same errors with BN statistics averaged over training batches
-        r = bn["result"]
-        doc["recomputed_bn"] = {"batches": bn["batches"], "top1_error": num(r.error), "top5_error": num(r.top5_error),
+    if report.engine is not None:  # --backend/--precision: the engine and its fp32 agreement
+        doc["engine"] = report.engine
+        if report.agreement is not None and report.fp32_error is not None:
+            doc["agreement"], doc["fp32_error"] = num(report.agreement), num(report.fp32_error)
+    bn = report.recomputed_bn
+    if bn is not None:  # --recompute-bn: the same errors with BN statistics averaged over training batches
+        r = bn.result
+        doc["recomputed_bn"] = {"batches": bn.batches, "top1_error": num(r.error), "top5_error": num(r.top5_error),
                                 "loss": num(r.loss)}  # fmt: skip
     if written:
         doc["confusion"] = {"png": str(written[0]), "csv": str(written[1])}

@@ -20,7 +20,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from resnet.models import create_model, model_info
+    from resnet.models import build_network, model_info
     from resnet.models.complexity import format_table, layer_table
     from resnet.models.registry import check_model_budget
 
@@ -34,7 +34,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         kwargs["num_classes"] = args.num_classes
     shape = tuple(args.input_size) if args.input_size else info.input_size
     check_model_budget(args.name, info, kwargs, shape)  # before anything is allocated, at the input asked for
-    model = create_model(args.name, **kwargs)
+    model = build_network(args.name, **kwargs)
     try:
         table = layer_table(model, shape)
     except RuntimeError as e:  # too few channels, or an image too small for the stem's strides

@@ -13,12 +13,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from resnet.data.datasets import DATASETS
+# IMAGENET_MEAN/STD are defined with the other preprocessing presets and still read from here.
+from resnet.data.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
 
 IMAGENET_CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
-#: Per-channel mean and std (of pixels in [0, 1]) that torchvision's ImageNet weights were trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @functools.cache

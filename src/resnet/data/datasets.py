@@ -150,8 +150,9 @@ class Dataset:
 
     ``read(cfg)`` returns training and test images (uint8 ``N x C x H x W``), their int64 labels and the class
     names; ``classes`` are names built in for weights that carry none (empty: only the data names them);
-    ``download`` is its official archive, md5-checked (:mod:`resnet.data.download`). Its test protocol is
-    the single native view (section 4.2), like CIFAR's.
+    ``download`` is its official archive, md5-checked (:mod:`resnet.data.download`); ``preprocessing`` the
+    name of the :data:`PREPROCESSING` preset weights trained on it usually carry (None: none). Its test
+    protocol is the single native view (section 4.2), like CIFAR's.
     """
 
     name: str
@@ -159,20 +160,89 @@ class Dataset:
     input_size: tuple[int, int, int]
     classes: tuple[str, ...] = ()
     download: Archive | None = None
+    preprocessing: str | None = None
+    protocol: str = "center"
+    keys: tuple[str, ...] = ("data_dir",)  # the ``data.*`` settings its reader uses (reports show only those)
+    hub: str | None = None  # its Hugging Face Hub dataset id, named in model cards
+
+
+@dataclass(frozen=True)
+class FolderDataset:
+    """A dataset read from image folders (``ROOT/train/<class>/*``, ``ROOT/val/<class>/*``) as data.
+
+    ``run_classes``: a model's labels are the checkpoint's class list in order (a run trained on the folder);
+    otherwise the val folder's sorted order (= torchvision's), as for converted ImageNet weights, whose
+    classes are names. ``protocol``: the default test views (:mod:`resnet.eval.views`); ``preprocessing``
+    the :data:`PREPROCESSING` preset of weights trained on it (None: estimated from the training images).
+    """
+
+    name: str
+    run_classes: bool = True
+    protocol: str = "center"
+    preprocessing: str | None = None
+    hub: str | None = None  # its Hugging Face Hub dataset id, named in model cards
 
 
 #: The registered in-memory datasets by name (``data.dataset``); image folders are read by ``data.imagefolder``.
 DATASETS: dict[str, Dataset] = {}
+#: Datasets read from image folders by name (a run's ``imagefolder``, converted weights' ``imagenet``).
+FOLDER_DATASETS: dict[str, FolderDataset] = {}
+#: Per-channel mean and std (of pixels in [0, 1]) that torchvision's ImageNet weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Per-channel (mean, std) of pixels in [0, 1] that weights record (``resnet convert --preprocessing NAME``).
+PREPROCESSING: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # the CIFAR-10 training images'
+}
+
+
+def register_preprocessing(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Add a preset of per-channel (mean, std) of pixels in [0, 1]: ``resnet convert --preprocessing NAME``."""
+    if name in PREPROCESSING:
+        raise ValueError(f"preprocessing {name!r} is already registered")
+    if len(mean) != len(std) or not mean or min(std) <= 0:
+        raise ValueError(f"preprocessing {name!r}: one mean and one positive std per channel")
+    PREPROCESSING[name] = (tuple(mean), tuple(std))
 
 
 def register_dataset(dataset: Dataset) -> Dataset:
     """Add an in-memory dataset: ``data.dataset: NAME`` in a recipe then trains and evaluates on it."""
-    if dataset.name in DATASETS or dataset.name == "imagefolder":
+    if dataset.name in DATASETS or dataset.name in FOLDER_DATASETS:
         raise ValueError(f"dataset {dataset.name!r} is already registered")
+    if dataset.preprocessing is not None and dataset.preprocessing not in PREPROCESSING:
+        raise ValueError(f"dataset {dataset.name!r}: unknown preprocessing {dataset.preprocessing!r}")
     DATASETS[dataset.name] = dataset
     if dataset.name not in DATASET_KINDS:
         DATASET_KINDS.append(dataset.name)  # recipes naming it pass the config's check
     return dataset
+
+
+def register_folder_dataset(dataset: FolderDataset) -> FolderDataset:
+    """Add a dataset read from image folders (evaluated on ``ROOT/val`` with its test protocol)."""
+    if dataset.name in DATASETS or dataset.name in FOLDER_DATASETS:
+        raise ValueError(f"dataset {dataset.name!r} is already registered")
+    FOLDER_DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def is_folder_dataset(name: str) -> bool:
+    """Whether weights of dataset ``name`` are tested on an image folder (else on in-memory arrays)."""
+    return name in FOLDER_DATASETS
+
+
+def hub_dataset(name: str) -> str | None:
+    """The Hugging Face Hub id of dataset ``name`` as its description gives it (None: none)."""
+    described = DATASETS.get(name) or FOLDER_DATASETS.get(name)
+    return described.hub if described is not None else None
+
+
+def reader_keys(name: str) -> tuple[str, ...] | None:
+    """The ``data.*`` settings that locate or size dataset ``name``'s data (``data_dir``, ``synthetic_size``);
+    None for a dataset not registered here (every setting may then matter)."""
+    if name in FOLDER_DATASETS:
+        return ("data_dir",)
+    return DATASETS[name].keys if name in DATASETS else None
 
 
 def _read_cifar(cfg: DataConfig) -> Arrays:
@@ -186,15 +256,23 @@ def _read_cifar(cfg: DataConfig) -> Arrays:
     return c.train_x, c.train_y, c.test_x, c.test_y, c.classes
 
 
-register_dataset(Dataset("cifar10", _read_cifar, (3, 32, 32), tuple(CIFAR10_CLASSES), LAYOUTS["cifar10"]))
-register_dataset(Dataset("cifar100", _read_cifar, (3, 32, 32), download=LAYOUTS["cifar100"]))
-register_dataset(Dataset("digits", lambda cfg: load_digits_arrays(), (1, 8, 8), tuple(str(i) for i in range(10))))
-register_dataset(Dataset("synthetic", lambda cfg: synthetic_arrays(cfg.synthetic_size), (3, 32, 32)))
+register_dataset(
+    Dataset("cifar10", _read_cifar, (3, 32, 32), tuple(CIFAR10_CLASSES), LAYOUTS["cifar10"], "cifar10", hub="cifar10")
+)
+register_dataset(Dataset("cifar100", _read_cifar, (3, 32, 32), download=LAYOUTS["cifar100"], hub="cifar100"))
+register_dataset(
+    Dataset("digits", lambda cfg: load_digits_arrays(), (1, 8, 8), tuple(str(i) for i in range(10)), keys=())
+)
+register_dataset(
+    Dataset("synthetic", lambda cfg: synthetic_arrays(cfg.synthetic_size), (3, 32, 32), keys=("synthetic_size",))
+)
+register_folder_dataset(FolderDataset("imagefolder"))  # a run's own folder: preprocessing estimated from it
+register_folder_dataset(FolderDataset("imagenet", run_classes=False, preprocessing="imagenet", hub="imagenet-1k"))
 
 
 def _load_dataset(cfg: DataConfig) -> ArrayDataset:
     if cfg.dataset not in DATASETS:
-        hint = " (image folders train through `resnet train`)" if cfg.dataset == "imagefolder" else ""
+        hint = " (image folders train through `resnet train`)" if cfg.dataset in FOLDER_DATASETS else ""
         raise UserError(f"unknown dataset {cfg.dataset!r}{hint}; choose one of {', '.join(DATASET_KINDS)}")
     train_x, train_y, test_x, test_y, classes = DATASETS[cfg.dataset].read(cfg)
     tr_x, tr_y, val_x, val_y = holdout(train_x, train_y, cfg.val_fraction)

@@ -23,8 +23,11 @@ def check_finite_logits(logits: torch.Tensor, what: str = "the model") -> torch.
     return logits
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalResult:
+    """The errors of one evaluation (top-1/top-5 in %, mean loss over ``n`` images, per class); frozen: a
+    result is a record of what was measured."""
+
     n: int
     loss: float
     error: float  # top-1, %

@@ -67,7 +67,7 @@ def run_demo(
 
 def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str, Any]], wall: float) -> Path:
     from resnet.analysis.claims import compare, final_error, render
-    from resnet.models import create_model
+    from resnet.models import build_network
     from resnet.models.complexity import count_params
 
     """REPORT.md + curves.png from the run directories' metrics files."""
@@ -93,7 +93,7 @@ def write_report(out: Path, depths: tuple[int, ...], results: dict[str, dict[str
     for d in depths:
         for kind, label in (("plain", "plain"), ("resnet", "ResNet")):
             name = f"{kind}{d}"
-            params = count_params(create_model(name, in_channels=1))
+            params = count_params(build_network(name, in_channels=1))
             r = results[name]
             rows.append(
                 f"| {label}-{d} | {params:,} | {final[name]:.2f} | {r['test_error']:.2f} | {r['train_seconds']:.0f} |"

@@ -75,13 +75,14 @@ def _test(run: RunRecord, opts: Options) -> dict[str, Any] | None:
             return cached
     if opts.report_only:
         return None
-    from resnet.interop.evaluate import evaluate_checkpoint
+    from resnet.interop.evaluate import evaluate
 
     protocol = opts.extra["protocol"]
-    report = evaluate_checkpoint(run.root, "val", opts.data_dir, protocol=protocol, device=opts.device or "auto")
-    res = report["result"]
-    out = {"iteration": report["iteration"], "protocol": protocol, "top1": res.error, "top5": res.top5_error,
-           "n": res.n, "skipped": len(res.skipped), "classes": len(report["classes"])}  # fmt: skip
+    device = opts.device or "auto"
+    report = evaluate(run.root, opts.data_dir, split="val", protocol=protocol, device=device, progress=True)
+    res = report.result
+    out = {"iteration": report.iteration, "protocol": protocol, "top1": res.error, "top5": res.top5_error,
+           "n": res.n, "skipped": len(res.skipped), "classes": len(report.classes)}  # fmt: skip
     write_output(path, json.dumps(out, indent=2) + "\n", owned=True)  # in the run directory
     return out
 

@@ -8,17 +8,17 @@ int8 calibrates on the first 1024 *training* images (never the evaluated split),
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from resnet.checkpoint import Checkpoint, load_checkpoint
 from resnet.config import DataConfig
-from resnet.data.datasets import DATASETS, load_dataset
+from resnet.data.datasets import DATASETS, is_folder_dataset, load_dataset
 from resnet.errors import UserError
-from resnet.eval.arrays import evaluate
+from resnet.eval.evaluate import EvalProtocol, EvalReport, evaluate_model
 from resnet.interop import backends
 from resnet.interop.convert import load_any
 from resnet.interop.pretrained import is_pretrained_dir
@@ -36,15 +36,22 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return load_checkpoint(path)
 
 
-def array_data_config(ckpt: Checkpoint, path: str | Path, data_dir: str | None) -> DataConfig:
+def array_data_config(
+    ckpt: Checkpoint, path: str | Path, data_dir: str | None, dataset: str | None = None
+) -> DataConfig:
     """The data ``ckpt`` is tested on: its recipe's, or for converted CIFAR weights (no recipe) their dataset's
-    standard test split; ``data_dir`` (``--data-dir``) where the files are."""
+    standard test split; ``data_dir`` (``--data-dir``) where the files are; ``dataset`` another registered
+    dataset to test on instead (the recipe's split settings kept)."""
     cfg = ckpt.recipe(str(path))
+    if dataset is not None and dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if cfg is not None:
         data_cfg = cfg.data
-    elif ckpt.dataset in DATASETS:
+        if dataset is not None:
+            data_cfg.dataset = dataset
+    elif (dataset or ckpt.dataset) in DATASETS:
         # Converted weights record no recipe, only their dataset: its test split is the same for every recipe.
-        data_cfg = DataConfig(dataset=ckpt.dataset)
+        data_cfg = DataConfig(dataset=dataset or ckpt.dataset)
     else:
         raise UserError(
             f"{path}: no recipe stored and the dataset is {ckpt.dataset!r}; `resnet eval` needs a checkpoint "
@@ -78,10 +85,12 @@ def evaluate_with_engine(
     precision: str,
     compile: bool = False,
     device: torch.device | None = None,
-) -> dict[str, Any]:
-    """The report of :func:`resnet.interop.evaluate.evaluate_checkpoint`, plus ``engine``, and for reduced
-    precision ``agreement`` (top-1 vs fp32) and ``fp32_error``. ``device`` (default the CPU) is where a torch
-    engine runs; onnxruntime runs on the CPU only."""
+    *,
+    dataset: str | None = None,
+) -> EvalReport:
+    """The report of :func:`resnet.interop.evaluate.evaluate` with ``engine``, and for reduced precision
+    ``agreement`` (top-1 vs fp32) and ``fp32_error``. ``device`` (default the CPU) is where a torch engine
+    runs; onnxruntime runs on the CPU only."""
     device = device or torch.device("cpu")
     onnx_file = str(path).lower().endswith(".onnx")
     if is_pt2(path):
@@ -90,15 +99,12 @@ def evaluate_with_engine(
     else:
         concrete = backends.resolve(backend, precision, device, have_model=not onnx_file, compile=compile)
         ckpt = backends.checkpoint_from_onnx(path) if onnx_file else read_checkpoint(path)
-    if ckpt.dataset in ("imagefolder", "imagenet"):
+    if is_folder_dataset(dataset or ckpt.dataset):
         raise UserError(
             "--backend/--precision/--compile and .onnx/.pt2 files evaluate array datasets (CIFAR, digits) here; for an "
             "image folder use `resnet predict --backend ... FOLDER`, or `resnet eval` on the checkpoint"
         )
-    data = load_dataset(array_data_config(ckpt, path, data_dir))
-    x, y = data.split(split)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    data = load_dataset(array_data_config(ckpt, path, data_dir, dataset))
     normalizer = ckpt.normalizer()
     model = None if onnx_file or concrete == "pt2" else ckpt.build_model(str(path))
     c, h, w = ckpt.input_size
@@ -107,6 +113,7 @@ def evaluate_with_engine(
         if concrete == "pt2":
             return pt2_engine(path, prec)
         if concrete == "torch":
+            assert model is not None  # built above for every engine but .onnx/.pt2 files
             return backends.torch_engine(model, prec, device, compile=compiled)
         calib = None
         if prec == "int8":
@@ -114,21 +121,20 @@ def evaluate_with_engine(
         onnx_path = path if onnx_file else None
         return backends.onnx_engine(prec, onnx_path=onnx_path, model=model, input_size=(c, h, w), calibration=calib)
 
-    images, labels = torch.from_numpy(x), torch.from_numpy(y)
+    views = EvalProtocol(batch_size=256, limit=limit)
+
+    def run(recording: _Recording) -> EvalReport:
+        # Engines take and return CPU tensors (a torch engine moves batches to its device and back).
+        return evaluate_model(
+            recording, data, normalizer, split=split, protocol=views, device=torch.device("cpu"),
+            name=ckpt.model_name, checkpoint=str(path), iteration=ckpt.iteration,
+        )  # fmt: skip
+
     engine = _Recording(make(precision, compile))
-    res = evaluate(engine, images, labels, normalizer, num_classes=data.num_classes, batch_size=256)
-    report: dict[str, Any] = {
-        "checkpoint": str(path),
-        "model": ckpt.model_name,
-        "iteration": ckpt.iteration,
-        "split": split,
-        "result": res,
-        "classes": data.classes,
-        "engine": engine.engine.describe(),
-    }
-    if precision != "fp32":
-        reference = _Recording(make("fp32"))
-        ref = evaluate(reference, images, labels, normalizer, num_classes=data.num_classes, batch_size=256)
-        report["agreement"] = backends.top1_agreement(torch.cat(engine.logits), torch.cat(reference.logits))
-        report["fp32_error"] = ref.error
-    return report
+    report = dataclasses.replace(run(engine), engine=engine.engine.describe())
+    if precision == "fp32":
+        return report
+    reference = _Recording(make("fp32"))
+    ref = run(reference)
+    agreement = backends.top1_agreement(torch.cat(engine.logits), torch.cat(reference.logits))
+    return dataclasses.replace(report, agreement=agreement, fp32_error=ref.top1_error)

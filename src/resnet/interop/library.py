@@ -21,7 +21,7 @@ from resnet.errors import UserError
 from resnet.interop.convert import default_meta, load_any, load_weights, read_weights
 from resnet.interop.hub import PretrainedResNet, as_pretrained, checkpoint_of, write_folder
 from resnet.interop.pretrained import read_config
-from resnet.models import create_model as build_model
+from resnet.models import build_network
 from resnet.models.features import FeatureExtractor
 from resnet.models.network import ResNet, check_drop_rate, check_global_pool
 
@@ -47,7 +47,7 @@ def load(path: str | Path, *, model: str | None = None, source: str = "auto") ->
 
 def _build(name: str, **kwargs: Any) -> ResNet:
     """The plain builder's net, which every model this module returns is (a registered family builds one)."""
-    net = build_model(name, **kwargs)
+    net = build_network(name, **kwargs)
     if not isinstance(net, ResNet):
         raise TypeError(f"{name} builds a {type(net).__name__}; resnet.create_model needs a resnet.models.ResNet")
     return net
@@ -145,7 +145,7 @@ def create_model(
     source: str = "auto",
     **kwargs: Any,
 ) -> PretrainedResNet | FeatureExtractor:
-    """Build a model by name, timm-style (``resnet.models.create_model`` is the plain builder underneath).
+    """Build a model by name, timm-style (``resnet.models.build_network`` builds the bare network underneath).
 
     Args:
         name: ``resnet18/34/50/101/152``, ``resnet20/32/44/56/110/1202``, their ``plain`` twins, any CIFAR

@@ -13,13 +13,12 @@ from typing import Any
 
 from resnet import paper
 from resnet.checkpoint import Checkpoint
+from resnet.data.datasets import hub_dataset
 from resnet.eval.views import view_geometry
 from resnet.models import model_info
 
 #: First line of every card written here: a card without it is the user's own and is never replaced.
 CARD_MARKER = "<!-- model card written by resnet-paper's save_pretrained; edit freely (it is then kept) -->"
-
-_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet-1k"}
 
 
 def paper_error(model_name: str, shortcut: str | None) -> str | None:
@@ -47,8 +46,9 @@ def _front_matter(ckpt: Checkpoint) -> str:
         "- resnet",
         "- model_hub_mixin",
     ]
-    if ckpt.dataset in _DATASETS:
-        lines += ["datasets:", f"- {_DATASETS[ckpt.dataset]}"]
+    hub = hub_dataset(ckpt.dataset)  # the dataset's description names its Hub id
+    if hub is not None:
+        lines += ["datasets:", f"- {hub}"]
     return "\n".join([*lines, "---"])
 
 

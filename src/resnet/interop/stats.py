@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD
+from resnet.data.datasets import PREPROCESSING
 from resnet.errors import UserError
 
+#: ``--preprocessing`` presets: per-channel (mean, std) of pixels in [0, 1], registered with the datasets.
+PRESETS = PREPROCESSING
 #: Per-channel mean / std of the CIFAR-10 training images (pixels in [0, 1]), the common CIFAR convention.
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-#: ``--preprocessing`` presets: per-channel (mean, std) of pixels in [0, 1].
-PRESETS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}
+CIFAR10_MEAN, CIFAR10_STD = PREPROCESSING["cifar10"]
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 

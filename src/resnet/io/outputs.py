@@ -119,6 +119,21 @@ def write_output(
     return path
 
 
+def discard_output(path: str | Path) -> bool:
+    """Remove an output just written that failed its own check (an export onnxruntime disagrees with), so that
+    nobody deploys it; True when a file was removed. Only a regular file resnet wrote there (owned, or recorded
+    in the folder's manifest) is removed: never a link, nor a file someone put there since."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or not (_is_owned(path) or _recorded(path, st)):
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
 def write_cache(path: str | Path, content: bytes | str | Callable[[IO[bytes]], object]) -> bool:
     """Write an optional cache file (the project's own cache folder); False instead of any error: a full or
     read-only cache disk, a link or FIFO planted there, only costs the next start the work it saves."""

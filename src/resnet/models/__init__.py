@@ -16,9 +16,9 @@ _EXPORTS = {
     "ModelInfo": "resnet.models.registry",
     "ResNet": "resnet.models.network",
     "ZeroPadShortcut": "resnet.models.blocks",
+    "build_network": "resnet.models.registry",
     "cifar_plain": "resnet.models.cifar",
     "cifar_resnet": "resnet.models.cifar",
-    "create_model": "resnet.models.registry",
     "imagenet_resnet": "resnet.models.imagenet",
     "list_models": "resnet.models.registry",
     "model_architecture": "resnet.models.registry",
@@ -33,9 +33,9 @@ __all__ = [
     "ModelInfo",
     "ResNet",
     "ZeroPadShortcut",
+    "build_network",
     "cifar_plain",
     "cifar_resnet",
-    "create_model",
     "imagenet_resnet",
     "list_models",
     "model_architecture",
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from resnet.models.cifar import cifar_plain, cifar_resnet
     from resnet.models.imagenet import imagenet_resnet
     from resnet.models.network import ResNet
-    from resnet.models.registry import ModelInfo, create_model, list_models, model_architecture, model_info
+    from resnet.models.registry import ModelInfo, build_network, list_models, model_architecture, model_info
     from resnet.models.responses import response_layer_names
 
 
@@ -63,6 +63,11 @@ _SUBMODULES = frozenset(
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"resnet.models.{name}")
+    if name == "create_model":  # renamed: one create_model remains, the library's (resnet.create_model)
+        raise AttributeError(
+            "resnet.models.create_model is now resnet.models.build_network (the bare network); "
+            "resnet.create_model is timm's signature"
+        )
     if name not in _EXPORTS:
         raise AttributeError(f"module 'resnet.models' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -107,7 +107,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> 
     """Multiply-adds of the convs and fc layers for one image of ``input_shape`` = (C, H, W).
 
     A 4-d shape (N, C, H, W), as tensors have it, counts the N images of the batch.
-    ``count_macs(create_model("resnet50"))`` is 3.86e9, the paper's 3.8e9 (Table 1).
+    ``count_macs(build_network("resnet50"))`` is 3.86e9, the paper's 3.8e9 (Table 1).
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 4:
@@ -135,7 +135,7 @@ def meta_instance(name: str, **kwargs: object) -> nn.Module:
 
     Shapes, parameter counts and MACs do not depend on the values, and :func:`layer_table` never computes.
     """
-    from resnet.models.registry import create_model
+    from resnet.models.registry import build_network
 
     with torch.device("meta"):
-        return create_model(name, **kwargs)
+        return build_network(name, **kwargs)

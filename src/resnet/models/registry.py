@@ -1,4 +1,4 @@
-"""A small model registry: ``register_model``, ``create_model``, ``list_models``, ``model_info``.
+"""A small model registry: ``register_model``, ``build_network``, ``list_models``, ``model_info``.
 
 Every entry records the keyword arguments its builder accepts, so a misspelt keyword fails with the valid
 choices instead of a ``TypeError`` deep in a constructor. A *family* (:func:`register_family`) owns a name
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the registry itself imports no torch: `resnet models` lists
 __all__ = [
     "Family",
     "ModelInfo",
-    "create_model",
+    "build_network",
     "list_models",
     "model_architecture",
     "model_info",
@@ -152,7 +152,7 @@ def models_with_layout(arch: Architecture) -> list[tuple[str, dict[str, object]]
 
 
 def model_architecture(name: str, **kwargs: object) -> Architecture | None:
-    """The torch-free description of ``create_model(name, **kwargs)``, or ``None`` if its entry has none."""
+    """The torch-free description of ``build_network(name, **kwargs)``, or ``None`` if its entry has none."""
     info = model_info(name)
     _check_kwargs(info, kwargs)
     if info.architecture is None:
@@ -202,8 +202,8 @@ def unknown_model_message(name: str) -> str:
     return f"unknown model {name!r}; {hint}"
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered model: ``create_model("resnet56")``, ``create_model("resnet50", bottleneck_stride="3x3")``.
+def build_network(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered model: ``build_network("resnet56")``, ``build_network("resnet50", bottleneck_stride="3x3")``.
 
     Raises:
         ValueError: unknown name or keyword, a CIFAR depth that is not 6n+2, an invalid option value, or a net

@@ -27,7 +27,7 @@ from resnet.data.preprocess import Normalizer
 from resnet.data.sources import ArraySource, FolderSource, open_source
 from resnet.errors import UserError
 from resnet.io import write_output
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.rundir_format import RunDir, read_metrics
 from resnet.train import distributed as dist
 from resnet.train.bn_average import check_supported
@@ -101,7 +101,7 @@ def resolve_device(cfg: Config, threads: Threads = None) -> Runtime:
 def check_model(cfg: Config) -> None:
     """Build the recipe's model on the meta device (no memory, no RNG use): a bad name or option fails now."""
     with torch.device("meta"):
-        create_model(cfg.model.name, **model_kwargs(cfg, 10, 3))
+        build_network(cfg.model.name, **model_kwargs(cfg, 10, 3))
 
 
 def _check_source(run: RunDir, ckpt: Checkpoint | None, cfg: Config, source: Source) -> None:
@@ -220,7 +220,7 @@ def init_state(
     device, world = rt.device, dist.world_size()
     torch.manual_seed(cfg.train.seed)
     kwargs = model_kwargs(cfg, len(source.classes), source.input_size[0])
-    model = create_model(cfg.model.name, **kwargs).to(device)
+    model = build_network(cfg.model.name, **kwargs).to(device)
     origin = None
     if ckpt is None and cfg.model.init_from:  # fine-tuning; a resumed run has its own weights
         origin = init_from(cfg.model.init_from, model, cfg.model.name)

@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from resnet.config import Config, OptimConfig
 from resnet.data.loader import DeviceLoader
 from resnet.data.preprocess import Normalizer
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.train.runtime import Runtime
 from resnet.train.schedule import LRSchedule
 from resnet.train.state import build_optimizer, model_kwargs
@@ -118,7 +118,7 @@ class MultiSeedTrainer:
         models = []
         for seed in self.seeds:
             torch.manual_seed(seed)  # as init_state: the same He initialisation as the single run
-            models.append(create_model(cfg.model.name, **kwargs).to(rt.device, dtype))
+            models.append(build_network(cfg.model.name, **kwargs).to(rt.device, dtype))
         self.stack = ReplicaStack(models)
         self.optimizer = StackedSGD(list(self.stack.params.values()), cfg.optim)
         d = cfg.data
@@ -177,13 +177,13 @@ class MultiSeedTrainer:
         ]
 
     def replica_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Replica ``k``'s model state_dict (load it into ``create_model(cfg.model.name, ...)``)."""
+        """Replica ``k``'s model state_dict (load it into ``build_network(cfg.model.name, ...)``)."""
         return self.stack.state_dict(k)
 
     def replica_model(self, k: int) -> tuple[nn.Module, torch.optim.SGD]:
         """Replica ``k`` as the single run's objects: its model, and ``build_optimizer``'s SGD holding its
         momentum and lr (whose ``state_dict`` is what a single run's checkpoint holds)."""
-        model = create_model(self.cfg.model.name, **self.kwargs).to(self.rt.device)
+        model = build_network(self.cfg.model.name, **self.kwargs).to(self.rt.device)
         model.load_state_dict(self.replica_state_dict(k))
         opt = build_optimizer(self.cfg, model, self.rt.device)
         for p, buf in zip(model.parameters(), self.optimizer.buffers, strict=True):

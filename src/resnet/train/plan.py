@@ -17,7 +17,7 @@ import torch
 from resnet.config import Config
 from resnet.data.loader import check_batch_fits
 from resnet.data.sources import open_source
-from resnet.models import create_model
+from resnet.models import build_network
 from resnet.models.complexity import count_macs, count_params
 from resnet.rundir_format import RunDir
 from resnet.train.bn_average import check_supported
@@ -65,7 +65,7 @@ def plan_run(cfg: Config, out: str | Path) -> Plan:
     check_supported(cfg, source)
     kwargs = model_kwargs(cfg, len(source.classes), source.input_size[0])
     with torch.device("meta"):
-        model = create_model(cfg.model.name, **kwargs)
+        model = build_network(cfg.model.name, **kwargs)
     check_batch_fits(source.sizes["train"], cfg.train.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
     steps = max(1, source.sizes["train"] // cfg.train.batch_size)
     schedule = LRSchedule(cfg.schedule, cfg.optim.lr, torch.device("cpu"), steps)

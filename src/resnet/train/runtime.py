@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from resnet.config import Config
+from resnet.data.datasets import is_folder_dataset
 
 #: channels_last under bf16 on CPU: measured with benchmarks/train_throughput.py --bf16 (docs/benchmarks.md).
 CPU_BF16_CHANNELS_LAST = False
@@ -102,6 +103,6 @@ def resolve_runtime(cfg: Config, device: torch.device, threads: Threads = None) 
         )
     auto_layout = cuda or (cpu_bf16 and CPU_BF16_CHANNELS_LAST)
     channels_last = cfg.train.channels_last == "true" or (cfg.train.channels_last == "auto" and auto_layout)
-    workers = cfg.data.workers if cfg.data.dataset == "imagefolder" else 0
+    workers = cfg.data.workers if is_folder_dataset(cfg.data.dataset) else 0  # folders decode in workers
     chosen = apply_threads(threads, workers=workers)
     return Runtime(device, torch.bfloat16 if precision == "bf16" else None, channels_last, chosen)
