@@ -16,7 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch import STANDALONE, env, finish, free_port, killing, logged_iteration, sets, torchrun, wait_for, worker_pids
+from launch import (
+    STANDALONE,
+    env,
+    finish,
+    free_port,
+    killing,
+    logged_iteration,
+    sets,
+    torchrun,
+    two_nodes,
+    wait_for,
+    worker_pids,
+)
 from resnet.train.metrics_log import read_metrics
 from resnet.train.rundir import read_invocations
 
@@ -84,6 +96,24 @@ def test_a_worker_killed_while_writing_a_checkpoint_restarts_from_the_one_before
     assert status == 0, err[-3000:]
     log = (run / "train.log").read_text()
     assert "resuming resnet8 on digits (1293 train, 144 val, 360 test) at iteration 40/" in log
+    check_same_as(run, straight)
+
+
+@pytest.mark.slow  # two launchers restarting together: about 40 s on 2 busy cores
+def test_two_nodes_restart_together_when_one_nodes_worker_is_killed(tmp_path: Path, straight: Path):
+    # Each launcher counts its own restarts; the round's namespace must not depend on that count.
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("description: elastic test\n")
+    run, port, tag = tmp_path / "run", free_port(), uuid.uuid4().hex
+    args = [str(recipe), "--out", str(run), *sets(overrides())]
+    procs = [torchrun(two_nodes(port, node, "--max-restarts=2"), args, RESNET_TEST_TAG=tag, RESNET_DIST_TIMEOUT="120")
+             for node in (0, 1)]  # fmt: skip
+    with killing(*procs):
+        wait_for(lambda: logged_iteration(run) >= 25, "iteration 25")
+        (rank1,) = worker_pids(tag, rank=1)
+        os.kill(rank1, signal.SIGKILL)
+        results = finish(*procs)
+    assert [status for status, _, _ in results] == [0, 0], results[1][2][-3000:]
     check_same_as(run, straight)
 
 
