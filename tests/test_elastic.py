@@ -99,7 +99,7 @@ def test_a_worker_killed_while_writing_a_checkpoint_restarts_from_the_one_before
     check_same_as(run, straight, err)
 
 
-@pytest.mark.slow  # two launchers restarting together: about 40 s on 2 busy cores
+@pytest.mark.slow  # two launchers restarting together: 16-18 s at load 6-7 on 2 cores
 def test_two_nodes_restart_together_when_one_nodes_worker_is_killed(tmp_path: Path, straight: Path):
     # Each launcher counts its own restarts; the round's namespace must not depend on that count.
     recipe = tmp_path / "tiny.yaml"
@@ -172,7 +172,7 @@ def run_script(script: Path, tmp_path: Path, extra_env: dict[str, str]) -> subpr
                             stdout=pipe, stderr=pipe, text=True, start_new_session=True)  # fmt: skip
 
 
-@pytest.mark.slow  # two launches of the script: about 40 s on 2 busy cores
+@pytest.mark.slow  # two launches of the script: 15-17 s each at load 6-7 on 2 cores
 @pytest.mark.parametrize("kind", ["sbatch", "kubernetes"])
 def test_a_preempted_job_stops_every_rank_checkpoints_and_resumes_bit_exactly(kind, tmp_path: Path, straight: Path):
     # The scheduler's signal goes to the script alone (SLURM: SIGUSR1 90 s early to the batch shell;
