@@ -7,8 +7,12 @@ everything here degrades to a single process. Only rank 0 logs, prints and write
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import re
+import sys
+import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -72,6 +76,11 @@ def env_rank() -> str:
     return os.environ.get("RANK", "?")
 
 
+def world_size_env() -> int:
+    """The number of ranks as the launcher set it (before the process group exists)."""
+    return int(os.environ["WORLD_SIZE"])
+
+
 def setup(device: torch.device) -> None:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); a no-op otherwise.
 
@@ -84,8 +93,14 @@ def setup(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     seconds = timeout_seconds()
+    timeout = datetime.timedelta(seconds=seconds)
     try:
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=seconds))
+        store = _round_store(timeout)
+        if store is None:
+            dist.init_process_group(backend=backend, timeout=timeout)
+        else:
+            rank_ = int(env_rank())
+            dist.init_process_group(backend, timeout=timeout, store=store, rank=rank_, world_size=world_size_env())
     except (RuntimeError, ValueError) as e:  # torch's DistStoreError/DistNetworkError are RuntimeErrors
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise UserError(
@@ -93,6 +108,52 @@ def setup(device: torch.device) -> None:
             f"within {seconds:g} s ({_first_line(e)}); start the same command on every node, check "
             "the address and port, or raise RESNET_DIST_TIMEOUT"
         ) from None
+
+
+def _round_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """The store this round of torchrun's workers forms its process group in: a namespace of the launcher's
+    store that no earlier round wrote to; None where torchrun's workers do not share the launcher's store.
+
+    torchrun's c10d rendezvous hands every round of workers the same TCPStore (its agent outlives them), while
+    torch's own setup assumes a fresh store per round. After an elastic restart the new ranks then read the
+    dead ranks' gloo addresses from the round before: a connection refused (the restart wasted), or, where
+    the old port was taken again meanwhile, pairs that wait for each other up to five times the timeout.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent = dist.TCPStore(host, port, is_master=False, timeout=timeout)
+    token = _round_token(agent, int(env_rank()), world_size_env(), timeout)
+    return dist.PrefixStore(f"resnet/round/{token}/", agent)
+
+
+def _round_token(store: dist.Store, me: int, world: int, timeout: datetime.timedelta) -> str:
+    """A name every rank of this round agrees on and none of an earlier round used.
+
+    Rank 0 draws it. Every other rank posts a fresh nonce under its rank and waits for the name under that
+    nonce (a key no earlier round can have written); rank 0 answers whatever nonce each rank's key holds until
+    every rank has confirmed the name, so a nonce left by a dead rank of an earlier round only costs an answer.
+    """
+    if me != 0:
+        nonce = uuid.uuid4().hex
+        store.set(f"resnet/hello/{me}", nonce)
+        store.wait([f"resnet/name/{nonce}"], timeout)
+        token = store.get(f"resnet/name/{nonce}").decode()
+        store.set(f"resnet/ack/{token}/{me}", "1")
+        return token
+    token, waiting = uuid.uuid4().hex, set(range(1, world))
+    deadline = time.monotonic() + timeout.total_seconds()
+    while waiting:
+        for r in sorted(waiting):
+            if store.check([f"resnet/ack/{token}/{r}"]):
+                waiting.discard(r)
+            elif store.check([f"resnet/hello/{r}"]):
+                store.set(f"resnet/name/{store.get(f'resnet/hello/{r}').decode()}", token)
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"rank(s) {', '.join(map(str, sorted(waiting)))} did not join")
+        if waiting:
+            time.sleep(0.02)
+    return token
 
 
 def _first_line(e: BaseException) -> str:
@@ -203,5 +264,15 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group while Python is fully alive.
+
+    DDP keeps its own reference to the group, often inside reference cycles that only the garbage collector
+    frees; left to interpreter shutdown, gloo's threads are torn down half-way and the process dies of
+    SIGABRT ("terminate called without an active exception") after a finished run, which torchrun counts as
+    a failure (seen once in 13 restarted runs on 2 loaded cores). Not while an error propagates (a lost peer):
+    collecting then can end the process before its one line is printed.
+    """
     if is_distributed():
+        if sys.exc_info()[0] is None:
+            gc.collect()
         dist.destroy_process_group()
