@@ -24,7 +24,7 @@ from resnet.errors import UserError
 from resnet.interop.predict import Predictor
 from resnet.models import build_network
 
-from conftest import HANG, SUBSET
+from conftest import HANG
 
 PIPE = "not a regular file (a named pipe)"
 
@@ -112,9 +112,9 @@ def test_a_checkpoint_swapped_for_a_fifo_after_its_check_is_refused_on_the_descr
     assert f"swapped.pt: {PIPE}" in refusal(lambda: load_file(tmp_path / "swapped.pt"))
 
 
-def test_a_cifar_batch_swapped_for_a_fifo_after_its_check_is_refused(tmp_path: Path, monkeypatch):
+def test_a_cifar_batch_swapped_for_a_fifo_after_its_check_is_refused(tmp_path: Path, monkeypatch, cifar_subset: Path):
     root = tmp_path / "cifar-10-batches-py"
-    shutil.copytree(SUBSET, root)
+    shutil.copytree(cifar_subset, root)
     assert len(load_cifar(root).test_y) > 0
     (root / "data_batch_3").unlink()
     os.mkfifo(root / "data_batch_3")

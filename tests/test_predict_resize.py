@@ -21,8 +21,6 @@ from resnet.interop.predict import Predictor
 from resnet.metadata import Resize
 from resnet.models import build_network
 
-from conftest import SUBSET
-
 
 def checkpoint(resize: Resize | None) -> Checkpoint:
     """ResNet-20 with CIFAR-10's classes and statistics; BN statistics varied so that every pixel counts."""
@@ -50,10 +48,10 @@ def checkpoint(resize: Resize | None) -> Checkpoint:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def images(tmp_path_factory: pytest.TempPathFactory, cifar_subset: Path) -> list[Path]:
     """Four genuine CIFAR-10 test images as PNG files."""
     folder = tmp_path_factory.mktemp("images")
-    test_x = load_cifar(SUBSET).test_x[:4]
+    test_x = load_cifar(cifar_subset).test_x[:4]
     paths = [folder / f"{i}.png" for i in range(len(test_x))]
     for path, x in zip(paths, test_x, strict=True):
         Image.fromarray(x.transpose(1, 2, 0)).save(path)
