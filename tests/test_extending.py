@@ -124,6 +124,24 @@ def read(cfg):
 register_dataset(Dataset("blobs", read, (3, 16, 16), CLASSES))
 '''
 
+#: A 16x16 net whose entry names no preprocessing, and the dataset (with its own preset) its entry names; a
+#: twin entry naming ImageNet's preset, which comes first.
+BLOB_NET = '''
+"""ResNet-8 for 16x16 blobs: the preprocessing is the dataset's to say."""
+import dataclasses
+
+from resnet.data.datasets import Dataset, register_dataset, register_preprocessing
+from resnet.models.registry import model_info, register_model
+
+register_preprocessing("blobs", (0.4, 0.45, 0.5), (0.2, 0.25, 0.3))
+register_dataset(Dataset("blobs16", lambda cfg: None, (3, 16, 16), ("red", "green", "blue", "grey"),
+                         preprocessing="blobs"))
+entry = dataclasses.replace(model_info("resnet8"), name="blobnet8", family="blobs", input_size=(3, 16, 16),
+                            preprocessing=None, dataset="blobs16", num_classes=4, paper="")
+register_model(entry)
+register_model(dataclasses.replace(entry, name="blobnet8i", preprocessing="imagenet"))
+'''
+
 PAPER_MARKS = ("Table 6", "Table 1", "0.27M", "269,722", "8.75")
 
 
@@ -138,7 +156,8 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     models.list_models()  # the built-in registry is complete before the snapshot
     experiments.discover()
-    live = (models._REGISTRY, models._FAMILIES, experiments.EXPERIMENTS, loader._loaded, datasets.DATASETS)
+    live = (models._REGISTRY, models._FAMILIES, experiments.EXPERIMENTS, loader._loaded, datasets.DATASETS,
+            datasets.FOLDER_DATASETS, datasets.PREPROCESSING)  # fmt: skip
     saved = [(d, dict(d)) for d in live]
     kinds = list(config.DATASET_KINDS)
 
@@ -327,3 +346,25 @@ def test_an_entry_states_its_own_preprocessing_and_input_size(plugins):
     register_model(dataclasses.replace(base, name="odd20", preprocessing="odd"))
     with pytest.raises(UserError, match="preprocessing 'odd'; presets: imagenet, cifar10"):
         default_meta("odd20", {})
+
+
+def test_bare_weights_of_an_entry_naming_no_preprocessing_get_its_datasets_preset(
+    plugins, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from resnet.models import build_network
+    from resnet.plugins import load_plugins
+
+    plugins(blob_net=BLOB_NET)
+    load_plugins()
+    recorded = {}
+    for name in ("blobnet8", "blobnet8i"):
+        bare = tmp_path / f"{name}.pth"
+        torch.save(build_network(name, num_classes=4).state_dict(), bare)
+        out = _run(["convert", str(bare), "--model", name, "--to", str(tmp_path / f"{name}.pt")], capsys)
+        ckpt = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        assert ckpt["classes"] == ["red", "green", "blue", "grey"] and ckpt["input_size"] == [3, 16, 16]
+        recorded[name] = (ckpt["preprocessing"]["mean"].flatten().tolist(), out)
+    mean, note = recorded["blobnet8"]
+    assert mean == pytest.approx([0.4, 0.45, 0.5]) and "the blobs per-channel mean/std" in note
+    mean, note = recorded["blobnet8i"]  # the entry's own preset comes first
+    assert mean == pytest.approx([0.485, 0.456, 0.406]) and "the imagenet per-channel mean/std" in note

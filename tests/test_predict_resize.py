@@ -1,9 +1,11 @@
 """``predict`` feeds weights as their description says: the recorded resize (shorter side, then the centre crop)
-of a checkpoint, safetensors file, model folder or ONNX/pt2 export, and the family's default for files that
-record none (written before the resize was recorded, or by training)."""
+of a checkpoint, safetensors file, model folder or ONNX/pt2 export, an image-folder run's ``data.eval_resize``,
+and the family's default for files that record neither (written before the resize was recorded, or by an
+array run). ``resnet eval`` of an image folder follows the same rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,11 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet.checkpoint import Checkpoint
+import resnet
+from resnet.checkpoint import Checkpoint, load_checkpoint
 from resnet.cli import main
+from resnet.config import load_config
 from resnet.data.cifar import load_cifar
+from resnet.data.imagefolder import scan
 from resnet.data.transforms import center_crop, load_image, resize_shorter
 from resnet.errors import UserError
+from resnet.eval.evaluate import EvalProtocol, evaluate_model
 from resnet.interop.convert import convert_file
 from resnet.interop.predict import Predictor
 from resnet.metadata import Resize
@@ -119,3 +125,39 @@ def test_a_recorded_resize_smaller_than_the_crop_is_refused_on_load(files):
         Checkpoint.from_dict({**obj, "resize": {"shorter_side": 20, "crop": [32, 32]}}, "w.pt")
     with pytest.raises(UserError, match=r"w\.pt: .*'resize' must be a dict"):
         Checkpoint.from_dict({**obj, "resize": 40}, "w.pt")
+
+
+@pytest.fixture(scope="module")
+def val_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Forty genuine CIFAR-10 test images as an image folder, ``ROOT/val/<class>/<i>.png``."""
+    root = tmp_path_factory.mktemp("folder")
+    cifar = load_cifar(SUBSET)
+    for i, (x, y) in enumerate(zip(cifar.test_x[:40], cifar.test_y[:40], strict=True)):
+        folder = root / "val" / cifar.classes[int(y)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x.transpose(1, 2, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def test_eval_of_an_image_folder_uses_the_resize_predict_uses(files, val_folder: Path):
+    index = scan(val_folder / "val", classes=checkpoint(None).classes)
+    got = {}
+    for key, side in (("r40", 40), ("default", 32)):  # resnet20's default: the native 32x32 view
+        report = resnet.evaluate(files[key], val_folder, dataset="imagefolder", workers=0)
+        ckpt = load_checkpoint(files[key])
+        views = EvalProtocol(resize=side, size=32, workers=0)
+        want = evaluate_model(ckpt.build_model(), index, ckpt.normalizer(), split="val", protocol=views)
+        assert report.images == want.images == 40, key
+        assert (report.top1_error, report.loss) == pytest.approx((want.top1_error, want.loss)), key
+        got[key] = report.loss
+    assert got["r40"] != pytest.approx(got["default"])  # the same weights, fed differently
+
+
+def test_an_image_folder_runs_eval_resize_stands_in_where_the_weights_record_none():
+    folder_run = load_config(None, ["data.dataset=imagefolder", "data.crop=32", "data.eval_resize=36"]).to_dict()
+    array_run = load_config("cifar10/resnet20").to_dict()  # its eval_resize (256) is an unused default
+    run = dataclasses.replace(checkpoint(None), config=folder_run)
+    assert run.eval_resize().shorter_side == 36 and Predictor(run).resize == 36
+    assert dataclasses.replace(checkpoint(None), config=array_run).eval_resize().shorter_side == 32
+    recorded = dataclasses.replace(checkpoint(Resize(40, (32, 32))), config=folder_run)
+    assert recorded.eval_resize().shorter_side == 40  # what the weights record comes first

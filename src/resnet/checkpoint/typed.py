@@ -24,6 +24,7 @@ from torch import nn
 from resnet.checkpoint.statedict import StateDictDiff, infer_architecture
 from resnet.checkpoint.storage import FORMAT, load_file, save_checkpoint
 from resnet.config import Config, from_dict
+from resnet.data.datasets import is_folder_dataset
 from resnet.data.preprocess import Normalizer
 from resnet.errors import UserError
 from resnet.eval.views import view_resize
@@ -236,9 +237,24 @@ class Checkpoint:
             classes=tuple(self.classes),
             input_size=size,
             preprocessing=Preprocessing.from_state(self.preprocessing, where),
-            resize=self.resize if self.resize is not None else resize_for(self.model_name, size),
+            resize=self._resize(size, where),
             dataset=self.dataset,
         ).check(where)
+
+    def eval_resize(self, where: str = "checkpoint") -> Resize:
+        """The resize and crop these weights are tested with, by ``predict`` and ``resnet eval`` alike (and
+        recorded by conversions and exports): the one the weights record; else an image-folder run's
+        ``data.eval_resize``, which its own evaluations used; else the family's (:func:`resize_for`)."""
+        return self.metadata(where).resize
+
+    def _resize(self, size: tuple[int, int, int], where: str) -> Resize:
+        if self.resize is not None:
+            return self.resize
+        cfg = self.recipe(where)
+        # Only image-folder runs test on a resized image: an array run's eval_resize is an unused default.
+        if cfg is not None and is_folder_dataset(cfg.data.dataset):
+            return Resize(cfg.data.eval_resize, (size[1], size[2]))
+        return resize_for(self.model_name, size)
 
     def to_dict(self) -> dict[str, Any]:
         """The flat on-disk layout (the format every version of this project reads)."""

@@ -222,6 +222,8 @@ def register_folder_dataset(dataset: FolderDataset) -> FolderDataset:
     """Add a dataset read from image folders (evaluated on ``ROOT/val`` with its test protocol)."""
     if dataset.name in DATASETS or dataset.name in FOLDER_DATASETS:
         raise ValueError(f"dataset {dataset.name!r} is already registered")
+    if dataset.preprocessing is not None and dataset.preprocessing not in PREPROCESSING:
+        raise ValueError(f"dataset {dataset.name!r}: unknown preprocessing {dataset.preprocessing!r}")
     FOLDER_DATASETS[dataset.name] = dataset
     return dataset
 
@@ -235,6 +237,12 @@ def hub_dataset(name: str) -> str | None:
     """The Hugging Face Hub id of dataset ``name`` as its description gives it (None: none)."""
     described = DATASETS.get(name) or FOLDER_DATASETS.get(name)
     return described.hub if described is not None else None
+
+
+def dataset_preprocessing(name: str) -> str | None:
+    """The :data:`PREPROCESSING` preset dataset ``name``'s description names (None: none, or not registered)."""
+    described = DATASETS.get(name) or FOLDER_DATASETS.get(name)
+    return described.preprocessing if described is not None else None
 
 
 def reader_keys(name: str) -> tuple[str, ...] | None:

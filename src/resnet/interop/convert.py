@@ -24,7 +24,8 @@ Bare state_dicts carry no preprocessing or class names (``preprocessing=`` / ``-
 normalisation and (with 1000 classes) the bundled ImageNet names, at 224x224. CIFAR-stem weights get the
 usual CIFAR-10 per-channel mean/std and (with 10 classes) the CIFAR-10 names, at 32x32; that is an
 assumption, reported in the result's ``notes``. Each comes from the model's registry entry (its
-``preprocessing``, ``dataset`` and ``input_size``), so a user's family states its own.
+``preprocessing``, ``dataset`` and ``input_size``; an entry naming no preprocessing takes its dataset's
+description's preset), so a user's family states its own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import nn
 from resnet.checkpoint import FORMAT, Checkpoint, load_file
 from resnet.checkpoint.statedict import infer_architecture, kwargs_for, strip_wrapper_prefixes
 from resnet.data.classes import IMAGENET_MEAN, IMAGENET_STD, default_classes, resolve_classes
+from resnet.data.datasets import dataset_preprocessing
 from resnet.errors import UserError
 from resnet.interop import akamaster
 from resnet.interop.pretrained import WEIGHTS_FILE, checkpoint_dict, is_pretrained_dir, metadata_of, read_config
@@ -119,12 +121,15 @@ def default_meta(name: str, kwargs: dict[str, Any], stats: Stats | None = None) 
     """Preprocessing, classes and input size for a state_dict that came without them, and what was assumed.
 
     All of it is the model's entry's own description (its ``preprocessing`` preset, ``dataset`` and native
-    ``input_size``), whatever family it belongs to.
+    ``input_size``), whatever family it belongs to; an entry that names no preprocessing gets the preset its
+    dataset's description names (CIFAR-10's where neither names one).
     """
     info = model_info(name)
     num_classes, channels = int(kwargs.get("num_classes", info.num_classes)), int(kwargs.get("in_channels", 3))
     dataset = info.dataset if num_classes == info.num_classes else "unknown"
     preset = info.preprocessing
+    if preset is None:  # the inputs are the entry's dataset's, whatever head the weights have
+        preset = dataset_preprocessing(info.dataset) or "cifar10"
     if isinstance(preset, str) and preset not in PRESETS:
         raise UserError(f"{name}: its entry names preprocessing {preset!r}; presets: {', '.join(PRESETS)}")
     default = PRESETS[preset] if isinstance(preset, str) else preset

@@ -150,7 +150,7 @@ def _evaluate_folder(
         views=asked.protocol or described.protocol,
         limit=asked.limit,
         scores=asked.scores,
-        resize=cfg.data.eval_resize if cfg else 256,
+        resize=ckpt.eval_resize(where).shorter_side,  # as predict feeds these weights
         size=ckpt.input_size[-1],
         workers=asked.workers if asked.workers is not None else (cfg.data.workers if cfg else 4),
         strict=cfg.data.strict_decode if cfg else False,

@@ -13,7 +13,8 @@ Protocols (``--protocol``):
 
 Those shorter sides are the family's defaults: weights whose description records a resize (a converted,
 exported or ``save_pretrained`` model: :class:`resnet.metadata.Resize`) are fed as it says, e.g. shorter
-side 40, then the centre 32x32.
+side 40, then the centre 32x32, and an image-folder run's checkpoint as its ``data.eval_resize`` says
+(:meth:`resnet.checkpoint.Checkpoint.eval_resize`, the rule ``resnet eval`` follows too).
 
 A folder is searched recursively for image files and processed in batches, with a progress bar on a
 terminal. Files that cannot be read are reported and skipped; the rest are still classified.
@@ -105,8 +106,8 @@ class Predictor:
         self.channels, self.size = channels, (height, width)
         # The entry's own test views: crops of a resized image (ImageNet, section 3.4) or the native view only.
         self.imagenet_style = model_info(self.model_name).test_views == "crops"
-        # The shorter side the weights' description records (the family's default where it records none).
-        self.resize = ckpt.metadata(where).resize.shorter_side
+        # The shorter side the weights record, else their run's or family's (the rule ``resnet eval`` uses too).
+        self.resize = ckpt.eval_resize(where).shorter_side
 
     @classmethod
     def from_file(

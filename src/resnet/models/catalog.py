@@ -52,9 +52,10 @@ class ModelInfo:
     #: which ``resnet models`` counts parameters and MACs; ``None`` for models registered without one.
     architecture: Callable[..., Architecture] | None = None
     #: What weights of this net expect when they say nothing else (a bare state_dict, ``create_model``):
-    #: a ``--preprocessing`` preset name or the per-channel ``(mean, std)`` of [0, 1] pixels itself, and the
-    #: dataset whose class names a ``num_classes``-way head gets ("unknown" for any other head).
-    preprocessing: str | tuple[tuple[float, ...], tuple[float, ...]] = "cifar10"
+    #: a ``--preprocessing`` preset name or the per-channel ``(mean, std)`` of [0, 1] pixels itself (None: the
+    #: preset its dataset's description names, else CIFAR-10's), and the dataset whose class names a
+    #: ``num_classes``-way head gets ("unknown" for any other head).
+    preprocessing: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None
     dataset: str = "cifar10"
     num_classes: int = 10
     #: How its test images are viewed: "single" = the native view only (the CIFAR protocol, section 4.2);
