@@ -128,10 +128,10 @@ def test_a_recorded_resize_smaller_than_the_crop_is_refused_on_load(files):
 
 
 @pytest.fixture(scope="module")
-def val_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def val_folder(tmp_path_factory: pytest.TempPathFactory, cifar_subset: Path) -> Path:
     """Forty genuine CIFAR-10 test images as an image folder, ``ROOT/val/<class>/<i>.png``."""
     root = tmp_path_factory.mktemp("folder")
-    cifar = load_cifar(SUBSET)
+    cifar = load_cifar(cifar_subset)
     for i, (x, y) in enumerate(zip(cifar.test_x[:40], cifar.test_y[:40], strict=True)):
         folder = root / "val" / cifar.classes[int(y)]
         folder.mkdir(parents=True, exist_ok=True)
