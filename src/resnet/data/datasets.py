@@ -206,12 +206,17 @@ def register_preprocessing(name: str, mean: tuple[float, ...], std: tuple[float,
     PREPROCESSING[name] = (tuple(mean), tuple(std))
 
 
+def _check_new(name: str, preprocessing: str | None) -> None:
+    """A dataset's name is new among both kinds, and its preset (if any) is registered."""
+    if name in DATASETS or name in FOLDER_DATASETS:
+        raise ValueError(f"dataset {name!r} is already registered")
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise ValueError(f"dataset {name!r}: unknown preprocessing {preprocessing!r}")
+
+
 def register_dataset(dataset: Dataset) -> Dataset:
     """Add an in-memory dataset: ``data.dataset: NAME`` in a recipe then trains and evaluates on it."""
-    if dataset.name in DATASETS or dataset.name in FOLDER_DATASETS:
-        raise ValueError(f"dataset {dataset.name!r} is already registered")
-    if dataset.preprocessing is not None and dataset.preprocessing not in PREPROCESSING:
-        raise ValueError(f"dataset {dataset.name!r}: unknown preprocessing {dataset.preprocessing!r}")
+    _check_new(dataset.name, dataset.preprocessing)
     DATASETS[dataset.name] = dataset
     if dataset.name not in DATASET_KINDS:
         DATASET_KINDS.append(dataset.name)  # recipes naming it pass the config's check
@@ -220,10 +225,7 @@ def register_dataset(dataset: Dataset) -> Dataset:
 
 def register_folder_dataset(dataset: FolderDataset) -> FolderDataset:
     """Add a dataset read from image folders (evaluated on ``ROOT/val`` with its test protocol)."""
-    if dataset.name in DATASETS or dataset.name in FOLDER_DATASETS:
-        raise ValueError(f"dataset {dataset.name!r} is already registered")
-    if dataset.preprocessing is not None and dataset.preprocessing not in PREPROCESSING:
-        raise ValueError(f"dataset {dataset.name!r}: unknown preprocessing {dataset.preprocessing!r}")
+    _check_new(dataset.name, dataset.preprocessing)
     FOLDER_DATASETS[dataset.name] = dataset
     return dataset
 
